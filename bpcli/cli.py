@@ -75,6 +75,120 @@ def download(data_dir, mirrors, force, offline):
         click.echo(f"{name}: {path}")
 
 
+def _config_options(f):
+    f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Override any config key, value parsed as YAML (repeatable): "
+                          "--set model.hidden=[64,32]")(f)
+    f = click.option("-c", "--config", "config_file", type=click.Path(dir_okay=True), default=None,
+                     help="YAML file of overrides (see configs/).")(f)
+    return f
+
+
+def _hidden(value):
+    """'256,128' -> [256, 128] for --hidden; '' -> [] (no hidden layer)."""
+    from .errors import ConfigError
+
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ConfigError(f"--hidden expects comma-separated layer sizes like 256,128, got {value!r}") from None
+
+
+@cli.command()
+@_config_options
+@click.option("--epochs", type=int, default=None, help="train.epochs")
+@click.option("--batch-size", type=int, default=None, help="train.batch_size")
+@click.option("--lr", type=float, default=None, help="train.lr, the learning rate")
+@click.option("--hidden", default=None, metavar="256,128", help="model.hidden, comma-separated sizes")
+@click.option("--seed", type=int, default=None, help="seed for init, split, shuffling and dropout")
+@click.option("--run-dir", type=click.Path(), default=None,
+              help="Where to write the run (default: $BP_RUNS_DIR or ./runs, then a timestamp).")
+@click.option("--resume", type=click.Path(exists=False), default=None, metavar="RUN_DIR|CKPT",
+              help="Continue a run in place from its last.npz (its config, its RNG state).")
+@click.option("--force", is_flag=True, help="Overwrite an existing --run-dir.")
+@_data_dir_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the results.")
+def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resume, force, data_dir,
+          quiet, as_json):
+    """Train an MLP on MNIST by backprop and mini-batch SGD."""
+    from . import config as config_mod
+    from . import train as train_mod
+    from .data import load_mnist
+    from .errors import ConfigError
+
+    flags = {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
+             "model.hidden": _hidden(hidden), "seed": seed}
+    if resume:
+        if config_file or sets or run_dir or force:
+            raise ConfigError("--resume continues a run with its own config and run dir; "
+                              "drop -c/--set/--run-dir/--force (only --epochs may extend it)")
+        run_dir, ckpt = train_mod.locate_resume(resume)
+        cfg = train_mod.resume_config(run_dir, ckpt, flags)
+    else:
+        ckpt = None
+        cfg = config_mod.resolve(config_file, sets, flags)
+    if data_dir:
+        cfg.set("data.dir", data_dir, "flag --data-dir")
+    values = cfg.values
+    data = load_mnist(values["data"]["dir"], mirrors=_mirrors(), offline=_env_flag("BP_OFFLINE"),
+                      limit=values["data"]["limit"])
+    if not resume:
+        run_dir = train_mod.new_run_dir(run_dir, force)
+    progress = train_mod.Progress(quiet=quiet)
+    progress.note(f"run dir {run_dir}: {'-'.join(map(str, train_mod.spec_from_config(values).sizes))} "
+                  f"{values['model']['activation']}, {values['model']['output']} + {values['model']['loss']}, "
+                  f"{values['train']['epochs']} epochs")
+    summary = train_mod.train(cfg, data, run_dir, resume_from=ckpt, progress=progress)
+    if as_json:
+        _emit_json(summary)
+    else:
+        click.echo(f"test accuracy {summary['test_accuracy']:.4f} (best epoch {summary['best_epoch']}), "
+                   f"run dir {summary['run_dir']}")
+
+
+def _mirrors():
+    from . import download as dl
+
+    return dl.resolve_mirrors(())
+
+
+@cli.command("config")
+@_config_options
+@click.option("--sources", is_flag=True, help="Comment each value with where it came from.")
+def config_cmd(config_file, sets, sources):
+    """Print the effective config as YAML (defaults < file < --set)."""
+    from . import config as config_mod
+
+    cfg = config_mod.resolve(config_file, sets)
+    click.echo(cfg.to_yaml(with_sources=sources), nl=False)
+
+
+@cli.command()
+@_config_options
+@click.option("--tolerance", type=float, default=1e-6, show_default=True,
+              help="Largest acceptable relative error.")
+def gradcheck(config_file, sets, tolerance):
+    """Check backprop against finite differences on a small net built from the config."""
+    from . import config as config_mod
+    from .gradcheck import check_config
+
+    cfg = config_mod.resolve(config_file, sets)
+    result = check_config(cfg.values)
+    click.echo(f"network {'-'.join(map(str, result['sizes']))} "
+               f"({result['activation']}, {result['output']} + {result['loss']}), float64, "
+               f"{result['n']} examples")
+    for layer in result["layers"]:
+        click.echo(f"layer {layer['layer']}: max relative error W {layer['W']:.2e}  b {layer['b']:.2e}")
+    worst = result["max_error"]
+    if worst > tolerance:
+        raise click.ClickException(f"backprop disagrees with finite differences: max relative error "
+                                   f"{worst:.2e} > {tolerance:g}")
+    click.echo(f"ok: max relative error {worst:.2e} <= {tolerance:g}")
+
+
 def main():
     cli(prog_name="bp")
 

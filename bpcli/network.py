@@ -1,0 +1,278 @@
+"""The multilayer perceptron and its backpropagation, in plain NumPy.
+
+Notation (batch-major: one row per example, as in scikit-learn)::
+
+    X        (n, 784)            the mini-batch; a[0] = X
+    W[l]     (fan_in, fan_out)   weights of layer l = 1..L
+    b[l]     (fan_out,)          biases
+    z[l]   = a[l-1] @ W[l] + b[l]        weighted input       (n, fan_out)
+    a[l]   = f(z[l])                     activation; f is the hidden
+                                         activation, the output's for l = L
+    Y        (n, 10)             one-hot targets
+
+The cost of one example, C0, is cross-entropy ``-sum_j Y_j log a[L]_j`` or the
+quadratic cost of the backprop explanation ``sum_j (a[L]_j - Y_j)^2``; the
+batch cost C is the mean of C0 over the n rows.
+
+Backpropagation is the chain rule applied from the output back.
+``delta[l] = dC/dz[l]`` (n, fan_out) is the error of layer l::
+
+    delta[L]   = dC/da[L] * f'(z[L])                 (output error)
+               = (a[L] - Y) / n                     softmax + cross-entropy
+               = 2 (a[L] - Y) * a[L](1 - a[L]) / n  sigmoid + quadratic cost
+    delta[l-1] = (delta[l] @ W[l].T) * f'(z[l-1])   (each layer's error comes
+                                                     from the next one's)
+    dC/dW[l]   = a[l-1].T @ delta[l]                (n summed away by the
+    dC/db[l]   = sum over rows of delta[l]           matrix product)
+
+The ``/ n`` sits in delta[L], so the sums above are already the mini-batch
+average that SGD follows. For one weight this is the explanation's
+``dC0/dw = a(L-1) * f'(z(L)) * 2(a(L) - y)``.
+
+Indexing differs from the math by one: Python lists are 0-based, so
+``params.W[0]`` is W[1] and ``activations[0]`` is a[0] = X.
+
+Each activation's derivative is written in terms of its *output* a (sigmoid'
+= a(1-a), tanh' = 1-a^2, relu' = [a > 0]), so backprop needs only the stored
+activations, not z.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# ---------------------------------------------------------------------------
+# Activations, each beside its derivative (micrograd's habit): name -> (f, f')
+# f(z) may work in place; fprime(a) takes the activation f(z), not z.
+
+LEAKY_SLOPE = 0.01
+
+
+def sigmoid(z):
+    # exp(-z) overflows for very negative z; clip keeps it finite and exact to float32.
+    np.clip(z, -88.0, 88.0, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    z += 1.0
+    return np.reciprocal(z, out=z)
+
+
+def sigmoid_prime(a):
+    return a * (1.0 - a)
+
+
+def tanh(z):
+    return np.tanh(z, out=z)
+
+
+def tanh_prime(a):
+    return 1.0 - a * a
+
+
+def relu(z):
+    return np.maximum(z, 0.0, out=z)
+
+
+def relu_prime(a):
+    return (a > 0).astype(a.dtype)
+
+
+def leaky_relu(z):
+    return np.where(z > 0, z, LEAKY_SLOPE * z).astype(z.dtype, copy=False)
+
+
+def leaky_relu_prime(a):
+    return np.where(a > 0, 1.0, LEAKY_SLOPE).astype(a.dtype)
+
+
+def softmax(z):
+    z -= z.max(axis=1, keepdims=True)  # exp never overflows; the result is unchanged
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+ACTIVATIONS = {
+    "sigmoid": (sigmoid, sigmoid_prime),
+    "tanh": (tanh, tanh_prime),
+    "relu": (relu, relu_prime),
+    "leaky_relu": (leaky_relu, leaky_relu_prime),
+}
+OUTPUTS = {"softmax": softmax, "sigmoid": sigmoid}
+LOSSES = ("cross_entropy", "mse")
+
+
+# ---------------------------------------------------------------------------
+# Costs: the per-example cost C0 averaged over the batch, and dC/dz[L].
+
+_TINY = 1e-12  # keeps log() finite when a probability underflows to 0
+
+
+def cost(A, Y, output, loss):
+    """Mean over the batch of C0. A = a[L] (n, k), Y one-hot (n, k)."""
+    if loss == "mse":
+        return float(np.mean(np.sum((A - Y) ** 2, axis=1)))
+    if output == "softmax":
+        return float(-np.mean(np.sum(Y * np.log(A + _TINY), axis=1)))
+    # sigmoid outputs with cross-entropy: each output unit is its own yes/no question
+    return float(-np.mean(np.sum(Y * np.log(A + _TINY) + (1 - Y) * np.log(1 - A + _TINY), axis=1)))
+
+
+def output_delta(A, Y, output, loss):
+    """delta[L] = dC/dz[L] for the batch mean C: shape (n, k).
+
+    The two classic pairs have shortcuts: for softmax + cross-entropy and for
+    sigmoid + cross-entropy, dC0/dz = a - y (the output's derivative cancels
+    the log's), so the gradient never vanishes however wrong the output is.
+    """
+    n = A.shape[0]
+    if loss == "cross_entropy":
+        return (A - Y) / n
+    dC_dA = 2.0 * (A - Y) / n  # d/da of the quadratic cost (a - y)^2
+    if output == "sigmoid":
+        return dC_dA * sigmoid_prime(A)
+    # softmax Jacobian: dA_j/dz_i = A_j (delta_ij - A_i), applied row by row
+    return A * (dC_dA - np.sum(dC_dA * A, axis=1, keepdims=True))
+
+
+def one_hot(y, k=10, dtype=np.float32):
+    Y = np.zeros((len(y), k), dtype=dtype)
+    Y[np.arange(len(y)), y] = 1
+    return Y
+
+
+# ---------------------------------------------------------------------------
+# The network
+
+@dataclass
+class Spec:
+    """What a network is, independent of its weights: enough to rebuild it."""
+
+    sizes: list          # [784, hidden..., 10]
+    activation: str = "relu"
+    output: str = "softmax"
+    loss: str = "cross_entropy"
+
+    @property
+    def n_params(self):
+        return sum(m * n + n for m, n in zip(self.sizes[:-1], self.sizes[1:]))
+
+
+def init_params(spec, rng, init="auto", dtype=np.float32):
+    """Weights W (fan_in, fan_out) and biases b for every layer.
+
+    he: N(0, 2/fan_in), keeps the variance of ReLU activations layer to layer;
+    xavier: N(0, 1/fan_in) (LeCun/Glorot-style for sigmoid and tanh);
+    normal: N(0, 1) for weights *and* biases, the classic of Nielsen's book.
+    """
+    if init == "auto":
+        init = "he" if spec.activation in ("relu", "leaky_relu") else "xavier"
+    Ws, bs = [], []
+    for fan_in, fan_out in zip(spec.sizes[:-1], spec.sizes[1:]):
+        if init == "normal":
+            W = rng.standard_normal((fan_in, fan_out))
+            b = rng.standard_normal(fan_out)
+        else:
+            scale = np.sqrt((2.0 if init == "he" else 1.0) / fan_in)
+            W = rng.standard_normal((fan_in, fan_out)) * scale
+            b = np.zeros(fan_out)
+        Ws.append(W.astype(dtype))
+        bs.append(b.astype(dtype))
+    return Ws, bs
+
+
+def forward(Ws, bs, X, spec, dropout=0.0, rng=None):
+    """Feedforward. Returns the activations [a0 = X, a1, ..., aL] and the dropout masks.
+
+    Dropout (inverted) zeroes each hidden unit with probability ``dropout`` and
+    scales the survivors by 1/(1 - dropout), so nothing changes at test time.
+    masks[l] is None when no dropout was applied to a[l+1], else the pair
+    (mask, a before dropout): backprop needs f'(z) of the undropped activation.
+    """
+    f = ACTIVATIONS[spec.activation][0]
+    activations, masks = [X], []
+    a = X
+    L = len(Ws)
+    for l in range(L):
+        z = a @ Ws[l]
+        z += bs[l]
+        if l < L - 1:
+            a = f(z)
+            if dropout > 0:
+                keep = 1.0 - dropout
+                mask = (rng.random(a.shape, dtype=np.float32) < keep).astype(a.dtype)
+                mask /= keep
+                masks.append((mask, a))
+                a = a * mask
+            else:
+                masks.append(None)
+        else:
+            a = OUTPUTS[spec.output](z)
+        activations.append(a)
+    return activations, masks
+
+
+def backward(Ws, activations, masks, Y, spec):
+    """Backward pass: dC/dW and dC/db for every layer, C the mean cost of the batch."""
+    fprime = ACTIVATIONS[spec.activation][1]
+    L = len(Ws)
+    dWs, dbs = [None] * L, [None] * L
+    delta = output_delta(activations[-1], Y, spec.output, spec.loss)
+    for l in range(L - 1, -1, -1):
+        dWs[l] = activations[l].T @ delta
+        dbs[l] = delta.sum(axis=0)
+        if l > 0:
+            # error of the layer below: pull delta back through W, then through f
+            delta = delta @ Ws[l].T
+            a = activations[l]
+            if masks[l - 1] is not None:
+                mask, a = masks[l - 1]
+                delta *= mask
+            delta *= fprime(a)
+    return dWs, dbs
+
+
+def predict_proba(Ws, bs, X, spec, batch=2000):
+    """Output activations for X (n, 784) float in [0, 1], in batches to bound memory."""
+    out = []
+    for i in range(0, len(X), batch):
+        acts, _ = forward(Ws, bs, X[i:i + batch], spec)
+        out.append(acts[-1])
+    k = spec.sizes[-1]
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=Ws[0].dtype)
+
+
+def gradient_check(Ws, bs, X, Y, spec, eps=1e-5):
+    """Compare backprop with central finite differences, parameter by parameter.
+
+    Returns a list with, per layer, (max relative error of W, of b). The
+    relative error is |g_bp - g_fd| / max(|g_bp| + |g_fd|, FLOOR). Use float64:
+    a float64 cost differenced over 2*eps carries ~1e-11 of rounding error, so
+    below FLOOR = 1e-4 the comparison turns absolute instead of amplifying it.
+    """
+
+    def C():
+        acts, _ = forward(Ws, bs, X, spec)
+        return cost(acts[-1], Y, spec.output, spec.loss)
+
+    acts, masks = forward(Ws, bs, X, spec)
+    dWs, dbs = backward(Ws, acts, masks, Y, spec)
+    errors = []
+    for l in range(len(Ws)):
+        per = []
+        for P, G in ((Ws[l], dWs[l]), (bs[l], dbs[l])):
+            worst = 0.0
+            for idx in np.ndindex(P.shape):
+                old = P[idx]
+                P[idx] = old + eps
+                c_plus = C()
+                P[idx] = old - eps
+                c_minus = C()
+                P[idx] = old
+                g_fd = (c_plus - c_minus) / (2 * eps)
+                g_bp = float(G[idx])
+                denom = max(abs(g_bp) + abs(g_fd), 1e-4)
+                worst = max(worst, abs(g_bp - g_fd) / denom)
+            per.append(worst)
+        errors.append(tuple(per))
+    return errors

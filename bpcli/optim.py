@@ -1,0 +1,145 @@
+"""Optimizers that move the weights against the gradient, and learning-rate schedules.
+
+Every optimizer updates the parameter arrays in place (scikit-learn's
+``_stochastic_optimizers`` habit) and keeps its state as named arrays, so a
+checkpoint can store it and a resumed run continues exactly.
+
+Weight decay is L2 regularisation on the weights (not the biases): the cost
+gains ``weight_decay / 2 * sum(W**2)``, so the gradient gains
+``weight_decay * W``.
+"""
+
+import math
+
+import numpy as np
+
+
+class SGD:
+    """w <- w - lr * g, with optional momentum (heavy-ball or Nesterov).
+
+    Momentum keeps a velocity v of past gradients (PyTorch's formulation,
+    so the buffer does not depend on the learning rate)::
+
+        v <- momentum * v + g
+        w <- w - lr * v                     heavy ball
+        w <- w - lr * (g + momentum * v)    Nesterov: look one step ahead
+    """
+
+    def __init__(self, params, momentum=0.0, nesterov=False, weight_decay=0.0, decay_mask=None):
+        self.params = params
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.weight_decay = weight_decay
+        self.decay_mask = decay_mask or [True] * len(params)
+        self.v = [np.zeros_like(p) for p in params] if momentum else []
+
+    def step(self, grads, lr):
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            if self.weight_decay and self.decay_mask[i]:
+                g = g + self.weight_decay * p
+            if self.momentum:
+                v = self.v[i]
+                v *= self.momentum
+                v += g
+                if self.nesterov:
+                    g = g + self.momentum * v
+                else:
+                    g = v
+            p -= lr * g
+
+    def state(self):
+        return {f"v{i}": v for i, v in enumerate(self.v)}
+
+    def load_state(self, state):
+        for i, v in enumerate(self.v):
+            v[...] = state[f"v{i}"]
+
+    def flush_subnormals(self):
+        """Set velocity entries too small to matter to exactly 0.
+
+        Weights that never get a gradient (MNIST's always-black border pixels)
+        see their velocity decay geometrically into float32 subnormals, and
+        arithmetic on subnormals is many times slower. Called once per epoch.
+        """
+        for v in self.v:
+            v[np.abs(v) < 1e-30] = 0
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015): per-weight steps from running moments of g and g^2."""
+
+    def __init__(self, params, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decay_mask=None):
+        self.params = params
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.weight_decay = weight_decay
+        self.decay_mask = decay_mask or [True] * len(params)
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+        self.t = np.zeros((), dtype=np.int64)
+
+    def step(self, grads, lr):
+        self.t += 1
+        t = int(self.t)
+        # bias correction folded into the step size
+        step = lr * math.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            if self.weight_decay and self.decay_mask[i]:
+                g = g + self.weight_decay * p
+            m, v = self.m[i], self.v[i]
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * g * g
+            p -= step * m / (np.sqrt(v) + self.eps)
+
+    def state(self):
+        state = {f"m{i}": m for i, m in enumerate(self.m)}
+        state.update({f"v{i}": v for i, v in enumerate(self.v)})
+        state["t"] = self.t
+        return state
+
+    def load_state(self, state):
+        for i, (m, v) in enumerate(zip(self.m, self.v)):
+            m[...] = state[f"m{i}"]
+            v[...] = state[f"v{i}"]
+        self.t[...] = state["t"]
+
+    def flush_subnormals(self):
+        for arr in self.m + self.v:
+            arr[np.abs(arr) < 1e-30] = 0
+
+
+def make_optimizer(train_cfg, params, decay_mask):
+    if train_cfg["optimizer"] == "adam":
+        return Adam(params, beta1=train_cfg["beta1"], beta2=train_cfg["beta2"],
+                    weight_decay=train_cfg["weight_decay"], decay_mask=decay_mask)
+    return SGD(params, momentum=train_cfg["momentum"], nesterov=train_cfg["nesterov"],
+               weight_decay=train_cfg["weight_decay"], decay_mask=decay_mask)
+
+
+# ---------------------------------------------------------------------------
+# Schedules: pure functions of where training is, in epochs (fractional).
+
+def constant(lr, epoch, epochs, **_):
+    return lr
+
+
+def step(lr, epoch, epochs, step_size=5, gamma=0.1, **_):
+    """Multiply by gamma every step_size epochs."""
+    return lr * gamma ** math.floor(epoch / step_size)
+
+
+def cosine(lr, epoch, epochs, **_):
+    """Half a cosine from lr down to 0 over the run (Loshchilov & Hutter 2017)."""
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(epoch / epochs, 1.0)))
+
+
+SCHEDULES = {"constant": constant, "step": step, "cosine": cosine}
+
+
+def learning_rate(train_cfg, epoch):
+    """The learning rate at fractional epoch ``epoch`` under the config's schedule."""
+    return SCHEDULES[train_cfg["schedule"]](
+        train_cfg["lr"], epoch, train_cfg["epochs"],
+        step_size=train_cfg["step_size"], gamma=train_cfg["gamma"],
+    )

@@ -1,0 +1,401 @@
+"""Training: mini-batch SGD over MNIST, run directories, checkpoints and exact resume.
+
+One epoch shuffles the training images with the run's own Generator, then
+for each mini-batch of ``batch_size`` rows: feedforward, backpropagate,
+and move every weight against the averaged gradient (``w <- w - lr dC/dw``).
+
+Exact resume: everything random comes from one Generator whose state is
+saved in each checkpoint, together with its state at the start of the
+current epoch (to redraw that epoch's permutation). A run interrupted mid-
+epoch and resumed ends with the same weights, bit for bit, as one that was
+never interrupted (same machine and thread count).
+"""
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from datetime import datetime
+
+import numpy as np
+
+from . import __version__
+from .checkpoint import read_checkpoint, save_checkpoint
+from .config import from_values
+from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
+from .fsutil import write_text_atomic
+from .metrics import loss_and_accuracy, to_float
+from .network import Spec, backward, cost, forward, init_params, one_hot
+from .optim import learning_rate, make_optimizer
+
+INPUTS, CLASSES = 784, 10
+
+
+class Interrupted(BpError):
+    """Ctrl-C or SIGTERM: the run was saved and can be resumed."""
+
+    exit_code = 130
+
+
+def spec_from_config(values):
+    m = values["model"]
+    return Spec([INPUTS, *m["hidden"], CLASSES], m["activation"], m["output"], m["loss"])
+
+
+def seeds(seed):
+    """Independent streams for init, validation split and training (shuffle, dropout)."""
+    init, split, train = np.random.SeedSequence(seed).spawn(3)
+    return np.random.default_rng(init), np.random.default_rng(split), np.random.default_rng(train)
+
+
+# ---------------------------------------------------------------------------
+# Run directories
+
+def new_run_dir(run_dir=None, force=False):
+    """Create the run dir; refuse (exit 2) to reuse one that holds a run, unless force."""
+    if run_dir is None:
+        root = os.environ.get("BP_RUNS_DIR") or "runs"
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = os.path.join(root, stamp)
+        n = 1
+        while os.path.exists(run_dir):
+            n += 1
+            run_dir = os.path.join(root, f"{stamp}-{n}")
+    elif os.path.isfile(run_dir):
+        raise ConfigError(f"--run-dir {run_dir} is a file; name a folder")
+    elif os.path.isdir(run_dir) and os.listdir(run_dir):
+        if not force:
+            raise ConfigError(f"run dir {run_dir} already holds a run; continue it with "
+                              f"--resume {run_dir}, choose another --run-dir, or pass --force to overwrite")
+        for name in ("last.npz", "best.npz", "metrics.jsonl", "config.yaml"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(run_dir, name))
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as err:
+        raise BpError(f"cannot create run dir {run_dir}: {err.strerror}; "
+                      "choose another --run-dir or set BP_RUNS_DIR") from None
+    return run_dir
+
+
+def point_latest(run_dir):
+    """Make <runs root>/latest a symlink to run_dir (replaced atomically)."""
+    root = os.path.dirname(os.path.abspath(run_dir))
+    link = os.path.join(root, "latest")
+    tmp = f"{link}.{os.getpid()}.tmp"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(os.path.basename(os.path.abspath(run_dir)), tmp)
+        os.replace(tmp, link)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a file system without symlinks: 'latest' is a convenience
+
+
+def locate_resume(path):
+    """--resume accepts a run dir or a checkpoint inside one: -> (run_dir, checkpoint path)."""
+    if os.path.isdir(path):
+        return path, os.path.join(path, "last.npz")
+    return os.path.dirname(os.path.abspath(path)), path
+
+
+# ---------------------------------------------------------------------------
+# Progress on stderr: a tqdm bar per epoch on a terminal, one line per epoch otherwise
+
+class Progress:
+    def __init__(self, quiet=False, stream=None):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.bar = None
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+
+    def start_epoch(self, epoch, epochs, steps, done=0):
+        if self.quiet or not self.tty:
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{epochs}", unit="batch",
+                        file=self.stream, leave=True, dynamic_ncols=True)
+
+    def step(self, loss):
+        if self.bar is not None:
+            self.bar.update(1)
+            if self.bar.n % 20 == 0:
+                self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+    def end_epoch(self, m):
+        line = (f"epoch {m['epoch']}/{m['epochs']}  loss {m['train_loss']:.4f}  "
+                f"train {m['train_accuracy']:.2%}  val {_pct(m['val_accuracy'])}  "
+                f"lr {m['lr']:.4g}  {m['seconds']:.1f}s  {m['samples_per_second']:,.0f} samples/s")
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"val {_pct(m['val_accuracy'])}", refresh=True)
+            self.bar.close()
+            self.bar = None
+        if not self.quiet:
+            print(line, file=self.stream, flush=True)
+
+    def note(self, text):
+        if not self.quiet:
+            print(text, file=self.stream, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _pct(x):
+    return "-" if x is None or x != x else f"{x:.2%}"
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each step.
+
+    A second Ctrl-C falls back to the default and stops at once; checkpoints
+    are written atomically, so even then nothing on disk is half-written.
+    """
+    requested = []
+
+    def handler(signum, frame):
+        requested.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    try:
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread (e.g. a test runner's worker): no handlers
+        yield requested
+        return
+    try:
+        yield requested
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# ---------------------------------------------------------------------------
+# The training loop
+
+class Run:
+    """The state of one training run: what a checkpoint saves and a resume restores."""
+
+    def __init__(self, cfg, data, run_dir):
+        self.cfg = cfg
+        self.values = cfg.values
+        self.run_dir = run_dir
+        self.spec = spec_from_config(self.values)
+        init_rng, split_rng, self.rng = seeds(self.values["seed"])
+        self.Ws, self.bs = init_params(self.spec, init_rng, self.values["model"]["init"])
+        self.params = [p for pair in zip(self.Ws, self.bs) for p in pair]
+        decay_mask = [True, False] * len(self.Ws)  # L2 on weights, not biases
+        self.opt = make_optimizer(self.values["train"], self.params, decay_mask)
+        self.split(data, split_rng)
+        self.epoch = 0            # epochs completed
+        self.step = 0             # batches completed in the current epoch
+        self.history = []         # one metrics dict per completed epoch
+        self.best = None          # (epoch, val_accuracy) of best.npz
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.epoch_rng_state = None
+        self.train_seconds = 0.0
+
+    def split(self, data, split_rng):
+        n_val = self.values["data"]["validation"]
+        n = len(data.train_labels)
+        if n_val >= n:
+            raise ConfigError(f"config key 'data.validation' is {n_val} but only {n} training images are "
+                              f"used (data.limit); lower data.validation")
+        perm = split_rng.permutation(n)
+        val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        self.train_X, self.train_y = data.train_images[train], data.train_labels[train]
+        self.val_X, self.val_y = data.train_images[val], data.train_labels[val]
+        self.test_X, self.test_y = data.test_images, data.test_labels
+
+    # -- checkpoints --------------------------------------------------------
+    def meta(self):
+        return {
+            "config": self.values,
+            "sizes": self.spec.sizes,
+            "epoch": self.epoch,
+            "step": self.step,
+            "metrics": self.history,
+            "best": self.best,
+            "partial": self.partial,
+            "train_seconds": self.train_seconds,
+            "rng": self.rng.bit_generator.state,
+            "epoch_rng": self.epoch_rng_state,
+        }
+
+    def save(self, name, with_optimizer=True):
+        save_checkpoint(os.path.join(self.run_dir, name), self.Ws, self.bs, self.meta(),
+                        self.opt.state() if with_optimizer else None)
+
+    def restore(self, path):
+        arrays, meta = read_checkpoint(path)
+        try:
+            if meta["sizes"] != self.spec.sizes:
+                raise CheckpointError(f"checkpoint {path} has layer sizes {meta['sizes']}, the config "
+                                      f"says {self.spec.sizes}; resume without changing model keys")
+            for l, (W, b) in enumerate(zip(self.Ws, self.bs)):
+                W[...] = arrays[f"W{l}"]
+                b[...] = arrays[f"b{l}"]
+            self.opt.load_state({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
+            self.epoch, self.step = meta["epoch"], meta["step"]
+            self.history, self.partial = meta["metrics"], meta["partial"]
+            self.best = meta["best"]
+            self.train_seconds = meta["train_seconds"]
+            self.rng.bit_generator.state = meta["rng"]
+            self.epoch_rng_state = meta["epoch_rng"]
+        except (KeyError, ValueError, TypeError) as err:
+            raise CheckpointError(f"checkpoint {path} cannot be resumed ({type(err).__name__}: {err}); "
+                                  "it lacks training state (best.npz cannot be resumed: use last.npz)") from None
+
+    def write_metrics(self):
+        lines = "".join(json.dumps(m) + "\n" for m in self.history)
+        write_text_atomic(os.path.join(self.run_dir, "metrics.jsonl"), lines)
+
+    # -- one epoch ----------------------------------------------------------
+    def train_epoch(self, progress, stop):
+        t = self.values["train"]
+        n, B = len(self.train_y), t["batch_size"]
+        steps = -(-n // B)
+        if self.step == 0:
+            self.epoch_rng_state = self.rng.bit_generator.state
+            perm = self.rng.permutation(n)
+        else:  # resuming mid-epoch: redraw this epoch's order, then continue the stream
+            current = self.rng.bit_generator.state
+            self.rng.bit_generator.state = self.epoch_rng_state
+            perm = self.rng.permutation(n)
+            self.rng.bit_generator.state = current
+        dropout = self.values["model"]["dropout"]
+        progress.start_epoch(self.epoch + 1, t["epochs"], steps, self.step)
+        p = self.partial
+        X = np.empty((B, INPUTS), dtype=np.float32)
+        while self.step < steps:
+            idx = perm[self.step * B:(self.step + 1) * B]
+            Xb = to_float(self.train_X[idx], out=X[:len(idx)])
+            yb = self.train_y[idx]
+            Yb = one_hot(yb, CLASSES)
+            lr = learning_rate(t, self.epoch + self.step / steps)
+            t0 = time.perf_counter()
+            activations, masks = forward(self.Ws, self.bs, Xb, self.spec, dropout, self.rng)
+            dWs, dbs = backward(self.Ws, activations, masks, Yb, self.spec)
+            self.opt.step([g for pair in zip(dWs, dbs) for g in pair], lr)
+            p["seconds"] += time.perf_counter() - t0
+            loss = cost(activations[-1], Yb, self.spec.output, self.spec.loss)
+            if not np.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training diverged: the loss became {loss} in epoch {self.epoch + 1} at lr {lr:.4g}; "
+                    f"lower the learning rate (--lr {t['lr'] / 10:g}); the last good checkpoint is "
+                    f"{os.path.join(self.run_dir, 'last.npz')}")
+            p["loss_sum"] += loss * len(idx)
+            p["correct"] += int(np.sum(activations[-1].argmax(axis=1) == yb))
+            p["seen"] += len(idx)
+            self.step += 1
+            progress.step(loss)
+            if stop and self.step < steps:
+                progress.close()
+                self.save("last.npz")
+                raise Interrupted(f"interrupted in epoch {self.epoch + 1}; saved "
+                                  f"{os.path.join(self.run_dir, 'last.npz')}. Resume with: "
+                                  f"bp train --resume {self.run_dir}")
+        self.opt.flush_subnormals()
+
+    def finish_epoch(self, seconds):
+        t, p = self.values["train"], self.partial
+        val_loss, val_acc = loss_and_accuracy(self.Ws, self.bs, self.spec, self.val_X, self.val_y)
+        self.epoch += 1
+        self.train_seconds += p["seconds"]
+        m = {
+            "epoch": self.epoch,
+            "epochs": t["epochs"],
+            "train_loss": p["loss_sum"] / p["seen"],
+            "train_accuracy": p["correct"] / p["seen"],
+            "val_loss": None if val_loss != val_loss else val_loss,
+            "val_accuracy": None if val_acc != val_acc else val_acc,
+            "lr": learning_rate(t, self.epoch - 1),
+            "seconds": seconds,
+            "train_seconds": p["seconds"],
+            "samples_per_second": p["seen"] / p["seconds"] if p["seconds"] else 0.0,
+        }
+        self.history.append(m)
+        self.step = 0
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        return m
+
+
+def train(cfg, data, run_dir, resume_from=None, progress=None):
+    """Train under ``cfg`` into ``run_dir``; returns the summary PRODUCT.md's --json prints."""
+    progress = progress or Progress(quiet=True)
+    run = Run(cfg, data, run_dir)
+    if resume_from:
+        run.restore(resume_from)
+    else:
+        write_text_atomic(os.path.join(run_dir, "config.yaml"), cfg.to_yaml())
+    point_latest(run_dir)
+    epochs = run.values["train"]["epochs"]
+    wall0 = time.perf_counter()
+    with stop_requests() as stop:
+        while run.epoch < epochs:
+            t0 = time.perf_counter()
+            try:
+                run.train_epoch(progress, stop)
+            finally:
+                progress.close()
+            m = run.finish_epoch(time.perf_counter() - t0)
+            progress.end_epoch(m)
+            improved = run.best is None or (m["val_accuracy"] is not None
+                                            and m["val_accuracy"] > run.best["val_accuracy"])
+            if m["val_accuracy"] is None or improved:
+                run.best = {"epoch": m["epoch"], "val_accuracy": m["val_accuracy"]}
+            run.save("last.npz")
+            if run.best["epoch"] == m["epoch"]:
+                run.save("best.npz", with_optimizer=False)
+            run.write_metrics()
+            if stop and run.epoch < epochs:
+                raise Interrupted(f"interrupted after epoch {run.epoch}; saved "
+                                  f"{os.path.join(run_dir, 'last.npz')}. Resume with: "
+                                  f"bp train --resume {run_dir}")
+    best = load_best(run_dir)
+    _, test_acc = loss_and_accuracy(best[0], best[1], run.spec, run.test_X, run.test_y)
+    progress.note(f"best epoch {run.best['epoch']}: val {_pct(run.best['val_accuracy'])}, "
+                  f"test {_pct(test_acc)}  ->  {os.path.join(run_dir, 'best.npz')}")
+    return {
+        "run_dir": run_dir,
+        "epochs": run.epoch,
+        "best_epoch": run.best["epoch"],
+        "val_accuracy": run.best["val_accuracy"],
+        "test_accuracy": test_acc,
+        "seconds": time.perf_counter() - wall0,
+        "train_seconds": run.train_seconds,
+        "samples_per_second": (sum(m["train_seconds"] * m["samples_per_second"] for m in run.history)
+                               / run.train_seconds) if run.train_seconds else 0.0,
+    }
+
+
+def load_best(run_dir):
+    arrays, _ = read_checkpoint(os.path.join(run_dir, "best.npz"))
+    L = sum(1 for k in arrays if k.startswith("W"))
+    return [arrays[f"W{l}"] for l in range(L)], [arrays[f"b{l}"] for l in range(L)]
+
+
+def resume_config(run_dir, ckpt, flags):
+    """The config to continue a run with: its own, where flags may only extend train.epochs."""
+    _, meta = read_checkpoint(ckpt)
+    if "config" not in meta:
+        raise CheckpointError(f"checkpoint {ckpt} has no config; it cannot be resumed")
+    cfg = from_values(meta["config"], f"{ckpt}")
+    for path, value in flags.items():
+        if value is None:
+            continue
+        if path != "train.epochs":
+            raise ConfigError(f"--resume continues a run with its own config; only --epochs may be "
+                              f"given with it (got a value for '{path}')")
+        if value < meta["config"]["train"]["epochs"]:
+            raise ConfigError(f"--epochs {value} is fewer than the run's {meta['config']['train']['epochs']}; "
+                              "--resume may only extend train.epochs")
+        cfg.set(path, value, "flag --epochs")
+    return cfg
