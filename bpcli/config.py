@@ -44,7 +44,7 @@ DEFAULTS = {
         "schedule": "cosine",       # constant | step | cosine
         "step_size": 5,             # step schedule: epochs between decays
         "gamma": 0.1,               # step schedule: factor per decay
-        "augment": False,           # false, or a map of transforms
+        "augment": False,           # data augmentation: not available yet, must be false
     },
 }
 
@@ -123,9 +123,10 @@ def layer_sizes(v):
 
 
 def augment(v):
-    if v is False or v is None or isinstance(v, dict):
+    if v is False or v is None:
         return None
-    return f"must be false or a map of transforms, got {v!r}"
+    # Data augmentation is planned, not built: refuse rather than silently ignore it.
+    return f"must be false: data augmentation is not available in this version of bp (got {v!r})"
 
 
 RULES = {
@@ -225,8 +226,6 @@ class Config:
         """The resolved config as YAML; with_sources adds '# from …' comments."""
         import yaml
 
-        if not with_sources:
-            return yaml.safe_dump(self.values, sort_keys=False, default_flow_style=None)
         lines, section = [], None
         for path, value in self.flat.items():
             parts = path.split(".")
@@ -235,9 +234,25 @@ class Config:
                 lines.append(f"{section}:")
             indent = "  " if len(parts) == 2 else ""
             text = yaml.safe_dump({parts[-1]: value}, default_flow_style=True, width=10**6).strip()[1:-1]
-            comment = "" if self.source[path] == "default" else f"  # from {self.source[path]}"
+            comment = "" if not with_sources or self.source[path] == "default" else f"  # from {self.source[path]}"
             lines.append(f"{indent}{text}{comment}")
         return "\n".join(lines) + "\n"
+
+
+def _yaml_load(text):
+    """yaml.safe_load, but '1e-3' is a number (YAML 1.1 wants '1.0e-3'; people write 1e-3)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"))
+    return yaml.load(text, Loader=Loader)
 
 
 def parse_set(assignment):
@@ -249,7 +264,7 @@ def parse_set(assignment):
     if not sep or not key:
         raise ConfigError(f"--set expects KEY=VALUE like train.lr=0.05, got {assignment!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({_yaml_reason(err)})") from None
     return key, value
@@ -265,7 +280,7 @@ def read_file(path):
 
     try:
         with open(path, encoding="utf-8") as f:
-            tree = yaml.safe_load(f)
+            tree = _yaml_load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found; see configs/ for examples") from None
     except IsADirectoryError:

@@ -24,6 +24,7 @@ import numpy as np
 from . import __version__
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import from_values
+from .data import split_validation
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import write_text_atomic
 from .metrics import loss_and_accuracy, to_float
@@ -72,12 +73,16 @@ def new_run_dir(run_dir=None, force=False):
         for name in ("last.npz", "best.npz", "metrics.jsonl", "config.yaml"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(run_dir, name))
+    make_dir(run_dir)
+    return run_dir
+
+
+def make_dir(run_dir):
     try:
         os.makedirs(run_dir, exist_ok=True)
     except OSError as err:
         raise BpError(f"cannot create run dir {run_dir}: {err.strerror}; "
                       "choose another --run-dir or set BP_RUNS_DIR") from None
-    return run_dir
 
 
 def point_latest(run_dir):
@@ -203,15 +208,8 @@ class Run:
         self.train_seconds = 0.0
 
     def split(self, data, split_rng):
-        n_val = self.values["data"]["validation"]
-        n = len(data.train_labels)
-        if n_val >= n:
-            raise ConfigError(f"config key 'data.validation' is {n_val} but only {n} training images are "
-                              f"used (data.limit); lower data.validation")
-        perm = split_rng.permutation(n)
-        val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        self.train_X, self.train_y = data.train_images[train], data.train_labels[train]
-        self.val_X, self.val_y = data.train_images[val], data.train_labels[val]
+        self.train_X, self.train_y, self.val_X, self.val_y = split_validation(
+            data.train_images, data.train_labels, self.values["data"]["validation"], split_rng)
         self.test_X, self.test_y = data.test_images, data.test_labels
 
     # -- checkpoints --------------------------------------------------------
@@ -330,6 +328,7 @@ class Run:
 def train(cfg, data, run_dir, resume_from=None, progress=None):
     """Train under ``cfg`` into ``run_dir``; returns the summary PRODUCT.md's --json prints."""
     progress = progress or Progress(quiet=True)
+    make_dir(run_dir)
     run = Run(cfg, data, run_dir)
     if resume_from:
         run.restore(resume_from)
@@ -338,7 +337,8 @@ def train(cfg, data, run_dir, resume_from=None, progress=None):
     point_latest(run_dir)
     epochs = run.values["train"]["epochs"]
     wall0 = time.perf_counter()
-    with stop_requests() as stop:
+    # overflow to inf/nan is detected as a diverged loss below, not warned about per step
+    with stop_requests() as stop, np.errstate(over="ignore", invalid="ignore", under="ignore"):
         while run.epoch < epochs:
             t0 = time.perf_counter()
             try:

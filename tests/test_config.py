@@ -1,0 +1,119 @@
+"""Config precedence and every kind of config error (exit 2, the key named, a suggestion)."""
+
+import pytest
+from click.testing import CliRunner
+
+from bpcli.cli import cli
+from bpcli.config import DEFAULTS, RULES, flatten, parse_set, resolve
+from bpcli.errors import ConfigError
+
+
+def test_every_default_has_a_rule_and_passes_it():
+    flat = flatten(DEFAULTS)
+    assert set(flat) == set(RULES)
+    for key, value in flat.items():
+        assert RULES[key](value) is None, key
+
+
+def test_precedence_defaults_file_set_flags(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train: {lr: 0.5, epochs: 3}\nmodel: {hidden: [8]}\n")
+    cfg = resolve(f, ["train.lr=0.25", "model.activation=tanh"], {"train.lr": 0.125, "seed": None})
+    v = cfg.values
+    assert v["train"]["lr"] == 0.125           # flag beats --set beats file
+    assert v["train"]["epochs"] == 3           # file beats default
+    assert v["model"]["activation"] == "tanh"  # --set beats default
+    assert v["model"]["hidden"] == [8]
+    assert v["train"]["batch_size"] == DEFAULTS["train"]["batch_size"]
+    assert cfg.source["train.lr"] == "flag --lr" and cfg.source["train.epochs"] == str(f)
+
+
+def test_cli_order_does_not_matter(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train: {lr: 0.5}\n")
+    r1 = CliRunner().invoke(cli, ["config", "--set", "train.lr=0.2", "-c", str(f)])
+    r2 = CliRunner().invoke(cli, ["config", "-c", str(f), "--set", "train.lr=0.2"])
+    assert r1.exit_code == 0, r1.output
+    assert r1.output == r2.output and "lr: 0.2" in r1.output
+
+
+def test_set_parses_yaml_values():
+    assert parse_set("model.hidden=[64,32]") == ("model.hidden", [64, 32])
+    assert parse_set("train.nesterov=false") == ("train.nesterov", False)
+    assert parse_set("data.limit=null") == ("data.limit", None)
+    assert parse_set("train.lr=1e-3") == ("train.lr", 1e-3)
+
+
+BAD = [
+    (["--set", "trian.lr=0.1"], "'trian.lr'", "train.lr"),
+    (["--set", "lr=0.1"], "'lr'", "train.lr"),
+    (["--set", "model.activaton=relu"], "model.activaton", "model.activation"),
+    (["--set", "train.lr=0"], "train.lr", "> 0"),
+    (["--set", "train.lr=-1"], "train.lr", "> 0"),
+    (["--set", "train.lr=.nan"], "train.lr", "finite"),
+    (["--set", "train.lr=.inf"], "train.lr", "finite"),
+    (["--set", "train.lr=fast"], "train.lr", "number"),
+    (["--set", "train.batch_size=0"], "train.batch_size", ">= 1"),
+    (["--set", "train.batch_size=1.5"], "train.batch_size", "integer"),
+    (["--set", "train.epochs=true"], "train.epochs", "integer"),
+    (["--set", "model.dropout=1"], "model.dropout", "< 1"),
+    (["--set", "model.dropout=-0.1"], "model.dropout", ">= 0"),
+    (["--set", "model.activation=rlu"], "model.activation", "relu"),
+    (["--set", "model.hidden=64"], "model.hidden", "list"),
+    (["--set", "model.hidden=[0]"], "model.hidden", ">= 1"),
+    (["--set", "model.hidden=[1000000000]"], "model.hidden", "GiB"),
+    (["--set", "train.nesterov=maybe"], "train.nesterov", "true or false"),
+    (["--set", "model=3"], "'model'", "map"),
+    (["--set", "noequals"], "KEY=VALUE", "train.lr"),
+    (["--set", "train.lr=[1"], "train.lr", "YAML"),
+]
+
+
+@pytest.mark.parametrize("args,names,hint", BAD)
+def test_config_errors_exit_2_naming_the_key(args, names, hint):
+    result = CliRunner().invoke(cli, ["config", *args])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert names in lines[0] and hint in lines[0]
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("train: {lr: [1, 2}\n", "not valid YAML"),
+    ("- 1\n- 2\n", "expected a map"),
+    ("train: 3\n", "must be a map"),
+    ("trainn: {lr: 1}\n", "did you mean 'train"),
+    ("\xff\xfe", "cannot read"),
+])
+def test_bad_config_files(tmp_path, text, needle):
+    f = tmp_path / "bad.yaml"
+    f.write_bytes(text.encode("latin-1"))
+    result = CliRunner().invoke(cli, ["config", "-c", str(f)])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+
+
+def test_missing_config_file(tmp_path):
+    result = CliRunner().invoke(cli, ["config", "-c", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_empty_config_file_is_all_defaults(tmp_path):
+    f = tmp_path / "empty.yaml"
+    f.write_text("")
+    assert resolve(f).values == resolve().values
+
+
+def test_config_sources_are_shown(tmp_path):
+    result = CliRunner().invoke(cli, ["config", "--sources", "--set", "train.lr=0.3"])
+    assert result.exit_code == 0
+    assert "lr: 0.3  # from --set" in result.output
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        resolve(path)  # raises ConfigError if any key or value is wrong

@@ -1,0 +1,85 @@
+"""Optimizers and learning-rate schedules."""
+
+import math
+
+import numpy as np
+import pytest
+
+from bpcli.config import DEFAULTS
+from bpcli.optim import SGD, Adam, cosine, learning_rate, step
+
+
+def quadratic_grad(w):
+    return 2 * (w - 3.0)  # minimum at 3
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: SGD(p),
+    lambda p: SGD(p, momentum=0.9),
+    lambda p: SGD(p, momentum=0.9, nesterov=True),
+    lambda p: Adam(p),
+])
+def test_optimizers_find_the_minimum(make):
+    w = np.array([0.0, 10.0])
+    opt = make([w])
+    for _ in range(500):
+        opt.step([quadratic_grad(w)], lr=0.05)
+    np.testing.assert_allclose(w, [3.0, 3.0], atol=1e-3)
+
+
+def test_momentum_by_hand():
+    w = np.array([1.0])
+    opt = SGD([w], momentum=0.5)
+    opt.step([np.array([1.0])], lr=0.1)   # v = 1, w = 1 - 0.1
+    opt.step([np.array([1.0])], lr=0.1)   # v = 0.5 + 1 = 1.5, w = 0.9 - 0.15
+    np.testing.assert_allclose(w, [0.75])
+    w2 = np.array([1.0])
+    nes = SGD([w2], momentum=0.5, nesterov=True)
+    nes.step([np.array([1.0])], lr=0.1)   # v = 1, w = 1 - 0.1 (1 + 0.5)
+    np.testing.assert_allclose(w2, [0.85])
+
+
+def test_weight_decay_only_where_masked():
+    W, b = np.array([2.0]), np.array([2.0])
+    SGD([W, b], weight_decay=0.5, decay_mask=[True, False]).step([np.zeros(1), np.zeros(1)], lr=1.0)
+    assert W[0] == 1.0 and b[0] == 2.0
+
+
+def test_adam_first_step_is_lr_sized():
+    w = np.array([0.0])
+    Adam([w]).step([np.array([123.0])], lr=0.01)
+    np.testing.assert_allclose(w, [-0.01], rtol=1e-6)
+
+
+def test_state_round_trip_continues_identically():
+    a, b = np.array([1.0, 2.0]), np.array([1.0, 2.0])
+    opt_a = Adam([a])
+    for _ in range(3):
+        opt_a.step([a * 0.3], lr=0.1)
+    opt_b = Adam([b])
+    b[...] = a
+    opt_b.load_state({k: v.copy() for k, v in opt_a.state().items()})
+    opt_a.step([a * 0.3], lr=0.1)
+    opt_b.step([b * 0.3], lr=0.1)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_flush_subnormals():
+    w = np.zeros(3, dtype=np.float32)
+    opt = SGD([w], momentum=0.9)
+    opt.v[0][...] = [1e-40, 1e-3, -1e-39]
+    opt.flush_subnormals()
+    np.testing.assert_array_equal(opt.v[0], np.array([0, 1e-3, 0], dtype=np.float32))
+
+
+def test_schedules():
+    assert cosine(0.1, 0, 10) == 0.1
+    assert math.isclose(cosine(0.1, 5, 10), 0.05)
+    assert cosine(0.1, 10, 10) == 0.0
+    assert step(1.0, 4.9, 20, step_size=5, gamma=0.5) == 1.0
+    assert step(1.0, 5.0, 20, step_size=5, gamma=0.5) == 0.5
+    assert step(1.0, 10.0, 20, step_size=5, gamma=0.5) == 0.25
+    cfg = dict(DEFAULTS["train"], schedule="constant", lr=0.3)
+    assert learning_rate(cfg, 7.5) == 0.3
+    lrs = [learning_rate(dict(DEFAULTS["train"]), e / 2) for e in range(30)]
+    assert all(x >= y for x, y in zip(lrs, lrs[1:]))  # cosine never goes up

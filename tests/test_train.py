@@ -1,0 +1,201 @@
+"""Training runs: determinism, exact resume, interruption, divergence, run dirs."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from bpcli import train as train_mod
+from bpcli.checkpoint import load_model, read_checkpoint
+from bpcli.config import resolve
+from bpcli.errors import BpError, ConfigError, TrainingDiverged
+from bpcli.train import Interrupted, Progress, new_run_dir, train
+from synthetic import tiny_mnist
+
+BASE = ["data.validation=100", "model.hidden=[24, 12]", "train.batch_size=32"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_mnist(n_train=700, n_test=150)
+
+
+def weights(run_dir, name="last.npz"):
+    arrays, _ = read_checkpoint(os.path.join(run_dir, name))
+    return {k: v for k, v in arrays.items() if k[0] in "Wb"}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+
+
+def run(data, tmp_path, name, sets=(), progress=None, resume_from=None, cfg=None):
+    cfg = cfg or resolve(None, [*BASE, *sets])
+    run_dir = str(tmp_path / name)
+    return train(cfg, data, run_dir, resume_from=resume_from, progress=progress), run_dir
+
+
+def test_training_learns_and_writes_the_run_dir(data, tmp_path):
+    summary, run_dir = run(data, tmp_path, "r", ["train.epochs=3"])
+    assert sorted(os.listdir(run_dir)) == ["best.npz", "config.yaml", "last.npz", "metrics.jsonl"]
+    lines = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
+    assert [m["epoch"] for m in lines] == [1, 2, 3]
+    for key in ("train_loss", "train_accuracy", "val_accuracy", "lr", "seconds", "samples_per_second"):
+        assert key in lines[0]
+    assert lines[-1]["train_loss"] < lines[0]["train_loss"]
+    assert summary["test_accuracy"] > 0.9
+    assert set(summary) >= {"run_dir", "epochs", "best_epoch", "val_accuracy", "test_accuracy", "seconds",
+                            "train_seconds", "samples_per_second"}
+    model = load_model(os.path.join(run_dir, "best.npz"))
+    assert model.spec.sizes == [784, 24, 12, 10]
+    assert os.path.realpath(tmp_path / "latest") == os.path.realpath(run_dir)
+
+
+def test_best_is_the_best_validation_epoch(data, tmp_path):
+    _, run_dir = run(data, tmp_path, "r", ["train.epochs=4"])
+    history = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
+    _, meta = read_checkpoint(os.path.join(run_dir, "best.npz"))
+    best = max(history, key=lambda m: m["val_accuracy"])
+    assert meta["best"]["val_accuracy"] == best["val_accuracy"]
+    assert meta["epoch"] == meta["best"]["epoch"]
+
+
+def test_same_seed_same_weights_bitwise(data, tmp_path):
+    sets = ["train.epochs=2", "model.dropout=0.2"]
+    _, a = run(data, tmp_path, "a", sets)
+    _, b = run(data, tmp_path, "b", sets)
+    _, c = run(data, tmp_path, "c", [*sets, "seed=1"])
+    assert_same_weights(weights(a), weights(b))
+    assert not np.array_equal(weights(a)["W0"], weights(c)["W0"])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_resume_extending_epochs_equals_one_long_run(data, tmp_path, optimizer):
+    # the schedule is a function of train.epochs, so extending a run is exact under 'constant'
+    sets = ["train.schedule=constant", f"train.optimizer={optimizer}", "model.dropout=0.1"]
+    _, full = run(data, tmp_path, "full", [*sets, "train.epochs=4"])
+    _, part = run(data, tmp_path, "part", [*sets, "train.epochs=2"])
+    cfg = train_mod.resume_config(part, os.path.join(part, "last.npz"), {"train.epochs": 4})
+    summary = train(cfg, data, part, resume_from=os.path.join(part, "last.npz"))
+    assert summary["epochs"] == 4
+    assert_same_weights(weights(full), weights(part))
+    assert len(open(os.path.join(part, "metrics.jsonl")).readlines()) == 4
+
+
+class SignalAt(Progress):
+    """Sends this process a real signal after the given number of steps."""
+
+    def __init__(self, at, signum=signal.SIGINT):
+        super().__init__(quiet=True)
+        self.at, self.signum, self.steps = at, signum, 0
+
+    def step(self, loss):
+        self.steps += 1
+        if self.steps == self.at:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("at,signum", [(3, signal.SIGINT), (19, signal.SIGTERM), (40, signal.SIGINT)])
+def test_interrupt_then_resume_equals_uninterrupted(data, tmp_path, at, signum):
+    # 600 training rows / 32 = 19 steps per epoch: 19 is an epoch's last step
+    sets = ["train.epochs=3", "model.dropout=0.1"]
+    _, full = run(data, tmp_path, "full", sets)
+    with pytest.raises(Interrupted) as info:
+        run(data, tmp_path, "cut", sets, progress=SignalAt(at, signum))
+    assert info.value.exit_code == 130
+    cut = str(tmp_path / "cut")
+    assert f"bp train --resume {cut}" in str(info.value)
+    cfg = train_mod.resume_config(cut, os.path.join(cut, "last.npz"), {})
+    train(cfg, data, cut, resume_from=os.path.join(cut, "last.npz"))
+    assert_same_weights(weights(full), weights(cut))
+    assert open(os.path.join(full, "metrics.jsonl")).read().count("\n") == 3
+    full_hist = [json.loads(l) for l in open(os.path.join(full, "metrics.jsonl"))]
+    cut_hist = [json.loads(l) for l in open(os.path.join(cut, "metrics.jsonl"))]
+    for a, b in zip(full_hist, cut_hist):
+        assert a["train_loss"] == b["train_loss"] and a["val_accuracy"] == b["val_accuracy"]
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_cost = train_mod.cost
+
+    def cost_that_explodes(*args):
+        calls["n"] += 1
+        return float("nan") if calls["n"] > 25 else real_cost(*args)  # in epoch 2
+
+    monkeypatch.setattr(train_mod, "cost", cost_that_explodes)
+    with pytest.raises(TrainingDiverged) as info:
+        run(data, tmp_path, "r", ["train.epochs=3"])
+    assert "lower the learning rate" in str(info.value) and info.value.exit_code == 1
+    _, meta = read_checkpoint(tmp_path / "r" / "last.npz")
+    assert meta["epoch"] == 1 and all(np.isfinite(w).all() for w in weights(tmp_path / "r").values())
+
+
+def test_real_divergence_with_a_huge_learning_rate(data, tmp_path):
+    with pytest.raises(TrainingDiverged):
+        run(data, tmp_path, "r", ["train.epochs=2", "train.lr=1e30", "train.schedule=constant"])
+
+
+def test_validation_zero_trains_on_all_and_best_is_last(data, tmp_path):
+    summary, run_dir = run(data, tmp_path, "r", ["train.epochs=2", "data.validation=0"])
+    assert summary["best_epoch"] == 2 and summary["val_accuracy"] is None
+
+
+def test_validation_larger_than_the_data_is_a_config_error(data, tmp_path):
+    with pytest.raises(ConfigError, match="data.validation"):
+        run(data, tmp_path, "r", ["data.validation=5000"])
+
+
+def test_existing_run_dir_is_refused_unless_forced(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "last.npz").write_bytes(b"precious")
+    with pytest.raises(ConfigError, match="--resume"):
+        new_run_dir(str(d))
+    assert (d / "last.npz").read_bytes() == b"precious"
+    new_run_dir(str(d), force=True)
+    assert not (d / "last.npz").exists()
+
+
+def test_default_run_dirs_are_unique(tmp_path, monkeypatch):
+    monkeypatch.setenv("BP_RUNS_DIR", str(tmp_path))
+    a, b = new_run_dir(), new_run_dir()
+    assert a != b and os.path.isdir(a) and os.path.isdir(b)
+
+
+def test_resume_refuses_other_flags(data, tmp_path):
+    _, run_dir = run(data, tmp_path, "r", ["train.epochs=1"])
+    ckpt = os.path.join(run_dir, "last.npz")
+    with pytest.raises(ConfigError, match="only --epochs"):
+        train_mod.resume_config(run_dir, ckpt, {"train.lr": 0.5})
+    with pytest.raises(ConfigError, match="extend"):
+        train_mod.resume_config(run_dir, ckpt, {"train.epochs": 0})
+
+
+def test_run_dir_under_a_file_is_a_clean_error(data, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BpError, match="cannot create run dir"):
+        run(data, tmp_path, "file/run", ["train.epochs=1"])
+
+
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(data, tmp_path, monkeypatch):
+    import errno
+
+    _, run_dir = run(data, tmp_path, "r", ["train.epochs=1", "train.schedule=constant"])
+    before = open(os.path.join(run_dir, "last.npz"), "rb").read()
+    real_savez = np.savez
+
+    def savez_on_full_disk(f, **arrays):
+        real_savez(f, **arrays)  # half the bytes are written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", savez_on_full_disk)
+    cfg = train_mod.resume_config(run_dir, os.path.join(run_dir, "last.npz"), {"train.epochs": 2})
+    with pytest.raises(BpError, match="No space left"):
+        train(cfg, data, run_dir, resume_from=os.path.join(run_dir, "last.npz"))
+    assert open(os.path.join(run_dir, "last.npz"), "rb").read() == before
+    assert sorted(os.listdir(run_dir)) == ["best.npz", "config.yaml", "last.npz", "metrics.jsonl"]
