@@ -189,6 +189,86 @@ def gradcheck(config_file, sets, tolerance):
     click.echo(f"ok: max relative error {worst:.2e} <= {tolerance:g}")
 
 
+def _default_checkpoint():
+    root = os.environ.get("BP_RUNS_DIR") or "runs"
+    return os.path.join(root, "latest", "best.npz")
+
+
+def _load_model(path):
+    from .checkpoint import load_model
+    from .errors import CheckpointError
+
+    if path is None:
+        path = _default_checkpoint()
+        if not os.path.exists(path):
+            raise CheckpointError(f"no model at {path}: train one with 'bp train' or pass a checkpoint path")
+    return path, load_model(path)
+
+
+@cli.command()
+@click.argument("checkpoint", required=False, type=click.Path())
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
+              help="val and train are the run's own split (its seed and data.validation).")
+@_data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--min-accuracy", type=click.FloatRange(0, 1), default=None, metavar="X",
+              help="Exit 3 if overall accuracy is below X (a fraction).")
+@click.option("--min-digit-accuracy", type=click.FloatRange(0, 1), default=None, metavar="X",
+              help="Exit 3 if any digit's accuracy is below X.")
+def evaluate(checkpoint, split, data_dir, as_json, min_accuracy, min_digit_accuracy):
+    """Score a checkpoint: accuracy, per-digit table, confusion matrix.
+
+    CHECKPOINT defaults to runs/latest/best.npz.
+    """
+    from .evaluate import evaluate_checkpoint, gate_failures, render_report
+
+    path, model = _load_model(checkpoint)
+    doc = evaluate_checkpoint(path, model, split, data_dir=data_dir or os.environ.get("BP_DATA_DIR"),
+                              mirrors=_mirrors(), offline=_env_flag("BP_OFFLINE"))
+    if as_json:
+        _emit_json(doc)
+    else:
+        click.echo(render_report(doc))
+    failures = gate_failures(doc, min_accuracy, min_digit_accuracy)
+    if failures:
+        from .errors import GateFailed
+
+        raise GateFailed("; ".join(failures))
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--model", "checkpoint", type=click.Path(), default=None,
+              help="Checkpoint to use (default: runs/latest/best.npz).")
+@click.option("--top", type=click.IntRange(1, 10), default=1, show_default=True, help="Show the K most likely digits.")
+@click.option("--show", is_flag=True, help="Print the 28x28 input the model saw, as ASCII art.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list, an object per image.")
+def predict(images, checkpoint, top, show, as_json):
+    """Classify your own digit images (PNG, JPEG, BMP, GIF, TIFF, WebP)."""
+    from .predict import predict_images
+
+    _, model = _load_model(checkpoint)
+    results, inputs = predict_images(model, images)
+    failed = [r for r in results if r["digit"] is None]
+    if as_json:
+        _emit_json(results)
+    else:
+        from .image import ascii_art
+
+        for r, x in zip(results, inputs):
+            if r["digit"] is None:
+                click.echo(f"Error: {r['error']}", err=True)
+                continue
+            ranked = sorted(range(10), key=lambda d: -r["probabilities"][d])[:top]
+            others = "".join(f", {d} ({r['probabilities'][d]:.1%})" for d in ranked[1:])
+            flag = "  uncertain" if r["uncertain"] else ""
+            click.echo(f"{r['image']}: {r['digit']} ({r['confidence']:.1%}){others}{flag}")
+            if show:
+                click.echo(ascii_art(x))
+    if failed:
+        sys.exit(1)
+
+
 def main():
     cli(prog_name="bp")
 

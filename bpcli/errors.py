@@ -31,3 +31,9 @@ class ImageError(BpError):
 
 class TrainingDiverged(BpError):
     """The loss turned nan/inf."""
+
+
+class GateFailed(BpError):
+    """--min-accuracy / --min-digit-accuracy not met: exit 3, for CI gates."""
+
+    exit_code = 3

@@ -1,0 +1,67 @@
+"""``bp evaluate``: score a checkpoint on a split and render the report.
+
+The report is the dict PRODUCT.md specifies for ``--json``; the text view is
+rendered from that same dict, so the two never disagree.
+"""
+
+import numpy as np
+
+from .data import load_mnist, split_validation
+from .metrics import most_confused, predict, report
+from .train import seeds
+
+
+def split_arrays(data, values, split):
+    """The images and labels of ``split`` as the run that wrote ``values`` saw them."""
+    if split == "test":
+        return data.test_images, data.test_labels
+    _, split_rng, _ = seeds(values["seed"])
+    limit = values["data"]["limit"]
+    images, labels = data.train_images[:limit], data.train_labels[:limit]
+    train_X, train_y, val_X, val_y = split_validation(images, labels, values["data"]["validation"], split_rng)
+    return (val_X, val_y) if split == "val" else (train_X, train_y)
+
+
+def evaluate_checkpoint(path, model, split="test", data_dir=None, mirrors=None, offline=False):
+    values = model.meta.get("config", {})
+    data = load_mnist(data_dir or values.get("data", {}).get("dir", "data"), mirrors=mirrors, offline=offline)
+    X, y = split_arrays(data, values, split)
+    P = predict(model.Ws, model.bs, model.spec, X)
+    return {"checkpoint": str(path), "split": split, **report(P, y, model.spec)}
+
+
+def gate_failures(doc, min_accuracy=None, min_digit_accuracy=None):
+    """Messages for every --min-* threshold the report does not meet."""
+    failures = []
+    if min_accuracy is not None and (doc["accuracy"] or 0.0) < min_accuracy:
+        failures.append(f"accuracy {doc['accuracy']:.4f} is below --min-accuracy {min_accuracy:g}")
+    if min_digit_accuracy is not None:
+        low = [(d, row["accuracy"]) for d, row in doc["per_digit"].items()
+               if row["accuracy"] is not None and row["accuracy"] < min_digit_accuracy]
+        if low:
+            listed = ", ".join(f"{d}: {a:.4f}" for d, a in low)
+            failures.append(f"digit accuracy below --min-digit-accuracy {min_digit_accuracy:g} ({listed})")
+    return failures
+
+
+def _pct(x):
+    return "    -" if x is None else f"{x:6.2%}"
+
+
+def render_report(doc):
+    lines = [f"{doc['checkpoint']} on {doc['split']} ({doc['n']:,} images)",
+             f"accuracy {doc['accuracy']:.2%}   loss {doc['loss']:.4f}", "",
+             "digit  support  correct  accuracy  precision"]
+    for d, row in doc["per_digit"].items():
+        lines.append(f"{d:>5}  {row['support']:>7}  {row['correct']:>7}  {_pct(row['accuracy']):>8}  "
+                     f"{_pct(row['precision']):>9}")
+    C = np.array(doc["confusion"])
+    width = max(4, len(str(C.max())) + 1)
+    lines += ["", "confusion matrix (rows: true digit, columns: predicted)",
+              "true\\pred" + "".join(f"{j:>{width}}" for j in range(len(C)))]
+    for i, row in enumerate(C):
+        lines.append(f"{i:>9}" + "".join(f"{v:>{width}}" for v in row))
+    pairs = most_confused(doc["confusion"])
+    if pairs:
+        lines += ["", "most confused: " + ", ".join(f"{i} -> {j}: {n}" for i, j, n in pairs)]
+    return "\n".join(lines)

@@ -1,0 +1,42 @@
+"""``bp predict``: classify people's own digit images with a trained model."""
+
+import numpy as np
+
+from .errors import ImageError
+from .image import load_digit
+from .metrics import to_float
+
+UNCERTAIN_BELOW = 0.5
+
+
+def probabilities(model, X_uint8):
+    """Class probabilities (n, 10). Sigmoid outputs are independent scores in [0, 1]:
+    they are normalised to sum to 1 so every model reports comparable numbers."""
+    A = model.predict_proba(to_float(X_uint8))
+    if model.spec.output == "sigmoid":
+        A = A / np.maximum(A.sum(axis=1, keepdims=True), 1e-12)
+    return A
+
+
+def predict_images(model, paths):
+    """(results, inputs): one PRODUCT.md result per image, in order, and the 784-pixel
+    input the model saw (None for an image that could not be read, whose result
+    carries ``digit: None`` and an error)."""
+    results, inputs, good = [], [], []
+    for path in paths:
+        try:
+            inputs.append(load_digit(path))
+            good.append(len(results))
+            results.append({"image": path})
+        except ImageError as err:
+            results.append({"image": path, "digit": None, "error": str(err)})
+    if inputs:
+        X = np.stack(inputs)
+        P = probabilities(model, X)
+        for i, p, x in zip(good, P, X):
+            digit = int(p.argmax())
+            results[i].update(digit=digit, confidence=float(p[digit]),
+                              probabilities=[round(float(v), 6) for v in p],
+                              uncertain=bool(p[digit] < UNCERTAIN_BELOW))
+    seen = dict(zip(good, inputs))
+    return results, [seen.get(i) for i in range(len(results))]
