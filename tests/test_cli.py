@@ -1,0 +1,185 @@
+"""The commands end to end, as a user and a CI script run them (real MNIST when present)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bpcli.cli import cli
+
+
+def real_mnist_folder():
+    for candidate in (os.environ.get("BP_TEST_MNIST"), Path(__file__).resolve().parents[2] / "shared" / "mnist"):
+        if candidate and (Path(candidate) / "train-images-idx3-ubyte.gz").is_file():
+            return Path(candidate)
+    return None
+
+
+NEEDS_MNIST = pytest.mark.skipif(real_mnist_folder() is None, reason=(
+    "real MNIST not found: set BP_TEST_MNIST to a folder with the four .gz files "
+    "(default ../shared/mnist relative to the repo)"))
+
+
+@pytest.fixture(scope="module")
+def mnist_env(tmp_path_factory):
+    """Environment for bp with a verified MNIST cache (from the local copy) and a private runs dir."""
+    folder = real_mnist_folder()
+    if folder is None:
+        pytest.skip("real MNIST not found")
+    data = tmp_path_factory.mktemp("data")
+    runs = tmp_path_factory.mktemp("runs")
+    env = {"BP_DATA_DIR": str(data), "BP_RUNS_DIR": str(runs), "BP_MNIST_MIRROR": str(folder),
+           "BP_OFFLINE": ""}
+    result = CliRunner().invoke(cli, ["download"], env=env)
+    assert result.exit_code == 0, result.output
+    return env
+
+
+@pytest.fixture(scope="module")
+def smoke_run(mnist_env):
+    """bp train -c configs/smoke.yaml --json, once for the module."""
+    config = Path(__file__).parents[1] / "configs" / "smoke.yaml"
+    result = CliRunner().invoke(cli, ["train", "-c", str(config), "--json", "--quiet"], env=mnist_env)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_help_lists_every_command_without_heavy_imports():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for command in ("download", "train", "evaluate", "predict", "config", "gradcheck"):
+        assert command in result.output
+    code = "import sys, bpcli.cli; print(sorted({'numpy', 'requests', 'PIL', 'yaml'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_unknown_command_and_flag_exit_2():
+    assert CliRunner().invoke(cli, ["trian"]).exit_code == 2
+    assert CliRunner().invoke(cli, ["train", "--epochz", "3"]).exit_code == 2
+
+
+def test_gradcheck_passes_for_every_shipped_config():
+    for config in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
+        result = CliRunner().invoke(cli, ["gradcheck", "-c", str(config)])
+        assert result.exit_code == 0, result.output
+        assert "layer 1: max relative error" in result.output
+
+
+def test_gradcheck_fails_when_backprop_is_wrong(monkeypatch):
+    import bpcli.network as network
+
+    monkeypatch.setitem(network.ACTIVATIONS, "relu", (network.relu, lambda a: a * 0 + 0.5))
+    result = CliRunner().invoke(cli, ["gradcheck"])
+    assert result.exit_code == 1 and "Error: backprop disagrees" in result.output
+
+
+@NEEDS_MNIST
+def test_smoke_training_on_real_mnist(smoke_run, mnist_env):
+    assert smoke_run["test_accuracy"] >= 0.85
+    assert smoke_run["epochs"] == 2 and 0 <= smoke_run["val_accuracy"] <= 1
+    run_dir = Path(smoke_run["run_dir"])
+    assert {p.name for p in run_dir.iterdir()} == {"config.yaml", "metrics.jsonl", "last.npz", "best.npz"}
+    assert (Path(mnist_env["BP_RUNS_DIR"]) / "latest").resolve() == run_dir.resolve()
+    with np.load(run_dir / "best.npz", allow_pickle=False) as ckpt:
+        assert ckpt["W0"].shape == (784, 64) and ckpt["W0"].dtype == np.float32
+
+
+@NEEDS_MNIST
+def test_evaluate_json_is_self_consistent(smoke_run, mnist_env):
+    result = CliRunner().invoke(cli, ["evaluate", "--json"], env=mnist_env)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert set(doc) == {"checkpoint", "split", "n", "accuracy", "loss", "per_digit", "confusion"}
+    C = np.array(doc["confusion"])
+    assert C.shape == (10, 10) and C.sum() == doc["n"] == 10000
+    for d in range(10):
+        row = doc["per_digit"][str(d)]
+        assert C[d].sum() == row["support"] and C[d, d] == row["correct"]
+        assert row["accuracy"] == pytest.approx(row["correct"] / row["support"])
+        assert row["precision"] == pytest.approx(C[d, d] / C[:, d].sum())
+    assert doc["accuracy"] == pytest.approx(np.trace(C) / doc["n"])
+    assert doc["accuracy"] == pytest.approx(smoke_run["test_accuracy"])
+
+
+@NEEDS_MNIST
+def test_evaluate_text_report_and_splits(smoke_run, mnist_env):
+    result = CliRunner().invoke(cli, ["evaluate", "--split", "val"], env=mnist_env)
+    assert result.exit_code == 0, result.output
+    assert "(500 images)" in result.output  # smoke.yaml holds out 500
+    assert "confusion matrix (rows: true digit, columns: predicted)" in result.output
+    assert "most confused:" in result.output
+    val = json.loads(CliRunner().invoke(cli, ["evaluate", "--split", "val", "--json"], env=mnist_env).stdout)
+    assert val["accuracy"] == pytest.approx(smoke_run["val_accuracy"])
+    train = json.loads(CliRunner().invoke(cli, ["evaluate", "--split", "train", "--json"], env=mnist_env).stdout)
+    assert train["n"] == 4500
+
+
+@NEEDS_MNIST
+@pytest.mark.parametrize("args,code", [
+    (["--min-accuracy", "0.5"], 0),
+    (["--min-accuracy", "0.999"], 3),
+    (["--min-digit-accuracy", "0.5"], 0),
+    (["--min-digit-accuracy", "0.999"], 3),
+])
+def test_evaluate_gates(smoke_run, mnist_env, args, code):
+    result = CliRunner().invoke(cli, ["evaluate", "--json", *args], env=mnist_env)
+    assert result.exit_code == code, result.output
+    json.loads(result.stdout)  # the report is printed either way
+    if code == 3:
+        assert "below --min" in result.stderr
+
+
+def test_evaluate_without_a_model_is_a_clean_error(tmp_path):
+    result = CliRunner().invoke(cli, ["evaluate"], env={"BP_RUNS_DIR": str(tmp_path)})
+    assert result.exit_code == 1 and "bp train" in result.output
+    assert result.output.startswith("Error: ") and "Traceback" not in result.output
+
+
+@NEEDS_MNIST
+def test_existing_run_dir_refused_exit_2(smoke_run, mnist_env):
+    result = CliRunner().invoke(cli, ["train", "-c", "configs/smoke.yaml", "--run-dir", smoke_run["run_dir"]],
+                                env=mnist_env)
+    assert result.exit_code == 2 and "--resume" in result.output
+
+
+@NEEDS_MNIST
+def test_resume_with_other_flags_is_refused(smoke_run, mnist_env):
+    result = CliRunner().invoke(cli, ["train", "--resume", smoke_run["run_dir"], "--lr", "0.5"], env=mnist_env)
+    assert result.exit_code == 2 and "only --epochs" in result.output
+
+
+def _bp(args, env, **kw):
+    return subprocess.Popen([sys.executable, "-m", "bpcli.cli", *args], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@NEEDS_MNIST
+def test_sigint_saves_and_resume_matches_an_uninterrupted_run(mnist_env, tmp_path):
+    args = ["train", "--set", "data.limit=12000", "--set", "data.validation=1000", "--hidden", "64",
+            "--epochs", "4", "--quiet"]
+    full = _bp([*args, "--run-dir", str(tmp_path / "full")], mnist_env)
+    assert full.wait(timeout=120) == 0, full.stderr.read()
+
+    cut = _bp([*args[:-1], "--run-dir", str(tmp_path / "cut")], mnist_env)
+    for line in cut.stderr:  # interrupt once the first epoch is reported
+        if line.startswith("epoch 1/4"):
+            cut.send_signal(signal.SIGINT)
+            break
+    _, err = cut.communicate(timeout=120)
+    assert cut.returncode == 130, err
+    assert f"bp train --resume {tmp_path / 'cut'}" in err and "Traceback" not in err
+
+    resumed = _bp(["train", "--resume", str(tmp_path / "cut"), "--quiet", "--json"], mnist_env)
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert json.loads(out)["epochs"] == 4
+    with np.load(tmp_path / "full" / "last.npz") as a, np.load(tmp_path / "cut" / "last.npz") as b:
+        for key in ("W0", "b0", "W1", "b1"):
+            assert np.array_equal(a[key], b[key]), key
