@@ -40,10 +40,6 @@ def resolve_data_dir(data_dir):
     return data_dir or os.environ.get("BP_DATA_DIR") or "data"
 
 
-def _env_flag(name):
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _emit_json(doc):
     click.echo(json.dumps(doc, indent=2))
 
@@ -68,7 +64,7 @@ def download(data_dir, mirrors, force, offline):
     paths = dl.ensure_mnist(
         resolve_data_dir(data_dir),
         mirrors=dl.resolve_mirrors(mirrors),
-        offline=offline or _env_flag("BP_OFFLINE"),
+        offline=True if offline else None,  # None: $BP_OFFLINE decides
         force=force,
     )
     for name, path in paths.items():
@@ -133,8 +129,8 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
     if data_dir:
         cfg.set("data.dir", data_dir, "flag --data-dir")
     values = cfg.values
-    data = load_mnist(values["data"]["dir"], mirrors=_mirrors(), offline=_env_flag("BP_OFFLINE"),
-                      limit=values["data"]["limit"])
+    data = load_mnist(values["data"]["dir"], mirrors=_mirrors(), limit=values["data"]["limit"],
+                      progress=False if quiet else None)
     if not resume:
         run_dir = train_mod.new_run_dir(run_dir, force)
     progress = train_mod.Progress(quiet=quiet)
@@ -224,7 +220,7 @@ def evaluate(checkpoint, split, data_dir, as_json, min_accuracy, min_digit_accur
 
     path, model = _load_model(checkpoint)
     doc = evaluate_checkpoint(path, model, split, data_dir=data_dir or os.environ.get("BP_DATA_DIR"),
-                              mirrors=_mirrors(), offline=_env_flag("BP_OFFLINE"))
+                              mirrors=_mirrors())
     if as_json:
         _emit_json(doc)
     else:

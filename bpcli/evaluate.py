@@ -22,7 +22,7 @@ def split_arrays(data, values, split):
     return (val_X, val_y) if split == "val" else (train_X, train_y)
 
 
-def evaluate_checkpoint(path, model, split="test", data_dir=None, mirrors=None, offline=False):
+def evaluate_checkpoint(path, model, split="test", data_dir=None, mirrors=None, offline=None):
     values = model.meta.get("config", {})
     data = load_mnist(data_dir or values.get("data", {}).get("dir", "data"), mirrors=mirrors, offline=offline)
     X, y = split_arrays(data, values, split)

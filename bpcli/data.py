@@ -1,0 +1,151 @@
+"""MNIST as arrays: read the cached IDX files, check them, split off a validation set.
+
+This is the data API for the rest of bp. ``load_mnist`` first asks
+``download.ensure_mnist`` for verified files (fetching what is missing),
+then reads them. Images stay uint8, ``(n, 784)``, row-major 28 x 28 pixels,
+0 = background: 47 MB for the training set, against 188 MB as float32, so
+scaling to [0, 1] is left to whoever makes the batches.
+
+IDX, the format of the MNIST files: a big-endian header, then the raw bytes.
+    magic  0x00000803 (2051): uint8, 3 dims -> images, n x 28 x 28
+           0x00000801 (2049): uint8, 1 dim  -> labels, n
+    dims   one big-endian uint32 per dim
+    data   prod(dims) bytes
+"""
+
+import os
+import struct
+from typing import NamedTuple
+
+import numpy as np
+
+from . import download
+from .errors import ConfigError, DataError
+
+TRAIN_IMAGES = "train-images-idx3-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+
+PIXELS = download.ROWS * download.COLS
+N_CLASSES = 10
+
+
+class MNIST(NamedTuple):
+    """The four arrays, uint8: images ``(n, 784)``, labels ``(n,)`` with values 0-9."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+_REDOWNLOAD = "run `bp download --force`"
+
+
+def read_idx(path):
+    """Parse and check one MNIST IDX file: images as ``(n, 784)`` uint8, labels as ``(n,)`` uint8.
+
+    Raises DataError naming the file when it cannot be read, is truncated,
+    has a magic number other than 2051 (images, n x 28 x 28) or 2049
+    (labels), has a length that disagrees with its header, or holds a label
+    outside 0-9.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(4)
+            if len(head) < 4:
+                raise DataError(f"{path} is truncated ({size} bytes, not even an IDX header); {_REDOWNLOAD}")
+            magic = int.from_bytes(head, "big")
+            if magic == download.IDX_MAGIC["images"]:
+                kind, ndim = "images", 3
+            elif magic == download.IDX_MAGIC["labels"]:
+                kind, ndim = "labels", 1
+            else:
+                raise DataError(
+                    f"{path} is not an MNIST IDX file (magic {magic:#010x}, expected 0x00000803 for images "
+                    f"or 0x00000801 for labels); {_REDOWNLOAD}"
+                )
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DataError(f"{path} is truncated inside its IDX header ({size} bytes); {_REDOWNLOAD}")
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            if kind == "images" and dims[1:] != (download.ROWS, download.COLS):
+                raise DataError(f"{path} holds {dims[1]} x {dims[2]} images, bp needs 28 x 28")
+            n = dims[0]
+            # Python ints: a corrupt header cannot overflow this or make a huge allocation.
+            expected = 4 + 4 * ndim + n * (PIXELS if kind == "images" else 1)
+            if size != expected:
+                raise DataError(
+                    f"{path} is {size} bytes but its header promises {n} {kind} ({expected} bytes): "
+                    f"truncated or corrupt; {_REDOWNLOAD}"
+                )
+            data = np.empty(expected - 4 - 4 * ndim, dtype=np.uint8)
+            if f.readinto(data) != data.size:
+                raise DataError(f"{path} changed while being read; try again")
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}; run `bp download`") from None
+
+    if kind == "labels":
+        if n and data.max() >= N_CLASSES:
+            bad = int(np.argmax(data >= N_CLASSES))
+            raise DataError(f"{path} holds label {data[bad]} at index {bad}, outside 0-9; {_REDOWNLOAD}")
+        return data
+    return data.reshape(n, PIXELS)
+
+
+def _read_pair(images_path, labels_path):
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 2:
+        raise DataError(f"{images_path} holds labels, not images; {_REDOWNLOAD}")
+    if labels.ndim != 1:
+        raise DataError(f"{labels_path} holds images, not labels; {_REDOWNLOAD}")
+    if len(images) != len(labels):
+        raise DataError(
+            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels; {_REDOWNLOAD}"
+        )
+    return images, labels
+
+
+def load_mnist(data_dir, mirrors=None, offline=None, *, limit=None, progress=None, session=None, files=None):
+    """Fetch what is missing into ``data_dir``, verify, and return the four arrays as an ``MNIST``.
+
+    limit: keep only the first ``limit`` training examples (config
+        ``data.limit``; None keeps all 60000). Applied before any
+        validation split; the test set is never cut.
+    mirrors, offline, progress, session, files: passed to ``download.ensure_mnist``
+        (None for mirrors / offline: ``$BP_MNIST_MIRROR`` / ``$BP_OFFLINE``, else the defaults).
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"data.limit must be a positive whole number or null, got {limit!r}")
+    paths = download.ensure_mnist(
+        data_dir, mirrors=mirrors, offline=offline, progress=progress, session=session, files=files
+    )
+    train_images, train_labels = _read_pair(paths[TRAIN_IMAGES], paths[TRAIN_LABELS])
+    test_images, test_labels = _read_pair(paths[TEST_IMAGES], paths[TEST_LABELS])
+    if limit is not None:
+        train_images, train_labels = train_images[:limit], train_labels[:limit]
+    return MNIST(train_images, train_labels, test_images, test_labels)
+
+
+def split_validation(images, labels, n_val, rng):
+    """Hold out ``n_val`` random examples: ``(train_X, train_y, val_X, val_y)``.
+
+    images (n, 784), labels (n,); rng a ``numpy.random.Generator``. The
+    held-out rows are the first ``n_val`` of one permutation drawn from
+    ``rng``, so a seed fixes the split. The permutation is drawn even for
+    ``n_val == 0`` (which returns the inputs and empty validation arrays),
+    so what ``rng`` yields afterwards does not depend on ``n_val``.
+    """
+    n = len(images)
+    if len(labels) != n:
+        raise ValueError(f"{n} images but {len(labels)} labels")
+    if isinstance(n_val, bool) or not isinstance(n_val, (int, np.integer)) or not 0 <= n_val < n:
+        raise ConfigError(f"data.validation must be a whole number from 0 to {n - 1} (there are {n} examples), got {n_val!r}")
+    perm = rng.permutation(n)
+    if n_val == 0:
+        return images, labels, images[:0], labels[:0]
+    val, train = perm[:n_val], perm[n_val:]
+    return images[train], labels[train], images[val], labels[val]

@@ -1,0 +1,646 @@
+"""Fetch, verify and cache the four MNIST files: the only module that talks to the network.
+
+The cache holds the *decompressed* IDX files under their plain names
+(``data/train-images-idx3-ubyte`` …), so loading them is one read and no
+gunzip. A file is trusted only once the SHA-256 of its IDX bytes and its IDX
+header check out: when it arrives, and again every time it is used, so a
+cached file that has gone bad is fetched again rather than trained on.
+
+How a file arrives (the model is pooch's ``core.py`` / ``downloaders.py``):
+
+- mirrors are tried in order and any failure (no connection, timeout, HTTP
+  error, bad gzip, wrong bytes) moves on to the next one; only when all of
+  them have failed is there an error, one line naming every mirror and what
+  went wrong with it;
+- the bytes are gunzipped, checked and hashed while they stream into a temp
+  file next to the final name, which is renamed into place only once the
+  whole file is verified (``fsutil.atomic_path``);
+- transient failures (connection errors, timeouts, 5xx) are retried twice
+  with a short back-off; a 404 is not;
+- a lock file in the data dir makes parallel ``bp download`` runs (a CI
+  matrix) wait for each other, so each file is fetched once;
+- ``offline`` never opens a socket: only local-directory mirrors are used.
+
+``requests`` and ``tqdm`` are imported only when a download actually starts;
+a warm cache costs one SHA-256 pass over each file (about 50 ms for all 55 MB
+with SHA extensions, a few hundred without), so nothing is trusted on the
+strength of a timestamp.
+"""
+
+import contextlib
+import errno
+import functools
+import hashlib
+import os
+import re
+import stat
+import struct
+import sys
+import time
+import zlib
+from typing import NamedTuple
+
+from . import __version__, fsutil
+from .errors import BpError, ConfigError, DataError
+
+
+class FileSpec(NamedTuple):
+    """What one MNIST file must be: the SHA-256 of its IDX bytes, "images" or "labels", and how many."""
+
+    sha256: str
+    kind: str
+    count: int
+
+
+# PRODUCT.md "Data integrity": hashes of the decompressed IDX content, because
+# the gzip wrappers differ between mirrors.
+MNIST_FILES = {
+    "train-images-idx3-ubyte": FileSpec("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", "images", 60000),
+    "train-labels-idx1-ubyte": FileSpec("65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", "labels", 60000),
+    "t10k-images-idx3-ubyte": FileSpec("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", "images", 10000),
+    "t10k-labels-idx1-ubyte": FileSpec("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", "labels", 10000),
+}
+
+# yann.lecun.com answers 403 to most clients, so it is left out.
+DEFAULT_MIRRORS = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+]
+
+ROWS = COLS = 28
+IDX_MAGIC = {"images": 2051, "labels": 2049}
+MISSING = "missing"
+
+DEFAULT_TIMEOUT = (10, 30)      # seconds: (connect, read between bytes)
+DEFAULT_BACKOFF = (0.5, 1.0)    # sleep before each retry; its length is the number of retries
+LOCK_TIMEOUT = 600              # seconds to wait for another bp download in the same dir
+CHUNK = 1 << 16
+
+
+# ---------------------------------------------------------------------------
+# What a good file looks like
+
+def idx_header(spec):
+    """The exact IDX header a file matching ``spec`` starts with (big-endian uint32s)."""
+    if spec.kind == "images":
+        return struct.pack(">4I", IDX_MAGIC["images"], spec.count, ROWS, COLS)
+    return struct.pack(">2I", IDX_MAGIC["labels"], spec.count)
+
+
+def idx_size(spec):
+    """The exact length in bytes of a file matching ``spec``."""
+    per_item = ROWS * COLS if spec.kind == "images" else 1
+    return len(idx_header(spec)) + spec.count * per_item
+
+
+def _header_problem(head, spec, what="IDX"):
+    """Why ``head`` (the first bytes seen so far) cannot start a file matching ``spec``, or None."""
+    expected = idx_header(spec)
+    if expected.startswith(head[: len(expected)]):
+        return None
+    if head.lstrip()[:1] == b"<":
+        # A captive portal or an error page served with status 200.
+        return "got an HTML page, not IDX data"
+    if len(head) >= len(expected) and head[:4] == expected[:4]:
+        got = struct.unpack(f">{len(expected) // 4}I", head[: len(expected)])[1:]
+        want = struct.unpack(f">{len(expected) // 4}I", expected)[1:]
+        return f"IDX header says {' x '.join(map(str, got))} {spec.kind}, expected {' x '.join(map(str, want))}"
+    return f"not {what} {spec.kind} data (starts with {head[:8].hex()})"
+
+
+class _Failed(Exception):
+    """One mirror failed for one file. ``transient``: worth retrying; ``unreachable``: no connection at all."""
+
+    def __init__(self, reason, transient=False, unreachable=False):
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient
+        self.unreachable = unreachable
+
+
+class _Verifier:
+    """Checks IDX bytes as they stream by: header first, then length, then SHA-256.
+
+    Checking the header and the length as the bytes arrive lets a wrong or
+    endless download stop early instead of filling the disk.
+    """
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.header_len = len(idx_header(spec))
+        self.expected_size = idx_size(spec)
+        self.what = "IDX"
+        self.head = b""
+        self.size = 0
+        self.sha = hashlib.sha256()
+
+    def update(self, data):
+        if not data:
+            return
+        if len(self.head) < self.header_len:
+            self.head += data[: self.header_len - len(self.head)]
+            problem = _header_problem(self.head, self.spec, self.what)
+            if problem:
+                raise _Failed(problem)
+        if self.size + len(data) > self.expected_size:
+            raise _Failed(f"longer than the expected {self.expected_size} bytes")
+        self.sha.update(data)
+        self.size += len(data)
+
+    def finish(self):
+        if self.size == 0:
+            raise _Failed("empty")
+        if self.size < self.expected_size:
+            raise _Failed(f"truncated ({self.size} of {self.expected_size} bytes)")
+        if self.sha.hexdigest() != self.spec.sha256:
+            raise _Failed("checksum mismatch")
+
+
+class _Gunzip:
+    """Stream-decode bytes that may or may not be gzipped.
+
+    Mirrors serve ``.gz`` files, but a server may also send them with
+    ``Content-Encoding: gzip`` (requests then hands over plain bytes) and a
+    local mirror may hold plain IDX files: so sniff the gzip magic instead of
+    trusting the name, and let the IDX checks catch anything else.
+    """
+
+    def __init__(self):
+        self.gzipped = None          # unknown until two bytes have arrived
+        self._pending = b""
+        self._z = None
+
+    def feed(self, data):
+        if self.gzipped is None:
+            self._pending += data
+            if len(self._pending) < 2:
+                return b""
+            data, self._pending = self._pending, b""
+            self.gzipped = data[:2] == b"\x1f\x8b"
+            if self.gzipped:
+                self._z = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        if not self.gzipped:
+            return data
+        out = []
+        while data:
+            if self._z.eof:
+                # Concatenated gzip members are still one valid gzip file.
+                self._z = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            try:
+                out.append(self._z.decompress(data))
+            except zlib.error as err:
+                raise _Failed(f"corrupt gzip ({err})") from None
+            data = self._z.unused_data
+        return b"".join(out)
+
+    def finish(self):
+        if self.gzipped is None:
+            return self._pending
+        if self.gzipped and not self._z.eof:
+            raise _Failed("truncated gzip")
+        return b""
+
+
+def cache_problem(path, spec):
+    """Why the cached file at ``path`` cannot be used, or None if it is valid.
+
+    Returns ``MISSING`` when there is no file. The size is checked first
+    (free), then header and SHA-256 over the whole file.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return MISSING
+    except OSError as err:
+        return f"unreadable: {err.strerror}"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_size != idx_size(spec):
+        return f"wrong size ({st.st_size} bytes, expected {idx_size(spec)})"
+    verifier = _Verifier(spec)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(functools.partial(f.read, 1 << 20), b""):
+                verifier.update(block)
+        verifier.finish()
+    except OSError as err:
+        return f"unreadable: {err.strerror}"
+    except _Failed as err:
+        return err.reason
+    return None
+
+
+def download_action(problem, force=False):
+    """Decide what to do with one cached file, like pooch's ``download_action``.
+
+    ``problem`` is what ``cache_problem`` said: None for a valid file,
+    ``MISSING``, or why the cached copy is bad. Returns "use", "fetch" (not
+    there yet) or "refetch" (bad, or ``force``).
+    """
+    if problem == MISSING:
+        return "fetch"
+    if problem is not None or force:
+        return "refetch"
+    return "use"
+
+
+# ---------------------------------------------------------------------------
+# Mirrors
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def _parse_mirror(mirror):
+    """``("url", base)`` or ``("dir", path)`` for one mirror; ConfigError if it is neither."""
+    match = _SCHEME.match(mirror)
+    if not match:
+        return "dir", os.path.expanduser(mirror)
+    scheme = match.group(1).lower()
+    if scheme in ("http", "https"):
+        return "url", mirror
+    if scheme == "file":
+        from urllib.parse import urlsplit
+        from urllib.request import url2pathname
+
+        return "dir", url2pathname(urlsplit(mirror).path)
+    raise ConfigError(f"unsupported mirror {mirror!r}: give an http(s):// URL, a file:// URL or a local directory")
+
+
+def resolve_mirrors(cli_mirrors=()):
+    """The mirrors to try, in order: ``--mirror`` values, else ``$BP_MNIST_MIRROR`` (comma-separated), else the built-in list.
+
+    Raises ConfigError (a usage error) for a mirror that is neither an
+    http(s)/file URL nor a directory path.
+    """
+    mirrors = [m.strip() for m in cli_mirrors if m.strip()]
+    if not mirrors:
+        mirrors = [m.strip() for m in os.environ.get("BP_MNIST_MIRROR", "").split(",") if m.strip()]
+    if not mirrors:
+        mirrors = list(DEFAULT_MIRRORS)
+    for mirror in mirrors:
+        _parse_mirror(mirror)
+    return mirrors
+
+
+def _url_for(base, name):
+    # Not urljoin: it would drop the last path part of a base given without "/".
+    return base.rstrip("/") + "/" + name + ".gz"
+
+
+def _short_reason(err):
+    """A few words for a requests exception; its str() is a paragraph."""
+    import requests
+
+    if isinstance(err, requests.exceptions.SSLError):
+        return "TLS/certificate error (behind a proxy? set REQUESTS_CA_BUNDLE)"
+    if isinstance(err, requests.exceptions.ProxyError):
+        return "proxy error (check HTTPS_PROXY / HTTP_PROXY)"
+    if isinstance(err, requests.Timeout):
+        return "timed out"
+    text = str(err)
+    for needle, short in (
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "host not found"),
+        ("nodename nor servname", "host not found"),
+        ("Temporary failure in name resolution", "host not found"),
+        ("getaddrinfo failed", "host not found"),
+        ("Network is unreachable", "network unreachable"),
+        ("Connection reset", "connection reset"),
+        ("timed out", "timed out"),
+    ):
+        if needle in text:
+            return short
+    if isinstance(err, requests.exceptions.ChunkedEncodingError):
+        return "connection broken mid-transfer"
+    if isinstance(err, requests.ConnectionError):
+        return "connection failed"
+    return type(err).__name__
+
+
+def _http_chunks(get_session, url, timeout):
+    """Yield the body of ``url``; failures come out as ``_Failed`` with a short reason."""
+    import requests
+
+    connected = False
+    try:
+        with get_session().get(url, stream=True, timeout=timeout) as resp:
+            connected = True
+            if resp.status_code != 200:
+                reason = f"HTTP {resp.status_code}" + (f" {resp.reason}" if resp.reason else "")
+                # Server trouble may pass; a 404 or 403 will not.
+                transient = resp.status_code >= 500 or resp.status_code in (408, 429)
+                raise _Failed(reason, transient=transient)
+            yield from resp.iter_content(CHUNK)
+    except requests.RequestException as err:
+        raise _Failed(_short_reason(err), transient=True, unreachable=not connected) from None
+
+
+def _file_chunks(path):
+    try:
+        with open(path, "rb") as f:
+            yield from iter(functools.partial(f.read, CHUNK), b"")
+    except OSError as err:
+        raise _Failed(f"cannot read {os.path.basename(path)}: {err.strerror}") from None
+
+
+def _dir_chunks(folder, name):
+    """Yield ``name.gz`` (or plain ``name``) from a local-directory mirror."""
+    if not os.path.isdir(folder):
+        raise _Failed("no such directory")
+    for candidate in (name + ".gz", name):
+        path = os.path.join(folder, candidate)
+        if os.path.isfile(path):
+            yield from _file_chunks(path)
+            return
+    raise _Failed(f"no {name}.gz or {name} there")
+
+
+def _sources(name, data_dir, mirrors, offline, get_session, timeout):
+    """``[(label, make_chunks)]`` to try for one file, in order."""
+    sources = []
+    # A .gz dropped into the data dir by hand (as the error message suggests)
+    # is the cheapest source of all.
+    dropped = os.path.join(data_dir, name + ".gz")
+    if os.path.isfile(dropped):
+        sources.append((dropped, functools.partial(_file_chunks, dropped)))
+    for mirror in mirrors:
+        kind, where = _parse_mirror(mirror)
+        if kind == "dir":
+            sources.append((mirror, functools.partial(_dir_chunks, where, name)))
+        elif not offline:
+            sources.append((mirror, functools.partial(_http_chunks, get_session, _url_for(where, name), timeout)))
+    return sources
+
+
+# ---------------------------------------------------------------------------
+# Fetching one file
+
+class _NullBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def reset(self, total=None):
+        pass
+
+    def update(self, n=1):
+        pass
+
+
+def _stderr_is_terminal():
+    return bool(getattr(sys.stderr, "isatty", None) and sys.stderr.isatty())
+
+
+def _bar(name, spec, progress):
+    """A tqdm byte bar on stderr, or nothing when ``progress`` is False or (if None) stderr is no terminal."""
+    enabled = _stderr_is_terminal() if progress is None else bool(progress)
+    if not enabled:
+        return _NullBar()
+    from tqdm import tqdm
+
+    # The total is the decompressed size, known exactly, whatever the gzip wrapper.
+    return tqdm(total=idx_size(spec), desc=name, unit="B", unit_scale=True, unit_divisor=1024,
+                file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def _transfer(chunks, tmp, spec, bar):
+    """Gunzip, verify and write one stream into ``tmp``; raise ``_Failed`` if the bytes are wrong."""
+    decoder, verifier = _Gunzip(), _Verifier(spec)
+    bar.reset(total=verifier.expected_size)
+    with contextlib.closing(chunks), open(tmp, "wb") as out:
+        for chunk in chunks:
+            data = decoder.feed(chunk)
+            if decoder.gzipped is False:
+                verifier.what = "gzip or IDX"
+            verifier.update(data)
+            out.write(data)
+            bar.update(len(data))
+        data = decoder.finish()
+        verifier.update(data)
+        out.write(data)
+        verifier.finish()
+
+
+def _fetch_from(make_chunks, tmp, spec, bar, backoff):
+    """Fetch from one source, retrying transient failures after each back-off delay."""
+    for delay in (*backoff, None):
+        try:
+            return _transfer(make_chunks(), tmp, spec, bar)
+        except _Failed as err:
+            if not err.transient or delay is None:
+                raise
+            time.sleep(delay)
+
+
+def _fetch_file(name, spec, path, sources, dead, backoff, progress, note, offline):
+    """Bring one verified file to ``path`` from the first source that has it; DataError if none does.
+
+    ``dead`` maps sources that could not be reached at all to why, so the
+    next files do not wait for the same timeouts again.
+    """
+    tried = []
+    for i, (label, make_chunks) in enumerate(sources):
+        if label in dead:
+            tried.append(f"{label} ({dead[label]}, not retried)")
+            continue
+        try:
+            with fsutil.atomic_path(path) as tmp, _bar(name, spec, progress) as bar:
+                _fetch_from(make_chunks, tmp, spec, bar, backoff)
+        except _Failed as err:
+            tried.append(f"{label} ({err.reason})")
+            if err.unreachable:
+                dead[label] = err.reason
+            if i + 1 < len(sources):
+                note(f"{name}: {label} failed ({err.reason}); trying the next mirror")
+            continue
+        return label
+    data_dir = os.path.join(os.path.dirname(path) or ".", "")
+    skipped = " (offline: URL mirrors not tried)" if offline else ""
+    raise DataError(
+        f"could not fetch {name}: tried {'; '.join(tried) or 'no mirror'}{skipped}. "
+        f"Pass --mirror URL|DIR (or set BP_MNIST_MIRROR), or put {name}.gz in {data_dir}"
+    )
+
+
+# ---------------------------------------------------------------------------
+# The data dir: lock, leftovers, the whole job
+
+@contextlib.contextmanager
+def _dir_lock(data_dir, timeout, note):
+    """Hold ``data_dir/.lock`` (flock) so parallel runs take turns; released when the process ends."""
+    try:
+        import fcntl
+    except ImportError:     # Windows: no flock; parallel runs there may fetch twice
+        yield
+        return
+    lock_path = os.path.join(data_dir, ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            except OSError as err:
+                if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                # A file system without locks should not make downloads impossible.
+                note(f"cannot lock {lock_path} ({err.strerror}); going on without it")
+                break
+            if not waiting:
+                note(f"waiting for another bp process downloading into {data_dir} (lock {lock_path})")
+                waiting = True
+            if time.monotonic() > deadline:
+                raise DataError(
+                    f"another process has held {lock_path} for over {timeout:g} s; "
+                    "wait for it to finish, or use another --data-dir"
+                )
+            time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)    # closing the descriptor releases the flock
+
+
+def _remove_partials(data_dir, files):
+    """Delete temp files a killed run left behind; only called under the lock, so none is live."""
+    prefixes = tuple("." + name + "." for name in files)
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(data_dir):
+            if entry.startswith(prefixes) and entry.endswith(".part"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(data_dir, entry))
+
+
+def _todo(paths, files, force):
+    """``{name: problem}`` for the files that must be fetched (problem None when only forced)."""
+    todo = {}
+    for name, path in paths.items():
+        problem = cache_problem(path, files[name])
+        if download_action(problem, force) != "use":
+            todo[name] = problem
+    return todo
+
+
+def _describe(todo, data_dir):
+    missing = [name for name, problem in todo.items() if problem == MISSING]
+    bad = [f"{name} ({problem})" for name, problem in todo.items() if problem not in (None, MISSING)]
+    parts = (["missing " + ", ".join(missing)] if missing else []) + (["bad " + ", ".join(bad)] if bad else [])
+    return "; ".join(parts) + f" in {data_dir}"
+
+
+def _notes(progress):
+    def note(message):
+        if progress is not False:
+            print(f"bp: {message}", file=sys.stderr, flush=True)
+    return note
+
+
+@contextlib.contextmanager
+def _session_maker(session):
+    """A function returning the given session, or one made on first use (and closed at the end)."""
+    made = []
+
+    def get():
+        if session is not None:
+            return session
+        if not made:
+            import requests
+
+            s = requests.Session()      # trust_env: proxies and CA bundles from the environment
+            s.headers["User-Agent"] = f"bp/{__version__} {s.headers['User-Agent']}"
+            made.append(s)
+        return made[0]
+
+    try:
+        yield get
+    finally:
+        for s in made:
+            s.close()
+
+
+def _write_error(err, data_dir):
+    reason = err.strerror or str(err)
+    if err.errno == errno.ENOSPC:
+        hint = "free some space or pass --data-dir DIR"
+    else:
+        hint = "make it writable or pass --data-dir DIR"
+    return DataError(f"cannot write to the data dir {data_dir}: {reason}; {hint}")
+
+
+def offline_from_env():
+    """True when ``$BP_OFFLINE`` is set to 1/true/yes/on."""
+    return os.environ.get("BP_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def ensure_mnist(data_dir, mirrors=None, offline=None, force=False, progress=None, session=None, *,
+                 files=None, timeout=DEFAULT_TIMEOUT, backoff=DEFAULT_BACKOFF, lock_timeout=LOCK_TIMEOUT):
+    """Make sure the verified MNIST files are in ``data_dir``; return ``{name: path}``.
+
+    data_dir: the cache folder, created if needed.
+    mirrors: base URLs or local directories, tried in order (default:
+        ``resolve_mirrors()``).
+    offline: open no connection; only local-directory mirrors are used and a
+        missing file is a DataError saying which (default: ``$BP_OFFLINE``).
+    force: fetch again even files that verify.
+    progress: True/False for the tqdm bar and the one-line notes on stderr;
+        None shows the bar only when stderr is a terminal.
+    session: a ``requests.Session``-like object to fetch with (tests inject one).
+    files: ``{name: FileSpec}`` to fetch instead of ``MNIST_FILES`` (tests use tiny files).
+    timeout, backoff, lock_timeout: see the module constants.
+
+    Raises DataError (one line) when a file cannot be had from any mirror or
+    the data dir cannot be written.
+    """
+    files = MNIST_FILES if files is None else files
+    mirrors = resolve_mirrors() if mirrors is None else list(mirrors)
+    offline = offline_from_env() if offline is None else offline
+    for mirror in mirrors:
+        _parse_mirror(mirror)
+    data_dir = os.fspath(data_dir)
+    paths = {name: os.path.join(data_dir, name) for name in files}
+    note = _notes(progress)
+
+    # Files only ever appear under their final names whole and verified, so a
+    # valid cache needs no lock, and works in a read-only data dir.
+    todo = _todo(paths, files, force)
+    if not todo:
+        return paths
+    if offline and not any(
+        _sources(name, data_dir, mirrors, offline=True, get_session=None, timeout=None) for name in todo
+    ):
+        if all(problem is None for problem in todo.values()):
+            raise DataError("--force with --offline needs a local --mirror DIR holding the .gz files to fetch from")
+        raise DataError(
+            f"offline, and {_describe(todo, data_dir)}; run `bp download` without --offline/BP_OFFLINE, "
+            "or pass --mirror DIR with the .gz files"
+        )
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise DataError(f"the data dir {data_dir} is not a directory; pass --data-dir DIR")
+
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        with _dir_lock(data_dir, lock_timeout, note), _session_maker(session) as get_session:
+            _remove_partials(data_dir, files)
+            # Another run may have fetched them while this one waited for the lock.
+            todo = _todo({name: paths[name] for name in todo}, files, force)
+            dead = {}
+            for name, problem in todo.items():
+                if problem not in (None, MISSING):
+                    note(f"{paths[name]} is bad ({problem}); fetching it again")
+                sources = _sources(name, data_dir, mirrors, offline, get_session, timeout)
+                label = _fetch_file(name, files[name], paths[name], sources, dead, backoff, progress, note, offline)
+                note(f"{name}: verified, from {label}")
+    except OSError as err:
+        raise _write_error(err, data_dir) from None
+    except DataError:
+        raise
+    except BpError as err:
+        # fsutil.atomic_path reports a failed write (disk full, read-only) as a
+        # plain BpError; to callers of this module every data problem is a DataError.
+        raise DataError(str(err)) from None
+    return paths

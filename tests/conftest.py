@@ -1,0 +1,223 @@
+"""Shared fixtures: tiny generated MNIST files, a loopback HTTP mirror, the real MNIST if present.
+
+No test reaches the internet: mirrors are served on 127.0.0.1, and the
+``no_internet`` fixture makes any other connection fail loudly.
+"""
+
+import collections
+import gzip
+import hashlib
+import http.server
+import os
+import socket
+import struct
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY_COUNTS = {"train": 6, "t10k": 4}
+
+
+def idx_bytes(array):
+    """IDX bytes for a uint8 array: images (n, 28, 28) -> magic 2051, labels (n,) -> 2049."""
+    array = np.asarray(array, dtype=np.uint8)
+    magic = 2051 if array.ndim == 3 else 2049
+    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.tobytes()
+
+
+def make_tiny_mnist(seed=0):
+    """``({name: idx bytes}, {name: FileSpec})``: four valid, tiny MNIST-shaped files."""
+    from bpcli.download import FileSpec
+
+    rng = np.random.default_rng(seed)
+    contents, specs = {}, {}
+    for prefix, n in TINY_COUNTS.items():
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        for name, array, kind in ((f"{prefix}-images-idx3-ubyte", images, "images"),
+                                  (f"{prefix}-labels-idx1-ubyte", labels, "labels")):
+            contents[name] = idx_bytes(array)
+            specs[name] = FileSpec(hashlib.sha256(contents[name]).hexdigest(), kind, n)
+    return contents, specs
+
+
+@pytest.fixture
+def tiny_mnist():
+    """``(contents, specs)`` of four tiny valid MNIST files (6 train, 4 test examples)."""
+    return make_tiny_mnist()
+
+
+class MirrorServer:
+    """A loopback HTTP server serving ``files`` (url path -> bytes), with per-path misbehaviour.
+
+    ``behaviour[path]`` is one of the names below, or a list of them used one
+    request at a time (the last one sticks), e.g. ``["500", "ok"]``:
+      ok         serve the bytes
+      404 / 500  that status
+      garbage    200 with random bytes
+      html       200 with an HTML error page
+      truncated  200 with the first half of the bytes (and a matching length)
+      wrong      200 with a valid gzip of different IDX content (checksum fails)
+      slow       wait ``slow_seconds`` before answering (to trip a read timeout)
+      reset      promise the full length, send half, close the connection
+      encoded    send the gzip bytes with ``Content-Encoding: gzip``
+    ``hits`` counts requests per path; ``delay`` (s) slows every answer.
+    """
+
+    def __init__(self):
+        self.files = {}
+        self.behaviour = {}
+        self.hits = collections.Counter()
+        self.delay = 0.0
+        self.slow_seconds = 3.0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                owner._handle(self)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        # Clients that time out or give up on purpose make the server's writes fail: not news.
+        self.httpd.handle_error = lambda request, client_address: None
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+        self._thread.start()
+
+    def add_gz(self, contents):
+        """Serve each ``{name: idx bytes}`` as ``/<name>.gz``."""
+        for name, raw in contents.items():
+            self.files[f"/{name}.gz"] = gzip.compress(raw)
+
+    def add_dir(self, folder):
+        for path in Path(folder).iterdir():
+            if path.is_file():
+                self.files["/" + path.name] = path.read_bytes()
+
+    def _next_behaviour(self, path):
+        with self._lock:
+            self.hits[path] += 1
+            todo = self.behaviour.get(path, "ok")
+            if isinstance(todo, list):
+                return todo.pop(0) if len(todo) > 1 else todo[0]
+            return todo
+
+    def _send(self, handler, status, body, headers=()):
+        handler.send_response(status)
+        handler.send_header("Content-Length", str(len(body)))
+        for key, value in headers:
+            handler.send_header(key, value)
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def _handle(self, handler):
+        path = handler.path
+        todo = self._next_behaviour(path)
+        if self.delay:
+            self._stop.wait(self.delay)
+        body = self.files.get(path)
+        if todo == "404" or (body is None and todo == "ok"):
+            return self._send(handler, 404, b"not found")
+        if todo == "500":
+            return self._send(handler, 500, b"oops")
+        if todo == "garbage":
+            return self._send(handler, 200, np.random.default_rng(1).bytes(5000))
+        if todo == "html":
+            return self._send(handler, 200, b"<!DOCTYPE html><html><body>Sign in to the Wi-Fi</body></html>")
+        if todo == "truncated":
+            return self._send(handler, 200, body[: len(body) // 2])
+        if todo == "wrong":
+            raw = bytearray(gzip.decompress(body))
+            raw[-1] ^= 0xFF
+            return self._send(handler, 200, gzip.compress(bytes(raw)))
+        if todo == "slow":
+            self._stop.wait(self.slow_seconds)
+            return self._send(handler, 200, body)
+        if todo == "reset":
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body[: len(body) // 2])
+            handler.wfile.flush()
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return None
+        if todo == "encoded":
+            return self._send(handler, 200, body, [("Content-Encoding", "gzip")])
+        return self._send(handler, 200, body)
+
+    def close(self):
+        self._stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def make_server():
+    """Factory for ``MirrorServer``s, all shut down after the test."""
+    servers = []
+
+    def make():
+        server = MirrorServer()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def tiny_server(make_server, tiny_mnist):
+    """A mirror serving the four tiny files gzipped."""
+    server = make_server()
+    server.add_gz(tiny_mnist[0])
+    return server
+
+
+@pytest.fixture
+def closed_port_url():
+    """An http URL on 127.0.0.1 where nothing listens: connection refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def real_mnist_dir():
+    """The folder of genuine gzipped MNIST files, or skip."""
+    candidates = [os.environ.get("BP_TEST_MNIST"), Path(__file__).resolve().parents[2] / "shared" / "mnist"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "train-images-idx3-ubyte.gz").is_file():
+            return Path(candidate)
+    pytest.skip("real MNIST not found: set BP_TEST_MNIST to a folder with the four .gz files "
+                "(default ../shared/mnist relative to the repo)")
+
+
+@pytest.fixture
+def no_internet(monkeypatch):
+    """Any connection other than to loopback raises, so a test cannot reach the internet by mistake."""
+    real_connect = socket.socket.connect
+
+    def guarded(sock, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if host not in ("127.0.0.1", "::1", "localhost") and sock.family != getattr(socket, "AF_UNIX", None):
+            raise OSError(f"test tried to reach {address!r}: tests stay on 127.0.0.1")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture
+def clean_bp_env(monkeypatch):
+    """No BP_* settings from the outer environment leak into a test."""
+    for name in ("BP_MNIST_MIRROR", "BP_OFFLINE", "BP_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)

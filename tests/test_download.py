@@ -1,0 +1,549 @@
+"""The downloader against loopback mirrors that fail in every way a real one can.
+
+Tiny generated IDX files with their own hash table (``files=``) keep this
+fast; one test fetches the genuine MNIST over 127.0.0.1 with the real table.
+"""
+
+import errno
+import fcntl
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bpcli import download
+from bpcli.cli import cli
+from bpcli.download import MISSING, download_action, ensure_mnist, resolve_mirrors
+from bpcli.errors import ConfigError, DataError
+
+NAMES = list(download.MNIST_FILES)
+FAST = {"backoff": (0, 0), "timeout": (2, 2), "progress": False}
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(no_internet, clean_bp_env):
+    """Every test here: loopback only, no BP_* settings from outside."""
+
+
+class ExplodingSession:
+    """A session that fails the test if anything tries to use the network through it."""
+
+    def get(self, *args, **kwargs):
+        raise AssertionError(f"unexpected request: {args}")
+
+
+def leftovers(folder):
+    """Anything in the data dir besides finished files, the lock and hand-dropped .gz files."""
+    allowed = set(NAMES) | {".lock"}
+    return sorted(p.name for p in Path(folder).iterdir() if p.name not in allowed and not p.name.endswith(".gz"))
+
+
+def assert_cached(data_dir, contents):
+    for name, raw in contents.items():
+        assert (Path(data_dir) / name).read_bytes() == raw, name
+
+
+def one_line(message):
+    assert "\n" not in message, message
+    return message
+
+
+# --- pure decisions ------------------------------------------------------
+
+@pytest.mark.parametrize("problem, force, action", [
+    (None, False, "use"),
+    (None, True, "refetch"),
+    (MISSING, False, "fetch"),
+    (MISSING, True, "fetch"),
+    ("checksum mismatch", False, "refetch"),
+    ("checksum mismatch", True, "refetch"),
+])
+def test_download_action_decides_like_pooch(problem, force, action):
+    assert download_action(problem, force) == action
+
+
+def test_mirrors_come_from_cli_then_env_then_builtin(monkeypatch):
+    assert resolve_mirrors(()) == download.DEFAULT_MIRRORS
+    monkeypatch.setenv("BP_MNIST_MIRROR", " http://a/ , /some/dir,, ")
+    assert resolve_mirrors(()) == ["http://a/", "/some/dir"]
+    assert resolve_mirrors(("file:///x", "https://b/mnist")) == ["file:///x", "https://b/mnist"]
+
+
+def test_unsupported_mirror_scheme_is_a_usage_error():
+    with pytest.raises(ConfigError, match="ftp://"):
+        resolve_mirrors(("ftp://example.org/mnist/",))
+
+
+def test_headers_and_sizes_match_the_real_files():
+    spec = download.MNIST_FILES["train-images-idx3-ubyte"]
+    assert download.idx_size(spec) == 47040016
+    assert download.idx_size(download.MNIST_FILES["t10k-labels-idx1-ubyte"]) == 10008
+
+
+# --- happy paths ----------------------------------------------------------
+
+def test_fetches_verifies_and_caches(tmp_path, tiny_mnist, tiny_server):
+    contents, specs = tiny_mnist
+    data_dir = tmp_path / "new" / "data"      # created on demand
+    paths = ensure_mnist(data_dir, mirrors=[tiny_server.url], files=specs, **FAST)
+    assert paths == {name: str(data_dir / name) for name in specs}
+    assert_cached(data_dir, contents)
+    assert all(tiny_server.hits[f"/{name}.gz"] == 1 for name in specs)
+    assert leftovers(data_dir) == []
+
+
+def test_cached_rerun_makes_no_request(tmp_path, tiny_mnist, tiny_server):
+    contents, specs = tiny_mnist
+    ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=specs, **FAST)
+    before = sum(tiny_server.hits.values())
+    ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=specs, session=ExplodingSession(), **FAST)
+    assert sum(tiny_server.hits.values()) == before
+
+
+def test_mirror_without_trailing_slash(tmp_path, tiny_mnist, tiny_server):
+    contents, specs = tiny_mnist
+    sub = tiny_server.url + "mnist"
+    tiny_server.files = {"/mnist" + path: body for path, body in tiny_server.files.items()}
+    ensure_mnist(tmp_path, mirrors=[sub], files=specs, **FAST)
+    assert_cached(tmp_path, contents)
+
+
+def test_content_encoding_gzip_is_accepted(tmp_path, tiny_mnist, tiny_server):
+    # Some CDNs serve .gz files with Content-Encoding: gzip; requests then decodes them.
+    contents, specs = tiny_mnist
+    for name in specs:
+        tiny_server.behaviour[f"/{name}.gz"] = "encoded"
+    ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=specs, **FAST)
+    assert_cached(tmp_path, contents)
+
+
+def test_dead_first_mirror_falls_through(tmp_path, tiny_mnist, tiny_server, closed_port_url):
+    contents, specs = tiny_mnist
+    t0 = time.monotonic()
+    ensure_mnist(tmp_path, mirrors=[closed_port_url, tiny_server.url], files=specs, **FAST)
+    assert_cached(tmp_path, contents)
+    assert time.monotonic() - t0 < 5
+
+
+def test_transient_500_is_retried_on_the_same_mirror(tmp_path, tiny_mnist, tiny_server):
+    contents, specs = tiny_mnist
+    path = f"/{NAMES[0]}.gz"
+    tiny_server.behaviour[path] = ["500", "ok"]
+    ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=specs, **FAST)
+    assert tiny_server.hits[path] == 2
+    assert_cached(tmp_path, contents)
+
+
+def test_default_backoff_sleeps_half_then_one_second(tmp_path, tiny_mnist, tiny_server, monkeypatch):
+    contents, specs = tiny_mnist
+    sleeps = []
+    monkeypatch.setattr(download.time, "sleep", sleeps.append)
+    tiny_server.behaviour[f"/{NAMES[0]}.gz"] = ["500", "500", "ok"]
+    ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=specs, progress=False)
+    assert sleeps == list(download.DEFAULT_BACKOFF) == [0.5, 1.0]
+
+
+# --- every way a mirror can fail ---------------------------------------------
+
+# behaviour served for every file -> (words in the reason, requests for the first file)
+FAILURES = {
+    "404": ("HTTP 404", 1),
+    "500": ("HTTP 500", 3),
+    "garbage": ("not gzip or IDX", 1),
+    "html": ("HTML page", 1),
+    "truncated": ("truncated gzip", 1),
+    "wrong": ("checksum mismatch", 1),
+    "reset": ("connection", 3),
+    "slow": ("timed out", 3),
+}
+
+
+def _break_all(server, specs, behaviour):
+    for name in specs:
+        server.behaviour[f"/{name}.gz"] = behaviour
+    server.slow_seconds = 2
+
+
+@pytest.mark.parametrize("behaviour", list(FAILURES))
+def test_bad_mirror_is_skipped_for_a_good_one(tmp_path, tiny_mnist, tiny_server, make_server, behaviour):
+    contents, specs = tiny_mnist
+    bad = make_server()
+    bad.add_gz(contents)
+    _break_all(bad, specs, behaviour)
+    ensure_mnist(tmp_path, mirrors=[bad.url, tiny_server.url], files=specs,
+                 backoff=(0, 0), timeout=(2, 0.3), progress=False)
+    assert_cached(tmp_path, contents)
+    assert bad.hits[f"/{NAMES[0]}.gz"] == FAILURES[behaviour][1]
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("behaviour", list(FAILURES))
+def test_only_a_bad_mirror_gives_one_line_naming_it(tmp_path, tiny_mnist, make_server, behaviour):
+    contents, specs = tiny_mnist
+    bad = make_server()
+    bad.add_gz(contents)
+    _break_all(bad, specs, behaviour)
+    with pytest.raises(DataError) as info:
+        ensure_mnist(tmp_path, mirrors=[bad.url], files=specs, backoff=(0, 0), timeout=(2, 0.3), progress=False)
+    message = one_line(str(info.value))
+    assert NAMES[0] in message and bad.url in message and FAILURES[behaviour][0] in message
+    assert "--mirror" in message
+    assert leftovers(tmp_path) == []
+    assert not any((tmp_path / name).exists() for name in specs)
+
+
+def test_error_lists_every_mirror_with_its_reason(tmp_path, tiny_mnist, make_server, closed_port_url):
+    contents, specs = tiny_mnist
+    empty = make_server()           # answers 404 to everything
+    with pytest.raises(DataError) as info:
+        ensure_mnist(tmp_path, mirrors=[closed_port_url, empty.url, str(tmp_path / "nowhere")], files=specs, **FAST)
+    message = one_line(str(info.value))
+    assert f"{closed_port_url} (connection refused)" in message
+    assert f"{empty.url} (HTTP 404" in message
+    assert "nowhere (no such directory)" in message
+
+
+def test_unreachable_mirror_is_not_retried_for_every_file(tmp_path, tiny_mnist, make_server, tiny_server):
+    contents, specs = tiny_mnist
+    slow = make_server()
+    slow.add_gz(contents)
+    _break_all(slow, specs, "slow")
+    ensure_mnist(tmp_path, mirrors=[slow.url, tiny_server.url], files=specs,
+                 backoff=(0, 0), timeout=(2, 0.3), progress=False)
+    assert sum(slow.hits.values()) == 3        # all for the first file
+
+
+# --- the cache ------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "extend"])
+def test_corrupted_cache_is_fetched_again(tmp_path, tiny_mnist, tiny_server, damage):
+    contents, specs = tiny_mnist
+    ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=specs, **FAST)
+    victim = tmp_path / NAMES[2]
+    raw = bytearray(victim.read_bytes())
+    if damage == "flip":
+        raw[-1] ^= 1            # same size: only the hash can tell
+    elif damage == "truncate":
+        del raw[-10:]
+    else:
+        raw += b"\0"
+    victim.write_bytes(bytes(raw))
+    ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=specs, **FAST)
+    assert_cached(tmp_path, contents)
+    assert tiny_server.hits[f"/{NAMES[2]}.gz"] == 2
+    assert all(tiny_server.hits[f"/{name}.gz"] == 1 for name in NAMES if name != NAMES[2])
+
+
+def test_force_fetches_valid_files_again(tmp_path, tiny_mnist, tiny_server):
+    contents, specs = tiny_mnist
+    ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=specs, **FAST)
+    ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=specs, force=True, **FAST)
+    assert all(tiny_server.hits[f"/{name}.gz"] == 2 for name in specs)
+    assert_cached(tmp_path, contents)
+
+
+def test_failed_refetch_keeps_nothing_half_written(tmp_path, tiny_mnist, tiny_server):
+    contents, specs = tiny_mnist
+    ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=specs, **FAST)
+    _break_all(tiny_server, specs, "truncated")
+    with pytest.raises(DataError):
+        ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=specs, force=True, **FAST)
+    assert_cached(tmp_path, contents)           # the good files are still there
+    assert leftovers(tmp_path) == []
+
+
+def test_stale_partial_files_are_cleaned_up(tmp_path, tiny_mnist, tiny_server):
+    contents, specs = tiny_mnist
+    stale = tmp_path / f".{NAMES[0]}.x1y2z3.part"
+    stale.write_bytes(b"half a download from a killed run")
+    ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=specs, **FAST)
+    assert not stale.exists()
+    assert leftovers(tmp_path) == []
+
+
+# --- offline and local mirrors -----------------------------------------------------
+
+@pytest.fixture
+def no_sockets(monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("offline code opened a connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_offline_with_files_missing_says_which(tmp_path, tiny_mnist, tiny_server, no_sockets):
+    contents, specs = tiny_mnist
+    (tmp_path / NAMES[1]).write_bytes(contents[NAMES[1]])
+    with pytest.raises(DataError) as info:
+        ensure_mnist(tmp_path, mirrors=[tiny_server.url], offline=True, files=specs,
+                     session=ExplodingSession(), **FAST)
+    message = one_line(str(info.value))
+    assert "offline" in message and "--offline" in message
+    assert all(name in message for name in NAMES if name != NAMES[1])
+    assert NAMES[1] not in message
+    assert sum(tiny_server.hits.values()) == 0
+
+
+def test_offline_with_default_mirrors_opens_no_socket(tmp_path, no_sockets):
+    with pytest.raises(DataError, match="missing train-images-idx3-ubyte"):
+        ensure_mnist(tmp_path / "data", offline=True, progress=False)
+    assert not (tmp_path / "data").exists()
+
+
+def test_offline_reports_a_corrupt_cache(tmp_path, tiny_mnist, tiny_server, no_sockets):
+    contents, specs = tiny_mnist
+    for name, raw in contents.items():
+        (tmp_path / name).write_bytes(raw)
+    (tmp_path / NAMES[0]).write_bytes(contents[NAMES[0]][:-1] + b"\xff")
+    with pytest.raises(DataError, match=f"bad {NAMES[0]} \\(checksum mismatch\\)"):
+        ensure_mnist(tmp_path, mirrors=[tiny_server.url], offline=True, files=specs, **FAST)
+
+
+def test_force_offline_without_a_local_mirror(tmp_path, tiny_mnist, no_sockets):
+    contents, specs = tiny_mnist
+    for name, raw in contents.items():
+        (tmp_path / name).write_bytes(raw)
+    with pytest.raises(DataError, match="--force with --offline needs a local --mirror DIR"):
+        ensure_mnist(tmp_path, offline=True, force=True, files=specs, **FAST)
+
+
+def test_offline_with_a_valid_cache_works(tmp_path, tiny_mnist, no_sockets):
+    contents, specs = tiny_mnist
+    for name, raw in contents.items():
+        (tmp_path / name).write_bytes(raw)
+    paths = ensure_mnist(tmp_path, offline=True, files=specs, session=ExplodingSession(), progress=False)
+    assert set(paths) == set(specs)
+
+
+@pytest.mark.parametrize("layout", ["gz", "plain", "file-url"])
+def test_local_directory_mirror(tmp_path, tiny_mnist, layout):
+    contents, specs = tiny_mnist
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name, raw in contents.items():
+        if layout == "plain":
+            (mirror / name).write_bytes(raw)
+        else:
+            (mirror / f"{name}.gz").write_bytes(gzip.compress(raw))
+    where = mirror.as_uri() if layout == "file-url" else str(mirror)
+    ensure_mnist(tmp_path / "data", mirrors=[where], files=specs, session=ExplodingSession(), **FAST)
+    assert_cached(tmp_path / "data", contents)
+
+
+def test_offline_still_uses_a_local_directory_mirror(tmp_path, tiny_mnist, tiny_server, no_sockets):
+    contents, specs = tiny_mnist
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name, raw in contents.items():
+        (mirror / f"{name}.gz").write_bytes(gzip.compress(raw))
+    ensure_mnist(tmp_path / "data", mirrors=[tiny_server.url, str(mirror)], offline=True, files=specs, **FAST)
+    assert_cached(tmp_path / "data", contents)
+    assert sum(tiny_server.hits.values()) == 0
+
+
+def test_gz_files_dropped_into_the_data_dir_are_used(tmp_path, tiny_mnist, closed_port_url):
+    contents, specs = tiny_mnist
+    for name, raw in contents.items():
+        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(raw))
+    ensure_mnist(tmp_path, mirrors=[closed_port_url], files=specs, **FAST)
+    assert_cached(tmp_path, contents)
+
+
+# --- the data dir: errors and locking ------------------------------------------------
+
+def test_disk_full_is_a_clean_error(tmp_path, tiny_mnist, tiny_server, monkeypatch):
+    contents, specs = tiny_mnist
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_open = open
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        return FullDisk(f) if str(path).endswith(".part") and "w" in mode else f
+
+    monkeypatch.setattr(download, "open", fake_open, raising=False)
+    with pytest.raises(DataError) as info:
+        ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=specs, **FAST)
+    message = one_line(str(info.value))
+    assert "cannot write" in message and "No space left on device" in message
+    assert leftovers(tmp_path) == []
+    assert not any((tmp_path / name).exists() for name in specs)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_data_dir_is_a_clean_error(tmp_path, tiny_mnist, tiny_server):
+    contents, specs = tiny_mnist
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(DataError, match="cannot write"):
+            ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=specs, **FAST)
+    finally:
+        tmp_path.chmod(0o755)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_data_dir_that_is_a_file(tmp_path, tiny_mnist, tiny_server):
+    contents, specs = tiny_mnist
+    (tmp_path / "data").write_text("not a folder")
+    with pytest.raises(DataError, match="not a directory"):
+        ensure_mnist(tmp_path / "data", mirrors=[tiny_server.url], files=specs, **FAST)
+
+
+def test_lock_held_too_long_is_an_error(tmp_path, tiny_mnist, tiny_server):
+    contents, specs = tiny_mnist
+    with open(tmp_path / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(DataError, match="another process has held"):
+            ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=specs, lock_timeout=0.3, **FAST)
+    assert sum(tiny_server.hits.values()) == 0
+
+
+CHILD = """
+import json, sys
+from bpcli import download
+specs = {k: download.FileSpec(*v) for k, v in json.loads(sys.argv[1]).items()}
+download.ensure_mnist(sys.argv[2], mirrors=[sys.argv[3]], files=specs, backoff=(0, 0))
+print("requests" in sys.modules)
+"""
+
+
+def test_parallel_processes_fetch_each_file_once(tmp_path, tiny_mnist, tiny_server):
+    contents, specs = tiny_mnist
+    tiny_server.delay = 0.2         # keep the first process busy while the others start
+    argv = [sys.executable, "-c", CHILD, json.dumps(specs), str(tmp_path), tiny_server.url]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
+    assert [r[2] for r in results] == [0] * 4, results
+    assert all(tiny_server.hits[f"/{name}.gz"] == 1 for name in specs), tiny_server.hits
+    assert_cached(tmp_path, contents)
+    assert leftovers(tmp_path) == []
+    # A warm cache never imports requests.
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert again.stdout.strip() == "False", again
+
+
+# --- progress on stderr ------------------------------------------------------------
+
+def test_progress_false_is_silent(tmp_path, tiny_mnist, tiny_server, capsys):
+    ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=tiny_mnist[1], **FAST)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_no_bar_when_stderr_is_not_a_terminal(tmp_path, tiny_mnist, tiny_server, capsys):
+    ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=tiny_mnist[1], backoff=(0, 0))
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "%|" not in err and "\r" not in err      # no tqdm bar in a CI log
+    assert len(err.splitlines()) == 4                  # one note per file
+
+
+def test_bar_when_asked(tmp_path, tiny_mnist, tiny_server, capsys):
+    ensure_mnist(tmp_path, mirrors=[tiny_server.url], files=tiny_mnist[1], backoff=(0, 0), progress=True)
+    assert NAMES[0] in capsys.readouterr().err
+
+
+# --- the CLI -------------------------------------------------------------------------
+
+def error_lines(result):
+    assert "Traceback" not in result.output
+    return [line for line in result.output.splitlines() if line.startswith("Error:")]
+
+
+def test_cli_download_succeeds(tmp_path, tiny_mnist, tiny_server, monkeypatch):
+    contents, specs = tiny_mnist
+    monkeypatch.setattr(download, "MNIST_FILES", specs)
+    result = CliRunner().invoke(cli, ["download", "--mirror", tiny_server.url, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f"{name}: {tmp_path / name}" for name in specs]
+    assert_cached(tmp_path, contents)
+    again = CliRunner().invoke(cli, ["download", "--offline", "--data-dir", str(tmp_path)])
+    assert again.exit_code == 0, again.output
+
+
+def test_cli_mirror_from_environment(tmp_path, tiny_mnist, tiny_server, monkeypatch):
+    contents, specs = tiny_mnist
+    monkeypatch.setattr(download, "MNIST_FILES", specs)
+    monkeypatch.setattr(download.time, "sleep", lambda seconds: None)
+    monkeypatch.setenv("BP_MNIST_MIRROR", f"http://127.0.0.1:1/,{tiny_server.url}")
+    monkeypatch.setenv("BP_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(cli, ["download"])
+    assert result.exit_code == 0, result.output
+    assert_cached(tmp_path, contents)
+
+
+def test_cli_all_mirrors_failing_exits_1_with_one_error_line(tmp_path, closed_port_url, make_server, monkeypatch):
+    monkeypatch.setattr(download.time, "sleep", lambda seconds: None)
+    empty = make_server()
+    result = CliRunner().invoke(cli, ["download", "--mirror", closed_port_url, "--mirror", empty.url,
+                                      "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    [line] = error_lines(result)
+    assert "connection refused" in line and "HTTP 404" in line and "--mirror" in line
+    assert leftovers(tmp_path) == []
+
+
+def test_cli_offline_missing_exits_1(tmp_path, no_sockets, monkeypatch):
+    monkeypatch.setenv("BP_OFFLINE", "1")
+    result = CliRunner().invoke(cli, ["download", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    [line] = error_lines(result)
+    assert "offline" in line and all(name in line for name in NAMES)
+
+
+def test_cli_bad_mirror_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(cli, ["download", "--mirror", "ftp://x/", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert len(error_lines(result)) == 1
+
+
+# --- the genuine MNIST over loopback -------------------------------------------------------
+
+def test_real_mnist_over_loopback(tmp_path, real_mnist_dir, make_server):
+    from bpcli.data import load_mnist
+
+    server = make_server()
+    server.add_dir(real_mnist_dir)
+    mnist = load_mnist(tmp_path, mirrors=[server.url], progress=False)
+    assert mnist.train_images.shape == (60000, 784) and mnist.train_images.dtype.name == "uint8"
+    assert mnist.train_labels.shape == (60000,) and mnist.train_labels.dtype.name == "uint8"
+    assert mnist.test_images.shape == (10000, 784) and mnist.test_labels.shape == (10000,)
+    assert mnist.train_labels[:8].tolist() == [5, 0, 4, 1, 9, 2, 1, 3]     # the famous first digits
+    assert mnist.test_labels[:4].tolist() == [7, 2, 1, 0]
+    assert all(server.hits[f"/{name}.gz"] == 1 for name in NAMES)
+
+
+def test_real_mnist_four_parallel_bp_downloads(tmp_path, real_mnist_dir, make_server):
+    server = make_server()
+    server.add_dir(real_mnist_dir)
+    argv = [sys.executable, "-m", "bpcli.cli", "download", "--mirror", server.url, "--data-dir", str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BP_")}
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(4)]
+    results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    assert [r[2] for r in results] == [0] * 4, results
+    assert all(server.hits[f"/{name}.gz"] == 1 for name in NAMES), server.hits
+    for out, err, _ in results:
+        assert "Traceback" not in err
+        assert [line.split(":")[0] for line in out.splitlines()] == NAMES
+    assert leftovers(tmp_path) == []
