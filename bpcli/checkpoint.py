@@ -59,6 +59,12 @@ def read_checkpoint(path):
     """Load (arrays, meta) with every check a user's file may fail, as CheckpointError."""
     path = str(path)
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic != b"PK\x03\x04":  # every .npz is a zip archive
+            what = "an empty file" if not magic else "not an .npz archive"
+            raise CheckpointError(f"checkpoint {path} is not a bp checkpoint: {what}; "
+                                  "pass a best.npz or last.npz written by bp train")
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
     except FileNotFoundError:

@@ -1,0 +1,159 @@
+"""Checkpoints: round trip, self-description, and refusal of anything bp did not write."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bpcli.checkpoint import FORMAT_VERSION, load_model, read_checkpoint, save_checkpoint
+from bpcli.errors import CheckpointError
+from bpcli.network import Spec, init_params
+
+
+def meta_for(sizes, **extra):
+    model = {"activation": "relu", "output": "softmax", "loss": "cross_entropy"}
+    return {"config": {"model": model}, "sizes": sizes, "epoch": 1, **extra}
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    spec = Spec([784, 8, 10])
+    Ws, bs = init_params(spec, np.random.default_rng(0))
+    path = tmp_path / "m.npz"
+    save_checkpoint(path, Ws, bs, meta_for(spec.sizes), {"v0": np.ones(3, np.float32)})
+    return path, Ws, bs
+
+
+def test_round_trip_rebuilds_the_model(ckpt):
+    path, Ws, bs = ckpt
+    model = load_model(path)
+    assert model.spec.sizes == [784, 8, 10] and model.spec.activation == "relu"
+    for a, b in zip(model.Ws + model.bs, Ws + bs):
+        assert np.array_equal(a, b) and a.dtype == np.float32
+    assert model.meta["format_version"] == FORMAT_VERSION and "bp_version" in model.meta
+    X = np.random.default_rng(1).random((5, 784), dtype=np.float32)
+    P = model.predict_proba(X)
+    assert P.shape == (5, 10) and np.allclose(P.sum(axis=1), 1, atol=1e-5)
+
+
+def test_plain_numpy_reads_it_without_pickle(ckpt):
+    with np.load(ckpt[0], allow_pickle=False) as npz:
+        assert {"W0", "b0", "W1", "b1", "opt.v0", "meta"} <= set(npz.files)
+        meta = json.loads(npz["meta"].tobytes())
+    assert meta["sizes"] == [784, 8, 10]
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(ckpt, monkeypatch):
+    path, Ws, bs = ckpt
+    before = path.read_bytes()
+
+    def broken_savez(f, **arrays):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # the user hits Ctrl-C in the middle of the write
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, Ws, bs, meta_for([784, 8, 10]))
+    assert path.read_bytes() == before
+    assert os.listdir(path.parent) == ["m.npz"]
+
+
+def test_kill_9_during_a_write_leaves_the_previous_checkpoint(ckpt, tmp_path):
+    """A writer killed mid-file (SIGKILL: no cleanup runs) never harms the final name."""
+    path, _, _ = ckpt
+    before = path.read_bytes()
+    code = f"""
+import os, signal, numpy as np
+from bpcli.checkpoint import save_checkpoint
+real = np.savez
+def slow(f, **arrays):
+    f.write(b"PK partial")
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+np.savez = slow
+save_checkpoint({str(path)!r}, [np.zeros((784, 10), np.float32)], [np.zeros(10, np.float32)], {{}})
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert proc.returncode == -9
+    assert path.read_bytes() == before
+    load_model(path)  # still loads
+
+
+def write_npz(path, **arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def bp_meta(**overrides):
+    meta = {"format": "bp-checkpoint", "format_version": FORMAT_VERSION, **meta_for([784, 8, 10])}
+    meta.update(overrides)
+    return np.frombuffer(json.dumps(meta).encode(), np.uint8)
+
+
+def good_arrays():
+    return {"W0": np.zeros((784, 8), np.float32), "b0": np.zeros(8, np.float32),
+            "W1": np.zeros((8, 10), np.float32), "b1": np.zeros(10, np.float32)}
+
+
+class Boom:
+    """Unpickling this would run code: the test proves it never happens."""
+
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def make_pickle(path):
+    with open(path, "wb") as f:
+        np.savez(f, W0=np.array([Boom()], dtype=object), meta=bp_meta())
+
+
+BAD = {
+    "missing": (lambda p: None, "not found"),
+    "directory": (lambda p: os.mkdir(p), "directory"),
+    "empty": (lambda p: p.write_bytes(b""), "empty file"),
+    "not zip": (lambda p: p.write_bytes(b"hello, I am text"), "not an .npz archive"),
+    "npy not npz": (lambda p: np.save(open(p, "wb"), np.zeros(3)), "not an .npz archive"),
+    "raw pickle": (lambda p: p.write_bytes(__import__("pickle").dumps(Boom())), "not an .npz archive"),
+    "truncated": (lambda p: p.write_bytes((p.parent / "good.npz").read_bytes()[:300]), "unreadable or truncated"),
+    "pickle": (make_pickle, "pickled objects"),
+    "no meta": (lambda p: write_npz(p, **good_arrays()), "no bp metadata"),
+    "meta not json": (lambda p: write_npz(p, meta=np.frombuffer(b"{nope", np.uint8), **good_arrays()),
+                      "corrupt metadata"),
+    "foreign format": (lambda p: write_npz(p, meta=bp_meta(format="keras"), **good_arrays()),
+                       "not written by bp"),
+    "other version": (lambda p: write_npz(p, meta=bp_meta(format_version=99), **good_arrays()),
+                      "format version 99"),
+    "missing weights": (lambda p: write_npz(p, meta=bp_meta(), W0=np.zeros((784, 8), np.float32)),
+                        "lacks the weights of layer 1"),
+    "wrong shape": (lambda p: write_npz(p, meta=bp_meta(), **{**good_arrays(), "W1": np.zeros((9, 10))}),
+                    "inconsistent"),
+    "no sizes": (lambda p: write_npz(p, meta=bp_meta(sizes=None), **good_arrays()), "incomplete"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_checkpoints_are_refused_cleanly(case, tmp_path, monkeypatch, ckpt):
+    monkeypatch.chdir(tmp_path)
+    os.replace(ckpt[0], tmp_path / "good.npz")
+    path = tmp_path / "bad.npz"
+    make, needle = BAD[case]
+    make(path)
+    with pytest.raises(CheckpointError, match=needle) as info:
+        load_model(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from bpcli.cli import cli
+
+    make_pickle(tmp_path / "evil.npz")
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "evil.npz")])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: checkpoint") and result.output.count("\n") == 1
+    assert not (tmp_path / "PWNED").exists()
