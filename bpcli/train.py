@@ -28,8 +28,8 @@ from .data import split_validation
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import write_text_atomic
 from .metrics import loss_and_accuracy, to_float
-from .network import Spec, backward, cost, forward, init_params, one_hot
-from .optim import learning_rate, make_optimizer
+from .network import Spec, Workspace, backward, cost, forward, init_params, one_hot
+from .optim import FLUSH_EVERY, learning_rate, make_optimizer
 
 INPUTS, CLASSES = 784, 10
 
@@ -271,27 +271,35 @@ class Run:
         dropout = self.values["model"]["dropout"]
         progress.start_epoch(self.epoch + 1, t["epochs"], steps, self.step)
         p = self.partial
+        # preallocated batch buffers: pixels stay uint8 until they enter this float32 batch
+        pixels = np.empty((B, INPUTS), dtype=np.uint8)
         X = np.empty((B, INPUTS), dtype=np.float32)
+        Y = np.empty((B, CLASSES), dtype=np.float32)
+        ws = Workspace(self.spec, B)
         while self.step < steps:
-            idx = perm[self.step * B:(self.step + 1) * B]
-            Xb = to_float(self.train_X[idx], out=X[:len(idx)])
-            yb = self.train_y[idx]
-            Yb = one_hot(yb, CLASSES)
-            lr = learning_rate(t, self.epoch + self.step / steps)
             t0 = time.perf_counter()
-            activations, masks = forward(self.Ws, self.bs, Xb, self.spec, dropout, self.rng)
-            dWs, dbs = backward(self.Ws, activations, masks, Yb, self.spec)
-            self.opt.step([g for pair in zip(dWs, dbs) for g in pair], lr)
-            p["seconds"] += time.perf_counter() - t0
+            idx = perm[self.step * B:(self.step + 1) * B]
+            n = len(idx)
+            Xb = to_float(np.take(self.train_X, idx, axis=0, out=pixels[:n]), out=X[:n])
+            yb = self.train_y[idx]
+            Yb = one_hot(yb, CLASSES, out=Y[:n])
+            lr = learning_rate(t, self.epoch + self.step / steps)
+            activations, masks = forward(self.Ws, self.bs, Xb, self.spec, dropout, self.rng, ws)
             loss = cost(activations[-1], Yb, self.spec.output, self.spec.loss)
+            correct = int(np.count_nonzero(activations[-1].argmax(axis=1) == yb))
+            dWs, dbs = backward(self.Ws, activations, masks, Yb, self.spec, ws)
+            self.opt.step([g for pair in zip(dWs, dbs) for g in pair], lr)
+            if self.step % FLUSH_EVERY == 0:
+                self.opt.flush_subnormals()
+            p["seconds"] += time.perf_counter() - t0
             if not np.isfinite(loss):
                 raise TrainingDiverged(
                     f"training diverged: the loss became {loss} in epoch {self.epoch + 1} at lr {lr:.4g}; "
                     f"lower the learning rate (--lr {t['lr'] / 10:g}); the last good checkpoint is "
                     f"{os.path.join(self.run_dir, 'last.npz')}")
-            p["loss_sum"] += loss * len(idx)
-            p["correct"] += int(np.sum(activations[-1].argmax(axis=1) == yb))
-            p["seen"] += len(idx)
+            p["loss_sum"] += loss * n
+            p["correct"] += correct
+            p["seen"] += n
             self.step += 1
             progress.step(loss)
             if stop and self.step < steps:
@@ -300,7 +308,6 @@ class Run:
                 raise Interrupted(f"interrupted in epoch {self.epoch + 1}; saved "
                                   f"{os.path.join(self.run_dir, 'last.npz')}. Resume with: "
                                   f"bp train --resume {self.run_dir}")
-        self.opt.flush_subnormals()
 
     def finish_epoch(self, seconds):
         t, p = self.values["train"], self.partial

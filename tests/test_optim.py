@@ -67,7 +67,7 @@ def test_state_round_trip_continues_identically():
 def test_flush_subnormals():
     w = np.zeros(3, dtype=np.float32)
     opt = SGD([w], momentum=0.9)
-    opt.v[0][...] = [1e-40, 1e-3, -1e-39]
+    opt.v[0][...] = [1e-40, 1e-3, -1e-21]
     opt.flush_subnormals()
     np.testing.assert_array_equal(opt.v[0], np.array([0, 1e-3, 0], dtype=np.float32))
 
