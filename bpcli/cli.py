@@ -71,6 +71,35 @@ def download(data_dir, mirrors, force, offline):
         click.echo(f"{name}: {path}")
 
 
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+def _threads_option(f):
+    return click.option("--threads", type=click.IntRange(1, 256), default=None, metavar="N",
+                        help="BLAS threads for the matrix products (default: the BLAS library's own choice).")(f)
+
+
+def set_threads(n):
+    """Pin the BLAS thread count. Works because numpy is imported only after this, inside commands."""
+    if n is None:
+        return
+    if "numpy" in sys.modules:  # too late for the environment: ask the loaded library, if we can
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            return
+        threadpool_limits(n)
+        return
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(n)
+
+
+def blas_threads():
+    """The thread count bp asked BLAS for, or None for the library's default."""
+    value = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    return int(value) if value and value.isdigit() else None
+
+
 def _config_options(f):
     f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Override any config key, value parsed as YAML (repeatable): "
@@ -105,11 +134,13 @@ def _hidden(value):
               help="Continue a run in place from its last.npz (its config, its RNG state).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --run-dir.")
 @_data_dir_option
+@_threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the results.")
 def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resume, force, data_dir,
-          quiet, as_json):
+          threads, quiet, as_json):
     """Train an MLP on MNIST by backprop and mini-batch SGD."""
+    set_threads(threads)
     from . import config as config_mod
     from . import train as train_mod
     from .data import load_mnist
@@ -137,7 +168,8 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
     progress.note(f"run dir {run_dir}: {'-'.join(map(str, train_mod.spec_from_config(values).sizes))} "
                   f"{values['model']['activation']}, {values['model']['output']} + {values['model']['loss']}, "
                   f"{values['train']['epochs']} epochs")
-    summary = train_mod.train(cfg, data, run_dir, resume_from=ckpt, progress=progress)
+    summary = train_mod.train(cfg, data, run_dir, resume_from=ckpt, progress=progress,
+                              threads=blas_threads())
     if as_json:
         _emit_json(summary)
     else:

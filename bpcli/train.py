@@ -206,6 +206,7 @@ class Run:
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.epoch_rng_state = None
         self.train_seconds = 0.0
+        self.threads = None       # BLAS threads asked for (None: the library's default)
 
     def split(self, data, split_rng):
         self.train_X, self.train_y, self.val_X, self.val_y = split_validation(
@@ -225,6 +226,8 @@ class Run:
             "train_seconds": self.train_seconds,
             "rng": self.rng.bit_generator.state,
             "epoch_rng": self.epoch_rng_state,
+            "threads": self.threads,
+            "cpu_count": os.cpu_count(),
         }
 
     def save(self, name, with_optimizer=True):
@@ -332,11 +335,15 @@ class Run:
         return m
 
 
-def train(cfg, data, run_dir, resume_from=None, progress=None):
-    """Train under ``cfg`` into ``run_dir``; returns the summary PRODUCT.md's --json prints."""
+def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None):
+    """Train under ``cfg`` into ``run_dir``; returns the summary PRODUCT.md's --json prints.
+
+    ``threads`` is only recorded (checkpoint meta, summary): the caller pins BLAS.
+    """
     progress = progress or Progress(quiet=True)
     make_dir(run_dir)
     run = Run(cfg, data, run_dir)
+    run.threads = threads
     if resume_from:
         run.restore(resume_from)
     else:
@@ -380,6 +387,7 @@ def train(cfg, data, run_dir, resume_from=None, progress=None):
         "train_seconds": run.train_seconds,
         "samples_per_second": (sum(m["train_seconds"] * m["samples_per_second"] for m in run.history)
                                / run.train_seconds) if run.train_seconds else 0.0,
+        "threads": threads,
     }
 
 
