@@ -28,7 +28,8 @@ from .data import split_validation
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import write_text_atomic
 from .metrics import loss_and_accuracy, to_float
-from .network import Spec, Workspace, backward, cost, forward, init_params, one_hot
+from .network import (Spec, Workspace, backward, cost, forward, init_params, n_weights, one_hot,
+                      param_views)
 from .optim import FLUSH_EVERY, learning_rate, make_optimizer
 
 INPUTS, CLASSES = 784, 10
@@ -194,10 +195,13 @@ class Run:
         self.run_dir = run_dir
         self.spec = spec_from_config(self.values)
         init_rng, split_rng, self.rng = seeds(self.values["seed"])
-        self.Ws, self.bs = init_params(self.spec, init_rng, self.values["model"]["init"])
-        self.params = [p for pair in zip(self.Ws, self.bs) for p in pair]
-        decay_mask = [True, False] * len(self.Ws)  # L2 on weights, not biases
-        self.opt = make_optimizer(self.values["train"], self.params, decay_mask)
+        Ws, bs = init_params(self.spec, init_rng, self.values["model"]["init"])
+        # one flat vector, weights first: the optimizer sees [all weights, all biases]
+        self.theta = np.concatenate([W.ravel() for W in Ws] + bs)
+        self.Ws, self.bs = param_views(self.theta, self.spec.sizes)
+        self.n_weights = n_weights(self.spec.sizes)
+        self.opt = make_optimizer(self.values["train"], self.segments(self.theta),
+                                  decay_mask=[True, False])  # L2 on weights, not biases
         self.split(data, split_rng)
         self.epoch = 0            # epochs completed
         self.step = 0             # batches completed in the current epoch
@@ -212,6 +216,10 @@ class Run:
         self.train_X, self.train_y, self.val_X, self.val_y = split_validation(
             data.train_images, data.train_labels, self.values["data"]["validation"], split_rng)
         self.test_X, self.test_y = data.test_images, data.test_labels
+
+    def segments(self, flat):
+        """[weights, biases] views of a flat parameter-shaped vector."""
+        return [flat[:self.n_weights], flat[self.n_weights:]]
 
     # -- checkpoints --------------------------------------------------------
     def meta(self):
@@ -290,8 +298,8 @@ class Run:
             activations, masks = forward(self.Ws, self.bs, Xb, self.spec, dropout, self.rng, ws)
             loss = cost(activations[-1], Yb, self.spec.output, self.spec.loss)
             correct = int(np.count_nonzero(activations[-1].argmax(axis=1) == yb))
-            dWs, dbs = backward(self.Ws, activations, masks, Yb, self.spec, ws)
-            self.opt.step([g for pair in zip(dWs, dbs) for g in pair], lr)
+            backward(self.Ws, activations, masks, Yb, self.spec, ws)  # into ws.grad
+            self.opt.step(self.segments(ws.grad), lr)
             if self.step % FLUSH_EVERY == 0:
                 self.opt.flush_subnormals()
             p["seconds"] += time.perf_counter() - t0
