@@ -38,18 +38,20 @@ class SGD:
         self.scratch = [np.empty_like(p) for p in params]
 
     def step(self, grads, lr):
-        """One update. ``grads`` are used as scratch space and overwritten."""
+        """One update, in place, through one scratch array per parameter; grads are left as they are."""
         for p, g, v, s, decay in zip(self.params, grads, self.v or self.params, self.scratch, self.decay_mask):
             if self.weight_decay and decay:
-                g += np.multiply(p, self.weight_decay, out=s)
+                g = np.add(g, np.multiply(p, self.weight_decay, out=s), out=s)  # g + weight_decay * w
             if self.momentum:
                 v *= self.momentum
                 v += g
-                if self.nesterov:
-                    g += np.multiply(v, self.momentum, out=s)  # g + momentum * v
+                if self.nesterov:  # w -= lr * g + lr * momentum * v
+                    p -= np.multiply(g, lr, out=s)
+                    p -= np.multiply(v, lr * self.momentum, out=s)
                 else:
-                    g = v
-            p -= np.multiply(g, lr, out=s)
+                    p -= np.multiply(v, lr, out=s)
+            else:
+                p -= np.multiply(g, lr, out=s)
 
     def state(self):
         return {f"v{i}": v for i, v in enumerate(self.v)}
@@ -84,25 +86,27 @@ class Adam:
         self.v = [np.zeros_like(p) for p in params]
         self.t = np.zeros((), dtype=np.int64)
         self.scratch = [np.empty_like(p) for p in params]
+        self.scratch2 = [np.empty_like(p) for p in params] if weight_decay else [None] * len(params)
 
     def step(self, grads, lr):
-        """One update. ``grads`` are used as scratch space and overwritten."""
+        """One update, in place, through two scratch arrays per parameter; grads are left as they are."""
         self.t += 1
         t = int(self.t)
         # bias correction folded into the step size
         step = lr * math.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
-        for p, g, m, v, s, decay in zip(self.params, grads, self.m, self.v, self.scratch, self.decay_mask):
+        for p, g, m, v, s, s2, decay in zip(self.params, grads, self.m, self.v, self.scratch, self.scratch2,
+                                            self.decay_mask):
             if self.weight_decay and decay:
-                g += np.multiply(p, self.weight_decay, out=s)
+                g = np.add(g, np.multiply(p, self.weight_decay, out=s2), out=s2)  # g + weight_decay * w
             m *= self.beta1
-            m += np.multiply(g, 1 - self.beta1, out=s)
+            m += np.multiply(g, 1 - self.beta1, out=s)      # m = beta1 m + (1 - beta1) g
             v *= self.beta2
-            g *= g
-            v += np.multiply(g, 1 - self.beta2, out=s)
+            s = np.multiply(g, g, out=s)
+            v += np.multiply(s, 1 - self.beta2, out=s)      # v = beta2 v + (1 - beta2) g^2
             np.sqrt(v, out=s)
             s += self.eps
             np.divide(m, s, out=s)
-            p -= np.multiply(s, step, out=s)
+            p -= np.multiply(s, step, out=s)                # w -= step * m / (sqrt(v) + eps)
 
     def state(self):
         state = {f"m{i}": m for i, m in enumerate(self.m)}

@@ -195,14 +195,23 @@ class Run:
         self.run_dir = run_dir
         self.spec = spec_from_config(self.values)
         init_rng, split_rng, self.rng = seeds(self.values["seed"])
+        self.split(data, split_rng)
+        # Pixels that are 0 in every training image (MNIST's border) add nothing
+        # to z = x @ W and get no gradient (dC/dW = x^T delta). Training keeps
+        # W0's rows in the order "inked pixels first" and leaves the others out
+        # of its two largest matrix products; checkpoints hold the true order.
+        inked = self.train_X.any(axis=0)
+        self.order = np.concatenate([np.flatnonzero(inked), np.flatnonzero(~inked)])
+        self.k = int(inked.sum())
+        self.train_X = np.ascontiguousarray(self.train_X[:, self.order[:self.k]])
         Ws, bs = init_params(self.spec, init_rng, self.values["model"]["init"])
+        Ws[0] = Ws[0][self.order]
         # one flat vector, weights first: the optimizer sees [all weights, all biases]
         self.theta = np.concatenate([W.ravel() for W in Ws] + bs)
         self.Ws, self.bs = param_views(self.theta, self.spec.sizes)
         self.n_weights = n_weights(self.spec.sizes)
         self.opt = make_optimizer(self.values["train"], self.segments(self.theta),
                                   decay_mask=[True, False])  # L2 on weights, not biases
-        self.split(data, split_rng)
         self.epoch = 0            # epochs completed
         self.step = 0             # batches completed in the current epoch
         self.history = []         # one metrics dict per completed epoch
@@ -220,6 +229,31 @@ class Run:
     def segments(self, flat):
         """[weights, biases] views of a flat parameter-shaped vector."""
         return [flat[:self.n_weights], flat[self.n_weights:]]
+
+    def model_order(self, W0, inverse=False):
+        """W0 (or any array shaped like it) from training row order to the true pixel order.
+        inverse: the other way."""
+        if inverse:
+            return W0[self.order]
+        out = np.empty_like(W0)
+        out[self.order] = W0
+        return out
+
+    def model_params(self):
+        """(Ws, bs) in the true pixel order: what evaluation and checkpoints see."""
+        return [self.model_order(self.Ws[0]), *self.Ws[1:]], self.bs
+
+    def _reorder_state(self, state, inverse=False):
+        """Optimizer state with the W0 block of each weight segment ("v0", "m0") reordered."""
+        rows, cols = self.spec.sizes[0], self.spec.sizes[1]
+        out = {}
+        for key, arr in state.items():
+            if key.endswith("0") and arr.ndim == 1:
+                arr = arr.copy()
+                block = arr[:rows * cols].reshape(rows, cols)
+                block[...] = self.model_order(block.copy(), inverse)
+            out[key] = arr
+        return out
 
     # -- checkpoints --------------------------------------------------------
     def meta(self):
@@ -239,8 +273,9 @@ class Run:
         }
 
     def save(self, name, with_optimizer=True):
-        save_checkpoint(os.path.join(self.run_dir, name), self.Ws, self.bs, self.meta(),
-                        self.opt.state() if with_optimizer else None)
+        Ws, bs = self.model_params()
+        save_checkpoint(os.path.join(self.run_dir, name), Ws, bs, self.meta(),
+                        self._reorder_state(self.opt.state()) if with_optimizer else None)
 
     def restore(self, path):
         arrays, meta = read_checkpoint(path)
@@ -249,9 +284,10 @@ class Run:
                 raise CheckpointError(f"checkpoint {path} has layer sizes {meta['sizes']}, the config "
                                       f"says {self.spec.sizes}; resume without changing model keys")
             for l, (W, b) in enumerate(zip(self.Ws, self.bs)):
-                W[...] = arrays[f"W{l}"]
+                W[...] = self.model_order(arrays[f"W{l}"], inverse=True) if l == 0 else arrays[f"W{l}"]
                 b[...] = arrays[f"b{l}"]
-            self.opt.load_state({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
+            state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
+            self.opt.load_state(self._reorder_state(state, inverse=True))
             self.epoch, self.step = meta["epoch"], meta["step"]
             self.history, self.partial = meta["metrics"], meta["partial"]
             self.best = meta["best"]
@@ -283,10 +319,12 @@ class Run:
         progress.start_epoch(self.epoch + 1, t["epochs"], steps, self.step)
         p = self.partial
         # preallocated batch buffers: pixels stay uint8 until they enter this float32 batch
-        pixels = np.empty((B, INPUTS), dtype=np.uint8)
-        X = np.empty((B, INPUTS), dtype=np.float32)
+        pixels = np.empty((B, self.k), dtype=np.uint8)
+        X = np.empty((B, self.k), dtype=np.float32)
         Y = np.empty((B, CLASSES), dtype=np.float32)
         ws = Workspace(self.spec, B)
+        ws.dW[0] = ws.dW[0][:self.k]  # the rest of W0's gradient rows stay 0
+        Ws = [self.Ws[0][:self.k], *self.Ws[1:]]
         while self.step < steps:
             t0 = time.perf_counter()
             idx = perm[self.step * B:(self.step + 1) * B]
@@ -295,10 +333,10 @@ class Run:
             yb = self.train_y[idx]
             Yb = one_hot(yb, CLASSES, out=Y[:n])
             lr = learning_rate(t, self.epoch + self.step / steps)
-            activations, masks = forward(self.Ws, self.bs, Xb, self.spec, dropout, self.rng, ws)
+            activations, masks = forward(Ws, self.bs, Xb, self.spec, dropout, self.rng, ws)
             loss = cost(activations[-1], Yb, self.spec.output, self.spec.loss)
             correct = int(np.count_nonzero(activations[-1].argmax(axis=1) == yb))
-            backward(self.Ws, activations, masks, Yb, self.spec, ws)  # into ws.grad
+            backward(Ws, activations, masks, Yb, self.spec, ws)  # into ws.grad
             self.opt.step(self.segments(ws.grad), lr)
             if self.step % FLUSH_EVERY == 0:
                 self.opt.flush_subnormals()
@@ -322,7 +360,7 @@ class Run:
 
     def finish_epoch(self, seconds):
         t, p = self.values["train"], self.partial
-        val_loss, val_acc = loss_and_accuracy(self.Ws, self.bs, self.spec, self.val_X, self.val_y)
+        val_loss, val_acc = loss_and_accuracy(*self.model_params(), self.spec, self.val_X, self.val_y)
         self.epoch += 1
         self.train_seconds += p["seconds"]
         m = {

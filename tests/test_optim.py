@@ -83,3 +83,17 @@ def test_schedules():
     assert learning_rate(cfg, 7.5) == 0.3
     lrs = [learning_rate(dict(DEFAULTS["train"]), e / 2) for e in range(30)]
     assert all(x >= y for x, y in zip(lrs, lrs[1:]))  # cosine never goes up
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: SGD(p, weight_decay=0.1),
+    lambda p: SGD(p, momentum=0.9, nesterov=True, weight_decay=0.1),
+    lambda p: Adam(p, weight_decay=0.1),
+])
+def test_step_leaves_the_gradient_untouched(make):
+    # training keeps gradient rows of always-blank pixels at 0 across steps
+    w, g = np.array([1.0, 2.0]), np.array([0.0, 0.5])
+    opt = make([w])
+    opt.step([g], lr=0.1)
+    opt.step([g], lr=0.1)
+    np.testing.assert_array_equal(g, [0.0, 0.5])

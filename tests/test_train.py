@@ -199,3 +199,41 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(data, tmp_p
         train(cfg, data, run_dir, resume_from=os.path.join(run_dir, "last.npz"))
     assert open(os.path.join(run_dir, "last.npz"), "rb").read() == before
     assert sorted(os.listdir(run_dir)) == ["best.npz", "config.yaml", "last.npz", "metrics.jsonl"]
+
+
+def test_leaving_blank_pixels_out_equals_the_full_computation(tmp_path):
+    """Training skips pixels that are 0 in every training image; the result must be
+    what plain backprop over all 784 inputs gives (up to float rounding)."""
+    from bpcli.network import backward, forward, one_hot
+    from bpcli.optim import SGD
+    from bpcli.train import Run, seeds
+
+    data = tiny_mnist(n_train=300, n_test=50, seed=3)
+    data.train_images[:, :100] = 0  # a blank border, as in MNIST
+    data.train_images[:, 700:] = 0
+    cfg = resolve(None, ["data.validation=0", "model.hidden=[16]", "train.batch_size=32",
+                         "train.schedule=constant", "train.nesterov=false", "train.weight_decay=0.01",
+                         "train.epochs=1"])
+    run = Run(cfg, data, str(tmp_path / "r"))
+    assert run.k == 600
+    run.train_epoch(Progress(quiet=True), [])
+    Ws_fast, bs_fast = run.model_params()
+
+    # the same epoch, written plainly: every pixel, per-layer arrays
+    init_rng, _, rng = seeds(0)
+    from bpcli.network import init_params
+    Ws, bs = init_params(run.spec, init_rng)
+    opt = SGD([p for pair in zip(Ws, bs) for p in pair], momentum=0.9, weight_decay=0.01,
+              decay_mask=[True, False] * len(Ws))
+    X_all, y_all = data.train_images, data.train_labels
+    perm = rng.permutation(len(y_all))
+    for i in range(0, len(perm), 32):
+        idx = perm[i:i + 32]
+        X = X_all[idx].astype(np.float32) / 255
+        acts, masks = forward(Ws, bs, X, run.spec)
+        dWs, dbs = backward(Ws, acts, masks, one_hot(y_all[idx]), run.spec)
+        opt.step([g for pair in zip(dWs, dbs) for g in pair], 0.1)
+    for fast, plain in zip(Ws_fast + bs_fast, Ws + bs):
+        np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-6)
+    # blank pixels' weights only decayed: w * (1 - lr*wd)^k with momentum folded in
+    assert not np.array_equal(Ws_fast[0][:100], init_params(run.spec, seeds(0)[0])[0][:100])
