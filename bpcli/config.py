@@ -295,6 +295,29 @@ def read_file(path):
     return {} if tree is None else tree
 
 
+BYTES_PER_PARAM = 4 * 5  # float32 weights, gradient, momentum/Adam moments and scratch
+
+
+def _memory_bytes():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_model_size(cfg):
+    """Refuse, before anything is allocated, a network that cannot fit in this machine's memory."""
+    sizes = [784, *cfg.flat["model.hidden"], 10]
+    n_params = sum(m * n + n for m, n in zip(sizes[:-1], sizes[1:]))
+    need = n_params * BYTES_PER_PARAM
+    have = _memory_bytes()
+    if have and need > 0.8 * have:
+        raise ConfigError(
+            f"config key 'model.hidden' ({cfg.source['model.hidden']}) {cfg.flat['model.hidden']} makes "
+            f"{n_params:,} parameters, which need about {need / 2**30:,.1f} GiB to train; this machine has "
+            f"{have / 2**30:,.1f} GiB: use smaller layers")
+
+
 def resolve(config_file=None, sets=(), flags=None):
     """defaults < file < --set < named flags. ``flags`` maps key paths to values (None = not given)."""
     cfg = Config()
@@ -306,6 +329,7 @@ def resolve(config_file=None, sets=(), flags=None):
     for path, value in (flags or {}).items():
         if value is not None:
             cfg.set(path, value, "flag --" + path.rsplit(".", 1)[-1].replace("_", "-"))
+    check_model_size(cfg)
     return cfg
 
 

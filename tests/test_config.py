@@ -62,6 +62,7 @@ BAD = [
     (["--set", "model.hidden=64"], "model.hidden", "list"),
     (["--set", "model.hidden=[0]"], "model.hidden", ">= 1"),
     (["--set", "model.hidden=[1000000000]"], "model.hidden", "GiB"),
+    (["--set", "model.hidden=[100000,100000,100000]"], "model.hidden", "GiB to train"),
     (["--set", "train.nesterov=maybe"], "train.nesterov", "true or false"),
     (["--set", "model=3"], "'model'", "map"),
     (["--set", "noequals"], "KEY=VALUE", "train.lr"),
