@@ -44,7 +44,8 @@ DEFAULTS = {
         "schedule": "cosine",       # constant | step | cosine
         "step_size": 5,             # step schedule: epochs between decays
         "gamma": 0.1,               # step schedule: factor per decay
-        "augment": False,           # data augmentation: not available yet, must be false
+        "augment": False,           # false, or a map of transforms: shift, rotate, scale, shear,
+                                    # elastic, elastic_sigma (see bpcli/augment.py)
     },
 }
 
@@ -122,11 +123,31 @@ def layer_sizes(v):
     return None
 
 
+# train.augment: false, or a map of transforms -> a check of each one's value
+AUGMENT = {
+    "shift": number(lo=0.0, hi=14.0),           # largest shift in pixels, each axis
+    "rotate": number(lo=0.0, hi=180.0),         # largest rotation in degrees
+    "scale": number(lo=0.0, hi=1.0, hi_open=True),  # largest relative change of size
+    "shear": number(lo=0.0, hi=2.0),            # largest shear factor
+    "elastic": number(lo=0.0, hi=100.0),        # elastic distortion strength alpha, pixels
+    "elastic_sigma": number(lo=0.0, lo_open=True, hi=28.0),  # smoothness of the elastic field
+}
+
+
 def augment(v):
     if v is False or v is None:
         return None
-    # Data augmentation is planned, not built: refuse rather than silently ignore it.
-    return f"must be false: data augmentation is not available in this version of bp (got {v!r})"
+    if not isinstance(v, dict):
+        return f"must be false or a map of transforms like {{shift: 2, rotate: 10}}, got {v!r}"
+    for key, value in v.items():
+        if key not in AUGMENT:
+            near = difflib.get_close_matches(str(key), list(AUGMENT), n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(AUGMENT)}"
+            return f"has an unknown transform '{key}'{hint}"
+        problem = AUGMENT[key](value)
+        if problem:
+            return f"transform '{key}' {problem}"
+    return None
 
 
 RULES = {

@@ -22,6 +22,7 @@ from datetime import datetime
 import numpy as np
 
 from . import __version__
+from .augment import augment
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import from_values
 from .data import split_validation
@@ -200,7 +201,9 @@ class Run:
         # to z = x @ W and get no gradient (dC/dW = x^T delta). Training keeps
         # W0's rows in the order "inked pixels first" and leaves the others out
         # of its two largest matrix products; checkpoints hold the true order.
-        inked = self.train_X.any(axis=0)
+        self.augment = self.values["train"]["augment"] or None
+        # (augmentation moves ink anywhere: then every pixel takes part)
+        inked = self.train_X.any(axis=0) | bool(self.augment)
         self.order = np.concatenate([np.flatnonzero(inked), np.flatnonzero(~inked)])
         self.k = int(inked.sum())
         self.train_X = np.ascontiguousarray(self.train_X[:, self.order[:self.k]])
@@ -330,6 +333,8 @@ class Run:
             idx = perm[self.step * B:(self.step + 1) * B]
             n = len(idx)
             Xb = to_float(np.take(self.train_X, idx, axis=0, out=pixels[:n]), out=X[:n])
+            if self.augment:
+                Xb = augment(Xb, self.rng, self.augment)
             yb = self.train_y[idx]
             Yb = one_hot(yb, CLASSES, out=Y[:n])
             lr = learning_rate(t, self.epoch + self.step / steps)

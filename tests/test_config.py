@@ -66,6 +66,10 @@ BAD = [
     (["--set", "train.nesterov=maybe"], "train.nesterov", "true or false"),
     (["--set", "model=3"], "'model'", "map"),
     (["--set", "noequals"], "KEY=VALUE", "train.lr"),
+    (["--set", "train.augment={shfit: 2}"], "train.augment", "did you mean 'shift'"),
+    (["--set", "train.augment={rotate: -5}"], "train.augment", ">= 0"),
+    (["--set", "train.augment=yes"], "train.augment", "map of transforms"),
+    (["--set", "train.augment={scale: 1.0}"], "train.augment", "< 1"),
     (["--set", "train.lr=[1"], "train.lr", "YAML"),
 ]
 

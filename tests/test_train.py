@@ -237,3 +237,18 @@ def test_leaving_blank_pixels_out_equals_the_full_computation(tmp_path):
         np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-6)
     # blank pixels' weights only decayed: w * (1 - lr*wd)^k with momentum folded in
     assert not np.array_equal(Ws_fast[0][:100], init_params(run.spec, seeds(0)[0])[0][:100])
+
+
+def test_augmented_training_is_seeded_and_resumes_exactly(data, tmp_path):
+    sets = ["train.epochs=2", "train.augment={shift: 2, rotate: 10, elastic: 10}"]
+    _, full = run(data, tmp_path, "full", sets)
+    _, again = run(data, tmp_path, "again", sets)
+    assert_same_weights(weights(full), weights(again))
+    with pytest.raises(Interrupted):
+        run(data, tmp_path, "cut", sets, progress=SignalAt(7))
+    cut = str(tmp_path / "cut")
+    train(train_mod.resume_config(cut, os.path.join(cut, "last.npz"), {}), data, cut,
+          resume_from=os.path.join(cut, "last.npz"))
+    assert_same_weights(weights(full), weights(cut))
+    _, plain = run(data, tmp_path, "plain", ["train.epochs=2"])
+    assert not np.array_equal(weights(full)["W0"], weights(plain)["W0"])
