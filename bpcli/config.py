@@ -44,6 +44,10 @@ DEFAULTS = {
         "schedule": "cosine",       # constant | step | cosine
         "step_size": 5,             # step schedule: epochs between decays
         "gamma": 0.1,               # step schedule: factor per decay
+        "warmup_epochs": 0.0,       # grow the learning rate linearly from 0 over these epochs
+        "label_smoothing": 0.0,     # targets (1 - e) one-hot + e / 10 instead of one-hot
+        "max_norm": None,           # cap each unit's incoming weight vector at this length
+        "patience": None,           # stop after this many epochs without a better validation accuracy
         "augment": False,           # false, or a map of transforms: shift, rotate, scale, shear,
                                     # elastic, elastic_sigma (see bpcli/augment.py)
     },
@@ -87,6 +91,13 @@ def number(lo=None, hi=None, lo_open=False, hi_open=False):
             return f"must be {'<' if hi_open else '<='} {hi}, got {v}"
         return None
     return check
+
+
+def optional(check):
+    """null, or whatever ``check`` accepts."""
+    def check_optional(v):
+        return None if v is None else check(v)
+    return check_optional
 
 
 def choice(*options):
@@ -173,6 +184,10 @@ RULES = {
     "train.schedule": choice("constant", "step", "cosine"),
     "train.step_size": integer(lo=1),
     "train.gamma": number(lo=0.0, hi=1.0, lo_open=True),
+    "train.warmup_epochs": number(lo=0.0),
+    "train.label_smoothing": number(lo=0.0, hi=1.0, hi_open=True),
+    "train.max_norm": optional(number(lo=0.0, lo_open=True)),
+    "train.patience": integer(lo=1, nullable=True),
     "train.augment": augment,
 }
 

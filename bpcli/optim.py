@@ -153,9 +153,26 @@ def cosine(lr, epoch, epochs, **_):
 SCHEDULES = {"constant": constant, "step": step, "cosine": cosine}
 
 
+def warmup(epoch, warmup_epochs):
+    """Factor in (0, 1] that grows linearly over the first warmup_epochs (Goyal et al. 2017):
+    large steps from random weights can throw training off before it starts."""
+    if warmup_epochs <= 0 or epoch >= warmup_epochs:
+        return 1.0
+    return (epoch + 1e-3) / warmup_epochs
+
+
 def learning_rate(train_cfg, epoch):
-    """The learning rate at fractional epoch ``epoch`` under the config's schedule."""
-    return SCHEDULES[train_cfg["schedule"]](
+    """The learning rate at fractional epoch ``epoch`` under the config's schedule and warmup."""
+    lr = SCHEDULES[train_cfg["schedule"]](
         train_cfg["lr"], epoch, train_cfg["epochs"],
         step_size=train_cfg["step_size"], gamma=train_cfg["gamma"],
     )
+    return lr * warmup(epoch, train_cfg["warmup_epochs"])
+
+
+def clip_max_norm(Ws, max_norm):
+    """Rescale every column of each W (one unit's incoming weights) to length <= max_norm
+    (Srivastava et al. 2014 pair this with dropout: big steps, bounded weights)."""
+    for W in Ws:
+        norms = np.sqrt(np.einsum("ij,ij->j", W, W))
+        W *= np.minimum(1.0, max_norm / np.maximum(norms, 1e-12)).astype(W.dtype)

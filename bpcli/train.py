@@ -31,7 +31,7 @@ from .fsutil import write_text_atomic
 from .metrics import loss_and_accuracy, to_float
 from .network import (Spec, Workspace, backward, cost, forward, init_params, n_weights, one_hot,
                       param_views)
-from .optim import FLUSH_EVERY, learning_rate, make_optimizer
+from .optim import FLUSH_EVERY, clip_max_norm, learning_rate, make_optimizer
 
 INPUTS, CLASSES = 784, 10
 
@@ -319,6 +319,7 @@ class Run:
             perm = self.rng.permutation(n)
             self.rng.bit_generator.state = current
         dropout = self.values["model"]["dropout"]
+        smoothing, max_norm = t["label_smoothing"], t["max_norm"]
         progress.start_epoch(self.epoch + 1, t["epochs"], steps, self.step)
         p = self.partial
         # preallocated batch buffers: pixels stay uint8 until they enter this float32 batch
@@ -337,12 +338,17 @@ class Run:
                 Xb = augment(Xb, self.rng, self.augment)
             yb = self.train_y[idx]
             Yb = one_hot(yb, CLASSES, out=Y[:n])
+            if smoothing:
+                Yb *= 1.0 - smoothing
+                Yb += smoothing / CLASSES
             lr = learning_rate(t, self.epoch + self.step / steps)
             activations, masks = forward(Ws, self.bs, Xb, self.spec, dropout, self.rng, ws)
             loss = cost(activations[-1], Yb, self.spec.output, self.spec.loss)
             correct = int(np.count_nonzero(activations[-1].argmax(axis=1) == yb))
             backward(Ws, activations, masks, Yb, self.spec, ws)  # into ws.grad
             self.opt.step(self.segments(ws.grad), lr)
+            if max_norm:
+                clip_max_norm(self.Ws, max_norm)
             if self.step % FLUSH_EVERY == 0:
                 self.opt.flush_subnormals()
             p["seconds"] += time.perf_counter() - t0
@@ -362,6 +368,13 @@ class Run:
                 raise Interrupted(f"interrupted in epoch {self.epoch + 1}; saved "
                                   f"{os.path.join(self.run_dir, 'last.npz')}. Resume with: "
                                   f"bp train --resume {self.run_dir}")
+
+    def patience_ran_out(self):
+        """Early stopping: the best validation accuracy is train.patience epochs old."""
+        patience = self.values["train"]["patience"]
+        if not patience or self.best is None or self.best["val_accuracy"] is None:
+            return False
+        return self.epoch - self.best["epoch"] >= patience
 
     def finish_epoch(self, seconds):
         t, p = self.values["train"], self.partial
@@ -404,7 +417,7 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None):
     wall0 = time.perf_counter()
     # overflow to inf/nan is detected as a diverged loss below, not warned about per step
     with stop_requests() as stop, np.errstate(over="ignore", invalid="ignore", under="ignore"):
-        while run.epoch < epochs:
+        while run.epoch < epochs and not run.patience_ran_out():
             t0 = time.perf_counter()
             try:
                 run.train_epoch(progress, stop)
@@ -420,6 +433,10 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None):
             if run.best["epoch"] == m["epoch"]:
                 run.save("best.npz", with_optimizer=False)
             run.write_metrics()
+            if run.patience_ran_out():
+                progress.note(f"early stop: no better validation accuracy for "
+                              f"{run.values['train']['patience']} epochs")
+                break
             if stop and run.epoch < epochs:
                 raise Interrupted(f"interrupted after epoch {run.epoch}; saved "
                                   f"{os.path.join(run_dir, 'last.npz')}. Resume with: "

@@ -97,3 +97,22 @@ def test_step_leaves_the_gradient_untouched(make):
     opt.step([g], lr=0.1)
     opt.step([g], lr=0.1)
     np.testing.assert_array_equal(g, [0.0, 0.5])
+
+
+def test_warmup_grows_linearly_then_hands_over_to_the_schedule():
+    from bpcli.optim import warmup
+
+    cfg = dict(DEFAULTS["train"], schedule="constant", lr=1.0, warmup_epochs=2.0)
+    assert learning_rate(cfg, 0.0) < 0.01
+    assert learning_rate(cfg, 1.0) == pytest.approx(0.5, abs=1e-3)
+    assert learning_rate(cfg, 2.0) == 1.0 and learning_rate(cfg, 5.0) == 1.0
+    assert warmup(0.5, 0.0) == 1.0  # off by default
+
+
+def test_max_norm_caps_each_units_incoming_weights():
+    from bpcli.optim import clip_max_norm
+
+    W = np.array([[3.0, 0.1], [4.0, 0.1]], dtype=np.float32)  # column norms 5 and ~0.14
+    clip_max_norm([W], 2.0)
+    np.testing.assert_allclose(np.linalg.norm(W, axis=0), [2.0, np.sqrt(0.02)], rtol=1e-6)
+    np.testing.assert_allclose(W[:, 0], [1.2, 1.6], rtol=1e-6)  # direction kept

@@ -252,3 +252,22 @@ def test_augmented_training_is_seeded_and_resumes_exactly(data, tmp_path):
     assert_same_weights(weights(full), weights(cut))
     _, plain = run(data, tmp_path, "plain", ["train.epochs=2"])
     assert not np.array_equal(weights(full)["W0"], weights(plain)["W0"])
+
+
+def test_early_stopping_stops_when_validation_stops_improving(data, tmp_path, monkeypatch):
+    # validation accuracy that peaks at epoch 2, then only falls
+    scores = iter([0.5, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    monkeypatch.setattr(train_mod, "loss_and_accuracy",
+                        lambda *args: (0.1, next(scores)) if len(args[-1]) == 100 else (0.1, 0.5))
+    summary, run_dir = run(data, tmp_path, "r", ["train.epochs=8", "train.patience=2"])
+    assert summary["epochs"] == 4 and summary["best_epoch"] == 2
+    assert len(open(os.path.join(run_dir, "metrics.jsonl")).readlines()) == 4
+
+
+def test_label_smoothing_and_max_norm_train(data, tmp_path):
+    summary, run_dir = run(data, tmp_path, "r", ["train.epochs=2", "train.label_smoothing=0.1",
+                                                 "train.max_norm=1.5", "train.warmup_epochs=1"])
+    assert summary["test_accuracy"] > 0.8
+    for key, W in weights(run_dir).items():
+        if key.startswith("W"):
+            assert np.linalg.norm(W, axis=0).max() <= 1.5 + 1e-5
