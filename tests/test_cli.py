@@ -183,3 +183,75 @@ def test_sigint_saves_and_resume_matches_an_uninterrupted_run(mnist_env, tmp_pat
     with np.load(tmp_path / "full" / "last.npz") as a, np.load(tmp_path / "cut" / "last.npz") as b:
         for key in ("W0", "b0", "W1", "b1"):
             assert np.array_equal(a[key], b[key]), key
+
+
+@NEEDS_MNIST
+def test_predict_classifies_pictures_of_digits_as_their_originals(smoke_run, mnist_env, tmp_path):
+    """MNIST test digits turned into photos, scans and drawings get the original's label."""
+    from test_image import BUILDERS, N_DIGITS
+
+    from bpcli.checkpoint import load_model
+    from bpcli.data import load_mnist
+
+    data = load_mnist(mnist_env["BP_DATA_DIR"], offline=True)
+    originals = data.test_images[:N_DIGITS]
+    model = load_model(Path(smoke_run["run_dir"]) / "best.npz")
+    P = model.predict_proba(originals.astype(np.float32) / 255)
+    confident = [i for i in range(N_DIGITS) if P[i].max() > 0.9]
+    assert len(confident) >= N_DIGITS // 2
+
+    rng = np.random.default_rng(0)
+    files, expected = [], []
+    for kind, build in BUILDERS.items():
+        for i in confident:
+            folder = tmp_path / f"{kind}-{i}"
+            folder.mkdir()
+            files.append(str(build(originals[i].reshape(28, 28), rng, folder)))
+            expected.append(int(P[i].argmax()))
+    result = CliRunner().invoke(cli, ["predict", "--json", *files], env=mnist_env)
+    assert result.exit_code == 0, result.output
+    got = [r["digit"] for r in json.loads(result.stdout)]
+    agree = np.mean(np.array(got) == np.array(expected))
+    assert agree >= 0.97, [f for f, g, e in zip(files, got, expected) if g != e]
+
+
+@NEEDS_MNIST
+def test_predict_text_top_and_show(smoke_run, mnist_env, tmp_path):
+    from PIL import Image
+
+    from bpcli.data import load_mnist
+
+    x = load_mnist(mnist_env["BP_DATA_DIR"], offline=True).test_images[0].reshape(28, 28)
+    Image.fromarray(255 - x).resize((140, 140)).save(tmp_path / "seven.png")
+    result = CliRunner().invoke(cli, ["predict", str(tmp_path / "seven.png"), "--top", "3", "--show"],
+                                env=mnist_env)
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith(f"{tmp_path / 'seven.png'}: 7 (") and first.count("%") == 3
+    assert len(result.output.splitlines()) == 1 + 28
+
+
+@NEEDS_MNIST
+def test_predict_reports_good_images_and_fails_on_bad_ones(smoke_run, mnist_env, tmp_path):
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.pad(np.full((60, 12), 255, np.uint8), 40)).save(good)  # a "1"
+    (tmp_path / "fake.png").write_bytes(b"not an image at all")
+    (tmp_path / "empty.png").write_bytes(b"")
+    Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
+    bad = [tmp_path / "fake.png", tmp_path / "empty.png", tmp_path / "blank.png", tmp_path / "missing.png",
+           tmp_path]
+    result = CliRunner().invoke(cli, ["predict", "--json", str(good), *map(str, bad)], env=mnist_env)
+    assert result.exit_code == 1
+    docs = json.loads(result.stdout)
+    assert docs[0]["digit"] == 1 and set(docs[0]) == {"image", "digit", "confidence", "probabilities",
+                                                       "uncertain"}
+    assert len(docs[0]["probabilities"]) == 10 and abs(sum(docs[0]["probabilities"]) - 1) < 1e-4
+    for doc, path in zip(docs[1:], bad):
+        assert doc["digit"] is None and str(path) in doc["error"], doc
+    assert "no digit found" in docs[3]["error"]
+    text = CliRunner().invoke(cli, ["predict", str(good), *map(str, bad)], env=mnist_env)
+    assert text.exit_code == 1
+    assert text.stdout.startswith(f"{good}: 1 (")
+    assert text.stderr.count("Error: ") == len(bad) and "Traceback" not in text.output
