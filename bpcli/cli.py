@@ -297,6 +297,56 @@ def predict(images, checkpoint, top, show, as_json):
         sys.exit(1)
 
 
+@cli.command()
+@click.argument("image", required=False, type=click.Path())
+@click.option("--index", type=click.IntRange(0), default=None, metavar="N",
+              help="Explain MNIST image N of --split instead of an image file.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+              help="Where --index and the zoom-out batch come from.")
+@click.option("--model", "checkpoint", type=click.Path(), default=None,
+              help="Checkpoint to use (default: runs/latest/best.npz).")
+@click.option("--target", type=click.IntRange(0, 9), default=None, metavar="D",
+              help="The digit the output should be (default: the true digit with --index, else the prediction).")
+@click.option("--top", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="How many weights, units and gradient components to list.")
+@click.option("--batch", type=click.IntRange(0), default=64, show_default=True, metavar="N",
+              help="Zoom-out mini-batch of N images of all digits (0: skip it; an IMAGE then needs no MNIST).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+              help="Step size of the zoom-out SGD step (default: the checkpoint's train.lr).")
+@_data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def explain(image, index, split, checkpoint, target, top, batch, lr, data_dir, as_json):
+    """See backprop: how one example wants each weight and bias to move, then a mini-batch.
+
+    IMAGE is your own digit picture; or pass --index N for an MNIST image.
+    """
+    from .explain import explain_model, render_text, stream_is_unicode
+
+    path, model = _load_model(checkpoint)
+    doc = explain_model(model, path, image=image, index=index, split=split, target=target, top=top,
+                        batch=batch, lr=lr, data_dir=data_dir or os.environ.get("BP_DATA_DIR"))
+    if as_json:
+        _emit_json(doc)
+    else:
+        click.echo(render_text(doc, unicode=stream_is_unicode(sys.stdout)))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Where to write the PNG files (default: RUN_DIR/plots).")
+@_data_dir_option
+def plot(run_dir, out_dir, data_dir):
+    """Draw a run as PNG files: learning curves, first-layer weights, confusion matrix, mistakes.
+
+    Needs matplotlib: pip install -e '.[plot]'.
+    """
+    from .plot import plot_run
+
+    for picture in plot_run(run_dir, out_dir, data_dir=data_dir or os.environ.get("BP_DATA_DIR")):
+        click.echo(f"{picture['path']} ({picture['width']}x{picture['height']})")
+
+
 def main():
     cli(prog_name="bp")
 

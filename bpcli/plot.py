@@ -1,0 +1,261 @@
+"""``bp plot``: pictures of a training run, as PNG files.
+
+From a run dir it draws
+
+    learning_curves.png   loss and accuracy (train, validation) per epoch
+    weights.png           each first-layer neuron's 784 incoming weights as a
+                          28x28 image: the pattern of ink that excites it
+    confusion.png         the test set's confusion matrix as a heat map
+    misclassified.png     test digits the model gets wrong, true -> predicted
+
+matplotlib is an optional extra (``pip install -e '.[plot]'``), imported only
+inside these functions and used through its Agg canvas (no display, no
+pyplot state). Files are written atomically, like every file bp writes.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from .errors import BpError
+
+DPI = 100
+INSTALL_HINT = "bp plot needs matplotlib: pip install -e '.[plot]' (or pip install matplotlib)"
+MAX_WEIGHT_TILES = 256   # first-layer neurons drawn (16 x 16)
+MISTAKE_GRID = (6, 10)   # rows, columns of misclassified digits
+
+
+def _matplotlib():
+    """(Figure, FigureCanvasAgg, colors) or BpError (exit 1) saying how to install matplotlib."""
+    try:
+        from matplotlib import colors
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise BpError(INSTALL_HINT) from None
+    return Figure, FigureCanvasAgg, colors
+
+
+def _save(fig, canvas_cls, path):
+    """Render ``fig`` with Agg into ``path`` atomically; returns (width, height) in pixels."""
+    from .fsutil import atomic_path
+
+    canvas = canvas_cls(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return canvas.get_width_height()
+
+
+# ---------------------------------------------------------------------------
+# Reading a run
+
+
+def read_metrics(run_dir):
+    """The run's metrics.jsonl as a list of per-epoch dicts."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        raise BpError(f"{path} not found: {run_dir} is not a bp run dir with a finished epoch; "
+                      "pass a folder written by bp train") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BpError(f"cannot read {path} ({type(err).__name__}); is it a bp run dir?") from None
+    if not rows or not all(isinstance(r, dict) and "epoch" in r for r in rows):
+        raise BpError(f"{path} holds no epochs; train the run for at least one epoch")
+    return rows
+
+
+def run_checkpoint(run_dir):
+    """best.npz of the run (last.npz if there is no best)."""
+    for name in ("best.npz", "last.npz"):
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise BpError(f"no best.npz or last.npz in {run_dir}; pass a run dir written by bp train")
+
+
+# ---------------------------------------------------------------------------
+# The pictures: each takes arrays and a path, returns (width, height)
+
+
+def plot_learning_curves(metrics, path, title="learning curves"):
+    Figure, Canvas, _ = _matplotlib()
+    fig = Figure(figsize=(10, 4), dpi=DPI)
+    epochs = [m["epoch"] for m in metrics]
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax, key, name in ((ax_loss, "loss", "loss (cost C)"), (ax_acc, "accuracy", "accuracy")):
+        for split, style in (("train", "o-"), ("val", "s--")):
+            values = [m.get(f"{split}_{key}") for m in metrics]
+            points = [(e, v) for e, v in zip(epochs, values) if v is not None]
+            if points:
+                ax.plot(*zip(*points), style, label="train" if split == "train" else "validation",
+                        markersize=4)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    val = [(m["epoch"], m["val_accuracy"]) for m in metrics if m.get("val_accuracy") is not None]
+    if val:
+        best_epoch, best = max(val, key=lambda p: p[1])
+        ax_acc.axvline(best_epoch, color="grey", linewidth=0.8, linestyle=":")
+        ax_acc.set_title(f"best validation {best:.2%} (epoch {best_epoch})", fontsize=10)
+    ax_loss.set_title(f"final train loss {metrics[-1]['train_loss']:.4f}", fontsize=10)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, Canvas, path)
+
+
+def weight_mosaic(W0, tiles=MAX_WEIGHT_TILES, gap=1):
+    """First-layer weights W0 (784, h) -> one 2-D image of 28x28 tiles, NaN between them.
+
+    Each tile is scaled by its own largest |w| to [-1, 1], so every neuron's
+    pattern shows whatever its overall size.
+    """
+    n = min(W0.shape[1], tiles)
+    cols = 5 if n == 10 else int(np.ceil(np.sqrt(n)))  # ten output neurons: two rows of five
+    rows = int(np.ceil(n / cols))
+    size = 28 + gap
+    mosaic = np.full((rows * size - gap, cols * size - gap), np.nan)
+    for k in range(n):
+        w = W0[:, k].astype(np.float64)
+        top = np.abs(w).max()
+        r, c = divmod(k, cols)
+        mosaic[r * size:r * size + 28, c * size:c * size + 28] = (w / top if top > 0 else w).reshape(28, 28)
+    return mosaic, n
+
+
+def plot_weights(W0, path, title=None):
+    Figure, Canvas, _ = _matplotlib()
+    mosaic, n = weight_mosaic(W0)
+    # about 2 screen pixels per weight: 8 inches up to 13 tiles a row, wider beyond
+    width = max(8.0, mosaic.shape[1] * 2 / DPI / 0.96)
+    height = width * mosaic.shape[0] / mosaic.shape[1] + 0.9
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    ax = fig.add_axes((0.02, 0.02 * 8 / height, 0.96, 1 - 0.9 / height - 0.02 * 8 / height))
+    from matplotlib import colormaps
+
+    cmap = colormaps["RdBu_r"].with_extremes(bad="white")
+    ax.imshow(np.ma.masked_invalid(mosaic), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    total = W0.shape[1]
+    shown = f"all {total}" if n == total else f"the first {n} of {total}"
+    fig.suptitle(title or f"first-layer weights: {shown} neurons, 28x28 each\n"
+                          "red: ink here excites the neuron, blue: ink here inhibits it", fontsize=11)
+    return _save(fig, Canvas, path)
+
+
+def plot_confusion(confusion, path, title="confusion matrix (test set)"):
+    Figure, Canvas, colors = _matplotlib()
+    C = np.asarray(confusion)
+    k = len(C)
+    fig = Figure(figsize=(7, 6), dpi=DPI)
+    ax = fig.add_subplot()
+    # a log scale, so the off-diagonal mistakes (tens) show next to the diagonal (~1000)
+    shown = np.ma.masked_equal(C, 0)
+    image = ax.imshow(shown, cmap="Blues", norm=colors.LogNorm(vmin=1, vmax=max(int(C.max()), 2)))
+    fig.colorbar(image, ax=ax, label="images (log scale)")
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    dark = max(int(C.max()), 1) ** 0.7  # white text only on the darker cells of the log scale
+    for i in range(k):
+        for j in range(k):
+            if C[i, j]:
+                ax.text(j, i, str(int(C[i, j])), ha="center", va="center", fontsize=8,
+                        color="white" if C[i, j] > dark else "black")
+    accuracy = np.trace(C) / C.sum() if C.sum() else float("nan")
+    ax.set_title(f"{title}: accuracy {accuracy:.2%}", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, Canvas, path)
+
+
+def plot_misclassified(images, y_true, y_pred, indices, path, total=None, grid=MISTAKE_GRID):
+    """A grid of digits (uint8 (n, 784)) labelled '#index true->pred', in the order given.
+
+    One image (a mosaic with a label strip above each digit) rather than one
+    axes per digit: several times faster to draw.
+    """
+    Figure, Canvas, _ = _matplotlib()
+    rows, cols = grid
+    n = min(len(images), rows * cols)
+    label, gap = 9, 3                       # pixel rows for the label strip, pixels between digits
+    cell_h, cell_w = label + 28 + gap, 28 + gap
+    mosaic = np.zeros((rows * cell_h, cols * cell_w))
+    for k in range(n):
+        r, c = divmod(k, cols)
+        top, left = r * cell_h + label, c * cell_w
+        mosaic[top:top + 28, left:left + 28] = np.asarray(images[k], dtype=np.float64).reshape(28, 28)
+    fig = Figure(figsize=(cols * 1.1, rows * 1.1 * cell_h / cell_w + 0.5), dpi=DPI)
+    ax = fig.add_axes((0.005, 0.005, 0.99, 1 - 0.5 / fig.get_figheight()))
+    ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest", aspect="auto")
+    ax.set_axis_off()
+    for k in range(n):
+        r, c = divmod(k, cols)
+        ax.text(c * cell_w + 14, r * cell_h + label - 2, f"#{indices[k]}  {y_true[k]}\u2192{y_pred[k]}",
+                ha="center", va="bottom", fontsize=8, color="firebrick")
+    total = n if total is None else total
+    if total == 0:
+        heading = "misclassified test digits: none, every test digit is classified correctly"
+    else:
+        heading = (f"misclassified test digits: {total:,} in all, the first {n} shown as "
+                   "#index true\u2192predicted (see: bp explain --index N)")
+    fig.suptitle(heading, fontsize=10, y=1 - 0.1 / fig.get_figheight())
+    return _save(fig, Canvas, path)
+
+
+# ---------------------------------------------------------------------------
+# A whole run
+
+
+def plot_run(run_dir, out_dir=None, *, data_dir=None, mirrors=None, offline=None, data=None):
+    """Draw the four pictures of ``run_dir`` into ``out_dir`` (default run_dir/plots).
+
+    The test set comes from ``data`` (an ``MNIST`` tuple) or is loaded from
+    ``data_dir`` (default: the run's data.dir). Returns a list of
+    ``{"name", "path", "width", "height"}``, one per PNG.
+    """
+    _matplotlib()  # fail before any work when it is missing
+    from .checkpoint import load_model
+    from .metrics import confusion_matrix, predict
+
+    if not os.path.isdir(run_dir):
+        raise BpError(f"run dir {run_dir} not found; pass a folder written by bp train (e.g. runs/latest)")
+    metrics = read_metrics(run_dir)
+    ckpt = run_checkpoint(run_dir)
+    model = load_model(ckpt)
+    if data is None:
+        from .data import load_mnist
+
+        values = model.meta.get("config", {})
+        data = load_mnist(data_dir or values.get("data", {}).get("dir", "data"), mirrors=mirrors,
+                          offline=offline)
+    out_dir = out_dir or os.path.join(run_dir, "plots")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as err:
+        raise BpError(f"cannot create {out_dir}: {err.strerror or err}; choose another --out") from None
+
+    X, y = data.test_images, data.test_labels
+    y_pred = predict(model.Ws, model.bs, model.spec, X).argmax(axis=1)
+    wrong = np.flatnonzero(y_pred != y)
+    first = wrong[:MISTAKE_GRID[0] * MISTAKE_GRID[1]]
+    sizes = "-".join(map(str, model.spec.sizes))
+    written = []
+    for name, draw in (
+        ("learning_curves", lambda p: plot_learning_curves(metrics, p, title=f"{run_dir}: {sizes}")),
+        ("weights", lambda p: plot_weights(model.Ws[0], p, title=None if len(model.Ws) > 1 else
+                                           "no hidden layer: the weights into output neurons 0-9\n"
+                                           "red: ink here raises the digit, blue: ink here lowers it")),
+        ("confusion", lambda p: plot_confusion(confusion_matrix(y, y_pred, model.spec.sizes[-1]), p,
+                                               title=f"confusion matrix, {os.path.basename(ckpt)} on test")),
+        ("misclassified", lambda p: plot_misclassified(X[first], y[first], y_pred[first], first, p,
+                                                       total=len(wrong))),
+    ):
+        path = os.path.join(out_dir, f"{name}.png")
+        width, height = draw(path)
+        written.append({"name": name, "path": path, "width": int(width), "height": int(height)})
+    return written
