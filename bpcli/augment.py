@@ -32,10 +32,11 @@ ELASTIC_SIGMA = 4.0  # Simard et al. 2003: sigma 4 (and alpha 34) on MNIST
 
 def _grid():
     ys, xs = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32)
-    return (xs.ravel() - CENTRE), (ys.ravel() - CENTRE)
+    # rows: x and y of every pixel relative to the centre, and 1 (for the shift)
+    return np.stack([xs.ravel() - CENTRE, ys.ravel() - CENTRE, np.ones(SIDE * SIDE, np.float32)])
 
 
-GX, GY = _grid()  # pixel coordinates relative to the centre, (784,) each
+GRID = _grid()  # (3, 784)
 
 
 def gaussian_matrix(sigma, n=SIDE):
@@ -46,76 +47,118 @@ def gaussian_matrix(sigma, n=SIDE):
     return G.astype(np.float32)
 
 
-def affine_sources(rng, n, shift=0.0, rotate=0.0, scale=0.0, shear=0.0):
+def affine_sources(rng, n, shift=0.0, rotate=0.0, scale=0.0, shear=0.0, out=(None, None)):
     """Source coordinates (qx, qy), each (n, 784), of n random affine warps."""
     def uniform(half):
-        return rng.uniform(-half, half, (n, 1)).astype(np.float32) if half else np.zeros((n, 1), np.float32)
+        return rng.uniform(-half, half, n).astype(np.float32) if half else np.zeros(n, np.float32)
 
     theta = uniform(math.radians(rotate))
-    s = 1.0 + uniform(scale)
+    k = 1.0 + uniform(scale)
     h = uniform(shear)
     tx, ty = uniform(shift), uniform(shift)
-    # A^-1 for A = R(theta) S(s) H(h): H^-1 S^-1 R^-1, written out per element
     cos, sin = np.cos(theta), np.sin(theta)
-    # R^-1 (p) = [cos, sin; -sin, cos] p ;  S^-1 = 1/s ;  H^-1 = [1, -h; 0, 1]
-    rx = (cos * GX + sin * GY) / s
-    ry = (-sin * GX + cos * GY) / s
-    qx = rx - h * ry + (CENTRE - tx)
-    qy = ry + (CENTRE - ty)
-    return qx, qy
+    # A^-1 = H^-1 S^-1 R^-1 = (1/k) [[cos + h sin, sin - h cos], [-sin, cos]] for
+    # A = R(theta) S(k) H(h); one row [m0, m1, offset] per image, applied to every
+    # pixel at once as a (n, 3) @ (3, 784) matrix product
+    rows_x = np.stack([(cos + h * sin) / k, (sin - h * cos) / k, CENTRE - tx], axis=1)
+    rows_y = np.stack([-sin / k, cos / k, CENTRE - ty], axis=1)
+    return np.matmul(rows_x, GRID, out=out[0]), np.matmul(rows_y, GRID, out=out[1])
 
 
-def elastic_displacements(rng, n, alpha, sigma=ELASTIC_SIGMA):
-    """Smoothed random displacement fields (dx, dy), each (n, 784), of strength alpha pixels."""
+def elastic_displacements(rng, n, alpha, sigma=ELASTIC_SIGMA, work=None):
+    """Smoothed random displacement fields (dx, dy), each (n, 784), of strength alpha pixels.
+
+    work: optional pair of (2n, 28, 28) float32 arrays to compute in.
+    """
     G = gaussian_matrix(sigma)
-    fields = rng.uniform(-1.0, 1.0, (2 * n, SIDE, SIDE)).astype(np.float32)
-    # smooth along rows then columns: G @ f @ G.T for every field, as two big products
-    smooth = np.matmul(G, fields)
-    smooth = np.matmul(smooth, G.T)
-    smooth *= alpha
-    smooth = smooth.reshape(2, n, SIDE * SIDE)
-    return smooth[0], smooth[1]
+    fields, smooth = work if work is not None else (None, None)
+    fields = rng.random((2 * n, SIDE, SIDE), dtype=np.float32, out=fields)
+    fields -= 0.5
+    fields *= 2.0 * alpha  # uniform in [-alpha, alpha]
+    # smooth along columns then rows: G @ f @ G.T for every field
+    smooth = np.matmul(G, fields, out=smooth)
+    fields = np.matmul(smooth, G.T, out=fields).reshape(2, n, SIDE * SIDE)
+    return fields[0], fields[1]
 
 
-def bilinear(X, qx, qy):
-    """Read each image of X (n, 784) at the points (qx, qy) (n, 784); 0 outside the image.
+W = SIDE + 3  # padded width: one zero pixel before the image, two after
 
-    The image is padded with zeros (one pixel before, two after, so every
-    neighbour of a point clipped to [-1, 28] exists): a point between the
-    border and the outside blends towards 0, one beyond it reads 0.
+
+class Augmenter:
+    """Applies ``train.augment`` to batches of up to ``batch`` images, in preallocated memory.
+
+    Each output pixel is read at its source point by bilinear interpolation
+    of the four pixels around it. The batch is padded with zeros (every
+    neighbour of a point clipped to [-1, 28] then exists): a point between
+    the border and the outside blends towards 0, one beyond it reads 0. The
+    four neighbours are fetched in one gather: each padded pixel is stored
+    with its right, lower and lower-right neighbours as the four bytes of a
+    uint32. The arrays are allocated once, as for the training step, because
+    allocating megabytes per batch costs as much as the arithmetic.
     """
-    n = len(X)
-    W = SIDE + 3
-    padded = np.zeros((n, W, W), dtype=np.float32)
-    padded[:, 1:SIDE + 1, 1:SIDE + 1] = X.reshape(n, SIDE, SIDE)
-    qx = np.clip(qx, -1.0, SIDE)
-    qy = np.clip(qy, -1.0, SIDE)
-    x0, y0 = np.floor(qx), np.floor(qy)
-    fx, fy = qx - x0, qy - y0
-    # flat index of the top-left neighbour in the padded batch (+1: the zero ring)
-    idx = ((y0 + 1) * W + (x0 + 1)).astype(np.intp)
-    idx += (np.arange(n, dtype=np.intp) * W * W)[:, None]
-    flat = padded.ravel()
-    top_left, top_right = flat.take(idx), flat.take(idx + 1)
-    bottom_left, bottom_right = flat.take(idx + W), flat.take(idx + W + 1)
-    top = top_left + (top_right - top_left) * fx
-    bottom = bottom_left + (bottom_right - bottom_left) * fx
-    return top + (bottom - top) * fy
 
+    def __init__(self, spec, batch):
+        self.spec = spec
+        self.batch = batch
+        # W + 1 spare bytes at the end keep the lower-right neighbour of the last pixel in bounds
+        self.flat = np.zeros(batch * W * W + W + 1, dtype=np.uint8)
+        self.padded = self.flat[:batch * W * W].reshape(batch, W, W)
+        self.quads = np.empty((batch * W * W, 4), dtype=np.uint8)
+        # flat index of each image's first pixel in the padded batch (+W+1: the zero border)
+        self.rows = np.arange(batch, dtype=np.float32)[:, None] * (W * W) + (W + 1)
+        shape = (batch, SIDE * SIDE)
+        self.fx, self.fy = np.empty(shape, np.float32), np.empty(shape, np.float32)
+        self.idx = np.empty(shape, dtype=np.intp)
+        self.q = np.empty(shape + (4,), dtype=np.float32)
+        self.out = np.empty(shape, np.float32)
+        self.tmp = np.empty(shape, np.float32)
+        self.qx, self.qy = np.empty(shape, np.float32), np.empty(shape, np.float32)
+        self.elastic = [np.empty((2 * batch, SIDE, SIDE), np.float32) for _ in range(2)]
 
-def augment(X, rng, spec):
-    """A randomly transformed copy of the batch X (n, 784) float32 in [0, 1].
+    def __call__(self, X8, rng):
+        """A randomly transformed copy of X8 (n, 784) uint8, as float32 in [0, 1] (n, 784).
 
-    spec: the ``train.augment`` map, e.g. {"shift": 2, "rotate": 10, "elastic": 34}
-    (its keys are declared in config.AUGMENT).
-    Labels are unchanged; the result stays in [0, 1] (bilinear weights are convex).
-    """
-    n = len(X)
-    qx, qy = affine_sources(rng, n, spec.get("shift", 0.0), spec.get("rotate", 0.0),
-                            spec.get("scale", 0.0), spec.get("shear", 0.0))
-    alpha = spec.get("elastic", 0.0)
-    if alpha:
-        dx, dy = elastic_displacements(rng, n, alpha, spec.get("elastic_sigma", ELASTIC_SIGMA))
-        qx += dx
-        qy += dy
-    return bilinear(X, qx, qy)
+        Labels are unchanged; the result stays in [0, 1] (bilinear weights are convex).
+        """
+        spec, n = self.spec, len(X8)
+        qx, qy = affine_sources(rng, n, spec.get("shift", 0.0), spec.get("rotate", 0.0),
+                                spec.get("scale", 0.0), spec.get("shear", 0.0),
+                                out=(self.qx[:n], self.qy[:n]))
+        alpha = spec.get("elastic", 0.0)
+        if alpha:
+            work = [w[:2 * n] for w in self.elastic]
+            dx, dy = elastic_displacements(rng, n, alpha, spec.get("elastic_sigma", ELASTIC_SIGMA), work)
+            qx += dx
+            qy += dy
+        return self.bilinear(X8, qx, qy)
+
+    def bilinear(self, X8, qx, qy):
+        """Read each image of X8 (n, 784) uint8 at the points (qx, qy) (n, 784): float32 in [0, 1]."""
+        n = len(X8)
+        self.padded[:n, 1:SIDE + 1, 1:SIDE + 1] = X8.reshape(n, SIDE, SIDE)
+        size = n * W * W
+        for j, offset in enumerate((0, 1, W, W + 1)):
+            self.quads[:size, j] = self.flat[offset:offset + size]
+        x0 = np.floor(np.clip(qx, -1.0, SIDE, out=qx), out=self.tmp[:n])
+        fx = np.subtract(qx, x0, out=self.fx[:n])
+        x0 += self.rows[:n]
+        y0 = np.floor(np.clip(qy, -1.0, SIDE, out=qy), out=qx)  # qx is no longer needed
+        fy = np.subtract(qy, y0, out=self.fy[:n])
+        y0 *= W
+        y0 += x0                                  # flat index of the top-left neighbour
+        idx = self.idx[:n]
+        idx[...] = y0
+        q = self.q[:n]
+        q[...] = self.quads.view(np.uint32).ravel().take(idx).view(np.uint8).reshape(q.shape)
+        top_left, top_right, bottom_left, bottom_right = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+        top_right -= top_left
+        top_right *= fx
+        top_left += top_right                     # top = tl + (tr - tl) fx
+        bottom_right -= bottom_left
+        bottom_right *= fx
+        bottom_left += bottom_right               # bottom = bl + (br - bl) fx
+        bottom_left -= top_left
+        bottom_left *= fy
+        out = np.add(top_left, bottom_left, out=self.out[:n])  # top + (bottom - top) fy
+        out *= np.float32(1 / 255)
+        return out

@@ -22,7 +22,7 @@ from datetime import datetime
 import numpy as np
 
 from . import __version__
-from .augment import augment
+from .augment import Augmenter
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import from_values
 from .data import split_validation
@@ -327,15 +327,18 @@ class Run:
         X = np.empty((B, self.k), dtype=np.float32)
         Y = np.empty((B, CLASSES), dtype=np.float32)
         ws = Workspace(self.spec, B)
+        augment = Augmenter(self.augment, B) if self.augment else None
         ws.dW[0] = ws.dW[0][:self.k]  # the rest of W0's gradient rows stay 0
         Ws = [self.Ws[0][:self.k], *self.Ws[1:]]
         while self.step < steps:
             t0 = time.perf_counter()
             idx = perm[self.step * B:(self.step + 1) * B]
             n = len(idx)
-            Xb = to_float(np.take(self.train_X, idx, axis=0, out=pixels[:n]), out=X[:n])
-            if self.augment:
-                Xb = augment(Xb, self.rng, self.augment)
+            np.take(self.train_X, idx, axis=0, out=pixels[:n])
+            if augment:
+                Xb = augment(pixels[:n], self.rng)
+            else:
+                Xb = to_float(pixels[:n], out=X[:n])
             yb = self.train_y[idx]
             Yb = one_hot(yb, CLASSES, out=Y[:n])
             if smoothing:
