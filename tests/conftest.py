@@ -63,6 +63,7 @@ class MirrorServer:
       slow       wait ``slow_seconds`` before answering (to trip a read timeout)
       reset      promise the full length, send half, close the connection
       encoded    send the gzip bytes with ``Content-Encoding: gzip``
+      trickle    send the first half, then hang until the server closes (a download to kill)
     ``hits`` counts requests per path; ``delay`` (s) slows every answer.
     """
 
@@ -148,6 +149,14 @@ class MirrorServer:
             handler.wfile.flush()
             handler.close_connection = True
             handler.connection.shutdown(socket.SHUT_RDWR)
+            return None
+        if todo == "trickle":
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body[: len(body) // 2])
+            handler.wfile.flush()
+            self._stop.wait(60)
             return None
         if todo == "encoded":
             return self._send(handler, 200, body, [("Content-Encoding", "gzip")])

@@ -122,3 +122,40 @@ def test_shipped_configs_are_valid():
     assert configs
     for path in configs:
         resolve(path)  # raises ConfigError if any key or value is wrong
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bpcli.config import Config
+
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.sampled_from(sorted(RULES)) | st.text(max_size=12), value=yaml_values)
+def test_any_value_for_any_key_is_accepted_or_a_config_error(key, value):
+    cfg = Config()
+    try:
+        cfg.set(key, value, "--set")
+    except ConfigError as err:
+        assert "\n" not in str(err) and str(err)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=60))
+def test_any_config_file_text_is_accepted_or_a_config_error(tmp_path_factory, text):
+    f = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    f.write_text(text, encoding="utf-8")
+    try:
+        resolve(f)
+    except ConfigError as err:
+        assert str(err)
+
+
+def test_conflicting_flags_exit_2(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path), "-c", "configs/smoke.yaml"])
+    assert result.exit_code == 2 and "--resume" in result.output
