@@ -233,6 +233,7 @@ class Workspace:
         self.delta = [np.empty((batch, n), dtype) for n in sizes[1:]]      # delta[l], l = 1..L
         self.grad = np.zeros(spec.n_params, dtype)
         self.dW, self.db = param_views(self.grad, sizes)
+        self.ones = np.ones(batch, dtype)
 
 
 def _buf(ws, name, l, rows=None):
@@ -283,7 +284,8 @@ def backward(Ws, activations, masks, Y, spec, ws=None):
         dWs[l] = np.matmul(activations[l].T, delta, out=_buf(ws, "dW", l))
         # db = the column sums of delta, written as 1^T delta: a matrix product
         # is several times faster than sum(axis=0) on these small arrays
-        dbs[l] = np.matmul(np.ones(n, delta.dtype), delta, out=_buf(ws, "db", l))
+        ones = np.ones(n, delta.dtype) if ws is None else ws.ones[:n]
+        dbs[l] = np.matmul(ones, delta, out=_buf(ws, "db", l))
         if l > 0:
             # error of the layer below: pull delta back through W, then through f
             delta = np.matmul(delta, Ws[l].T, out=_buf(ws, "delta", l - 1, n))

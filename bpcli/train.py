@@ -13,6 +13,7 @@ never interrupted (same machine and thread count).
 
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -206,7 +207,8 @@ class Run:
         inked = self.train_X.any(axis=0) | bool(self.augment)
         self.order = np.concatenate([np.flatnonzero(inked), np.flatnonzero(~inked)])
         self.k = int(inked.sum())
-        self.train_X = np.ascontiguousarray(self.train_X[:, self.order[:self.k]])
+        if self.k < INPUTS:
+            self.train_X = np.ascontiguousarray(self.train_X[:, self.order[:self.k]])
         Ws, bs = init_params(self.spec, init_rng, self.values["model"]["init"])
         Ws[0] = Ws[0][self.order]
         # one flat vector, weights first: the optimizer sees [all weights, all biases]
@@ -329,6 +331,7 @@ class Run:
         ws = Workspace(self.spec, B)
         augment = Augmenter(self.augment, B) if self.augment else None
         ws.dW[0] = ws.dW[0][:self.k]  # the rest of W0's gradient rows stay 0
+        grads = self.segments(ws.grad)
         Ws = [self.Ws[0][:self.k], *self.Ws[1:]]
         while self.step < steps:
             t0 = time.perf_counter()
@@ -349,13 +352,13 @@ class Run:
             loss = cost(activations[-1], Yb, self.spec.output, self.spec.loss)
             correct = int(np.count_nonzero(activations[-1].argmax(axis=1) == yb))
             backward(Ws, activations, masks, Yb, self.spec, ws)  # into ws.grad
-            self.opt.step(self.segments(ws.grad), lr)
+            self.opt.step(grads, lr)
             if max_norm:
                 clip_max_norm(self.Ws, max_norm)
             if self.step % FLUSH_EVERY == 0:
                 self.opt.flush_subnormals()
             p["seconds"] += time.perf_counter() - t0
-            if not np.isfinite(loss):
+            if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"training diverged: the loss became {loss} in epoch {self.epoch + 1} at lr {lr:.4g}; "
                     f"lower the learning rate (--lr {t['lr'] / 10:g}); the last good checkpoint is "
