@@ -154,7 +154,7 @@ def augment(v):
         if key not in AUGMENT:
             near = difflib.get_close_matches(str(key), list(AUGMENT), n=1)
             hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(AUGMENT)}"
-            return f"has an unknown transform '{key}'{hint}"
+            return f"has an unknown transform '{_shown(key)}'{hint}"
         problem = AUGMENT[key](value)
         if problem:
             return f"transform '{key}' {problem}"
@@ -215,12 +215,17 @@ def unflatten(flat):
     return tree
 
 
+def _shown(key):
+    """A user's key as it can be printed on one line (control characters escaped)."""
+    return str(key).encode("unicode_escape").decode("ascii")
+
+
 def _unknown_key(path, where):
     near = difflib.get_close_matches(path, list(RULES), n=1, cutoff=0.5)
     if not near:  # 'lr' alone should still find 'train.lr'
         near = [k for k in RULES if k.rsplit(".", 1)[-1] == path.rsplit(".", 1)[-1]][:1]
     hint = f"; did you mean '{near[0]}'?" if near else "; run 'bp config' to see every key"
-    return ConfigError(f"unknown config key '{path}' ({where}){hint}")
+    return ConfigError(f"unknown config key '{_shown(path)}' ({where}){hint}")
 
 
 class Config:
@@ -246,7 +251,7 @@ class Config:
         if path not in RULES:
             # 'model: 3' would reach here as 'model' with a non-map value
             if any(k.startswith(path + ".") for k in RULES):
-                raise ConfigError(f"config key '{path}' ({where}) must be a map, got {value!r}")
+                raise ConfigError(f"config key '{_shown(path)}' ({where}) must be a map, got {value!r}")
             raise _unknown_key(path, where)
         problem = RULES[path](value)
         if problem:

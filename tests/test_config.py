@@ -124,7 +124,7 @@ def test_shipped_configs_are_valid():
         resolve(path)  # raises ConfigError if any key or value is wrong
 
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bpcli.config import Config
@@ -137,6 +137,8 @@ yaml_values = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(key=st.sampled_from(sorted(RULES)) | st.text(max_size=12), value=yaml_values)
+@example(key="\n", value=1)  # once printed a two-line error
+@example(key="train.augment", value={"a\nb": 1})
 def test_any_value_for_any_key_is_accepted_or_a_config_error(key, value):
     cfg = Config()
     try:
