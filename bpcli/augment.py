@@ -91,25 +91,22 @@ class Augmenter:
     of the four pixels around it. The batch is padded with zeros (every
     neighbour of a point clipped to [-1, 28] then exists): a point between
     the border and the outside blends towards 0, one beyond it reads 0. The
-    four neighbours are fetched in one gather: each padded pixel is stored
-    with its right, lower and lower-right neighbours as the four bytes of a
-    uint32. The arrays are allocated once, as for the training step, because
-    allocating megabytes per batch costs as much as the arithmetic.
+    arrays are allocated once, as for the training step, because allocating
+    megabytes per batch costs as much as the arithmetic.
     """
 
     def __init__(self, spec, batch):
         self.spec = spec
         self.batch = batch
-        # W + 1 spare bytes at the end keep the lower-right neighbour of the last pixel in bounds
-        self.flat = np.zeros(batch * W * W + W + 1, dtype=np.uint8)
+        # W + 1 spare pixels at the end keep the lower-right neighbour of the last pixel in bounds
+        self.flat = np.zeros(batch * W * W + W + 1, dtype=np.float32)
         self.padded = self.flat[:batch * W * W].reshape(batch, W, W)
-        self.quads = np.empty((batch * W * W, 4), dtype=np.uint8)
         # flat index of each image's first pixel in the padded batch (+W+1: the zero border)
         self.rows = np.arange(batch, dtype=np.float32)[:, None] * (W * W) + (W + 1)
         shape = (batch, SIDE * SIDE)
         self.fx, self.fy = np.empty(shape, np.float32), np.empty(shape, np.float32)
         self.idx = np.empty(shape, dtype=np.intp)
-        self.q = np.empty(shape + (4,), dtype=np.float32)
+        self.corners = np.empty((4,) + shape, dtype=np.float32)  # tl, tr, bl, br planes
         self.out = np.empty(shape, np.float32)
         self.tmp = np.empty(shape, np.float32)
         self.qx, self.qy = np.empty(shape, np.float32), np.empty(shape, np.float32)
@@ -135,10 +132,7 @@ class Augmenter:
     def bilinear(self, X8, qx, qy):
         """Read each image of X8 (n, 784) uint8 at the points (qx, qy) (n, 784): float32 in [0, 1]."""
         n = len(X8)
-        self.padded[:n, 1:SIDE + 1, 1:SIDE + 1] = X8.reshape(n, SIDE, SIDE)
-        size = n * W * W
-        for j, offset in enumerate((0, 1, W, W + 1)):
-            self.quads[:size, j] = self.flat[offset:offset + size]
+        np.multiply(X8.reshape(n, SIDE, SIDE), np.float32(1 / 255), out=self.padded[:n, 1:SIDE + 1, 1:SIDE + 1])
         x0 = np.floor(np.clip(qx, -1.0, SIDE, out=qx), out=self.tmp[:n])
         fx = np.subtract(qx, x0, out=self.fx[:n])
         x0 += self.rows[:n]
@@ -148,9 +142,9 @@ class Augmenter:
         y0 += x0                                  # flat index of the top-left neighbour
         idx = self.idx[:n]
         idx[...] = y0
-        q = self.q[:n]
-        q[...] = self.quads.view(np.uint32).ravel().take(idx).view(np.uint8).reshape(q.shape)
-        top_left, top_right, bottom_left, bottom_right = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+        top_left, top_right, bottom_left, bottom_right = self.corners[:, :n]
+        for corner, offset in ((top_left, 0), (top_right, 1), (bottom_left, W), (bottom_right, W + 1)):
+            self.flat[offset:].take(idx, out=corner)
         top_right -= top_left
         top_right *= fx
         top_left += top_right                     # top = tl + (tr - tl) fx
@@ -159,6 +153,4 @@ class Augmenter:
         bottom_left += bottom_right               # bottom = bl + (br - bl) fx
         bottom_left -= top_left
         bottom_left *= fy
-        out = np.add(top_left, bottom_left, out=self.out[:n])  # top + (bottom - top) fy
-        out *= np.float32(1 / 255)
-        return out
+        return np.add(top_left, bottom_left, out=self.out[:n])  # top + (bottom - top) fy
