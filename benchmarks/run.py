@@ -468,7 +468,6 @@ def ratio(b, t):
 def build_rows(R, quick, repeats, have_torch):
     """[(measure, bp, torch, ratio, target, met)] from the aggregated results R."""
     rows = []
-    T = "PyTorch" if have_torch else None
 
     def tv(x):
         return x if have_torch else None
@@ -512,7 +511,7 @@ def build_rows(R, quick, repeats, have_torch):
         d = R["a_wall"]
         row(f"`bp train` a, {EPOCHS} epochs, 1 thread: whole command wall [3]", d["bp"], tv(d["torch"]), fmt_s,
             "<= 3 s", None if d["bp"] is None else d["bp"] <= 3.0)
-        row(f"  peak RSS of that command", d["bp_rss"], tv(d["torch_rss"]), fmt_mib)
+        row("  peak RSS of that command", d["bp_rss"], tv(d["torch_rss"]), fmt_mib)
     if "evaluate" in R:
         d = R["evaluate"]
         row(f"`bp evaluate CKPT --json` (10,000 test images): wall, median of {d['n']}", d["bp"], None, fmt_s,
@@ -654,7 +653,7 @@ def main(argv=None):
         cfgs = ["a"] if args.quick else ["a", "b", "c"]
         bp_runs = {c: [] for c in cfgs}
         th_runs = {c: [] for c in cfgs}
-        bp2, th2, bp97, th_default, dflt = [], [], [], [], []
+        bp2, th2, bp97, dflt = [], [], [], []
         dflt_epochs = 2 if args.quick else None
         for rep in range(1, repeats + 1):
             log(f"repeat {rep}/{repeats}")

@@ -21,7 +21,7 @@ import numpy as np
 from . import __version__
 from .errors import CheckpointError
 from .fsutil import atomic_path
-from .network import Spec, predict_proba
+from .network import Spec
 
 FORMAT = "bp-checkpoint"
 FORMAT_VERSION = 1
@@ -37,8 +37,10 @@ class Model:
     meta: dict = field(default_factory=dict)
 
     def predict_proba(self, X):
-        """X (n, 784) float32 in [0, 1] -> output activations (n, 10)."""
-        return predict_proba(self.Ws, self.bs, X, self.spec)
+        """X (n, 784), uint8 pixels or floats in [0, 1] -> output activations (n, 10)."""
+        from .metrics import predict
+
+        return predict(self.Ws, self.bs, self.spec, X)
 
 
 def save_checkpoint(path, Ws, bs, meta, opt_state=None):

@@ -17,13 +17,18 @@ def to_float(X_uint8, out=None):
     return out
 
 
-def predict(Ws, bs, spec, X_uint8):
-    """(probabilities (n, k) float32, mean cost given no labels is not computed)."""
+def predict(Ws, bs, spec, X):
+    """Output activations (n, k) float32 for images X (n, 784): uint8 pixels (converted
+    one batch at a time) or floats already in [0, 1]."""
     k = spec.sizes[-1]
-    P = np.empty((len(X_uint8), k), dtype=np.float32)
-    for i in range(0, len(X_uint8), EVAL_BATCH):
-        acts, _ = forward(Ws, bs, to_float(X_uint8[i:i + EVAL_BATCH]), spec)
-        P[i:i + EVAL_BATCH] = acts[-1]
+    P = np.empty((len(X), k), dtype=np.float32)
+    with np.errstate(over="ignore", under="ignore"):  # saturated outputs are fine here
+        for i in range(0, len(X), EVAL_BATCH):
+            batch = X[i:i + EVAL_BATCH]
+            if batch.dtype == np.uint8:
+                batch = to_float(batch)
+            acts, _ = forward(Ws, bs, batch, spec)
+            P[i:i + EVAL_BATCH] = acts[-1]
     return P
 
 

@@ -301,16 +301,6 @@ def backward(Ws, activations, masks, Y, spec, ws=None):
     return dWs, dbs
 
 
-def predict_proba(Ws, bs, X, spec, batch=2000):
-    """Output activations for X (n, 784) float in [0, 1], in batches to bound memory."""
-    out = []
-    for i in range(0, len(X), batch):
-        acts, _ = forward(Ws, bs, X[i:i + batch], spec)
-        out.append(acts[-1])
-    k = spec.sizes[-1]
-    return np.concatenate(out) if out else np.zeros((0, k), dtype=Ws[0].dtype)
-
-
 def gradient_check(Ws, bs, X, Y, spec, eps=1e-5):
     """Compare backprop with central finite differences, parameter by parameter.
 

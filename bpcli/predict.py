@@ -4,7 +4,6 @@ import numpy as np
 
 from .errors import ImageError
 from .image import load_digit
-from .metrics import to_float
 
 UNCERTAIN_BELOW = 0.5
 
@@ -12,7 +11,7 @@ UNCERTAIN_BELOW = 0.5
 def probabilities(model, X_uint8):
     """Class probabilities (n, 10). Sigmoid outputs are independent scores in [0, 1]:
     they are normalised to sum to 1 so every model reports comparable numbers."""
-    A = model.predict_proba(to_float(X_uint8))
+    A = model.predict_proba(X_uint8)
     if model.spec.output == "sigmoid":
         A = A / np.maximum(A.sum(axis=1, keepdims=True), 1e-12)
     return A

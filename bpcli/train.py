@@ -22,7 +22,6 @@ from datetime import datetime
 
 import numpy as np
 
-from . import __version__
 from .augment import Augmenter
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import from_values

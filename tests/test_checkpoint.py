@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from bpcli.checkpoint import FORMAT_VERSION, load_model, read_checkpoint, save_checkpoint
+from bpcli.checkpoint import FORMAT_VERSION, load_model, save_checkpoint
 from bpcli.errors import CheckpointError
 from bpcli.network import Spec, init_params
 
