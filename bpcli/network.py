@@ -123,8 +123,8 @@ def cost(A, Y, output, loss):
     if loss == "mse":
         error = (A - Y).ravel()
         return float(error @ error) / n
-    if output == "softmax":  # only the true class's probability enters: -log p_y
-        return -float(np.sum(np.log(np.einsum("ij,ij->i", A, Y) + _TINY))) / n
+    if output == "softmax":  # -sum_j y_j log a_j (targets may be smoothed, not one-hot)
+        return -float(np.sum(Y * np.log(A + _TINY))) / n
     # sigmoid outputs with cross-entropy: each output unit is its own yes/no question
     return float(-np.mean(np.sum(Y * np.log(A + _TINY) + (1 - Y) * np.log(1 - A + _TINY), axis=1)))
 

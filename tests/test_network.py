@@ -156,3 +156,11 @@ def test_init_scales(init, activation):
 
 def test_seed_networks_parameter_count():
     assert Spec([784, 16, 16, 10]).n_params == 13_002
+
+
+def test_cross_entropy_with_smoothed_targets_by_hand():
+    # C0 = -sum_j y_j log a_j; with a = [0.5, 0.25, 0.25] and y = [0.8, 0.1, 0.1]:
+    # -(0.8 ln 0.5 + 0.2 ln 0.25) = 0.8 ln 2 + 0.2 ln 4 = 1.2 ln 2
+    A = np.array([[0.5, 0.25, 0.25]])
+    Y = np.array([[0.8, 0.1, 0.1]])
+    assert cost(A, Y, "softmax", "cross_entropy") == pytest.approx(1.2 * np.log(2), rel=1e-9)
