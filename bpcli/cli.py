@@ -27,17 +27,10 @@ class BpGroup(click.Group):
             raise exc from None
 
 
-def _data_dir_option(f):
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False),
-        default=None,
-        help="Where MNIST is cached (default: $BP_DATA_DIR or ./data).",
-    )(f)
-
-
-def resolve_data_dir(data_dir):
-    return data_dir or os.environ.get("BP_DATA_DIR") or "data"
+def _data_dir_option(envvar="BP_DATA_DIR", default="./data"):
+    # train leaves envvar to its config, so that bp config shows where data.dir came from
+    return click.option("--data-dir", type=click.Path(file_okay=False), default=None, envvar=envvar,
+                        help=f"Where MNIST is cached (default: $BP_DATA_DIR, else {default}).")
 
 
 def _emit_json(doc):
@@ -51,7 +44,7 @@ def cli():
 
 
 @cli.command()
-@_data_dir_option
+@_data_dir_option()
 @click.option("--mirror", "mirrors", multiple=True, metavar="URL|DIR",
               help="Fetch from this base URL or local folder instead of the built-in list "
                    "(repeatable; also $BP_MNIST_MIRROR, comma-separated).")
@@ -62,7 +55,7 @@ def download(data_dir, mirrors, force, offline):
     from . import download as dl
 
     paths = dl.ensure_mnist(
-        resolve_data_dir(data_dir),
+        data_dir or "data",
         mirrors=dl.resolve_mirrors(mirrors),
         offline=True if offline else None,  # None: $BP_OFFLINE decides
         force=force,
@@ -80,18 +73,11 @@ def _threads_option(f):
 
 
 def set_threads(n):
-    """Pin the BLAS thread count. Works because numpy is imported only after this, inside commands."""
-    if n is None:
-        return
-    if "numpy" in sys.modules:  # too late for the environment: ask the loaded library, if we can
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            return
-        threadpool_limits(n)
-        return
-    for name in THREAD_VARIABLES:
-        os.environ[name] = str(n)
+    """Pin the BLAS thread count through the environment: BLAS reads it when numpy is
+    first imported, which in bp happens inside the commands, after this."""
+    if n is not None:
+        for name in THREAD_VARIABLES:
+            os.environ[name] = str(n)
 
 
 def blas_threads():
@@ -133,7 +119,7 @@ def _hidden(value):
 @click.option("--resume", type=click.Path(exists=False), default=None, metavar="RUN_DIR|CKPT",
               help="Continue a run in place from its last.npz (its config, its RNG state).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --run-dir.")
-@_data_dir_option
+@_data_dir_option(envvar=None)
 @_threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the results.")
@@ -153,15 +139,14 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
             raise ConfigError("--resume continues a run with its own config and run dir; "
                               "drop -c/--set/--run-dir/--force (only --epochs may extend it)")
         run_dir, ckpt = train_mod.locate_resume(resume)
-        cfg = train_mod.resume_config(run_dir, ckpt, flags)
+        cfg = train_mod.resume_config(ckpt, flags)
     else:
         ckpt = None
         cfg = config_mod.resolve(config_file, sets, flags)
     if data_dir:
         cfg.set("data.dir", data_dir, "flag --data-dir")
     values = cfg.values
-    data = load_mnist(values["data"]["dir"], mirrors=_mirrors(), limit=values["data"]["limit"],
-                      progress=False if quiet else None)
+    data = load_mnist(values["data"]["dir"], mirrors=_mirrors(), progress=False if quiet else None)
     if not resume:
         run_dir = train_mod.new_run_dir(run_dir, force)
     progress = train_mod.Progress(quiet=quiet)
@@ -237,7 +222,7 @@ def _load_model(path):
 @click.argument("checkpoint", required=False, type=click.Path())
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
               help="val and train are the run's own split (its seed and data.validation).")
-@_data_dir_option
+@_data_dir_option(default="the checkpoint's data.dir")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--min-accuracy", type=click.FloatRange(0, 1), default=None, metavar="X",
               help="Exit 3 if overall accuracy is below X (a fraction).")
@@ -251,8 +236,7 @@ def evaluate(checkpoint, split, data_dir, as_json, min_accuracy, min_digit_accur
     from .evaluate import evaluate_checkpoint, gate_failures, render_report
 
     path, model = _load_model(checkpoint)
-    doc = evaluate_checkpoint(path, model, split, data_dir=data_dir or os.environ.get("BP_DATA_DIR"),
-                              mirrors=_mirrors())
+    doc = evaluate_checkpoint(path, model, split, data_dir=data_dir, mirrors=_mirrors())
     if as_json:
         _emit_json(doc)
     else:
@@ -313,7 +297,7 @@ def predict(images, checkpoint, top, show, as_json):
               help="Zoom-out mini-batch of N images of all digits (0: skip it; an IMAGE then needs no MNIST).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
               help="Step size of the zoom-out SGD step (default: the checkpoint's train.lr).")
-@_data_dir_option
+@_data_dir_option(default="the checkpoint's data.dir")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def explain(image, index, split, checkpoint, target, top, batch, lr, data_dir, as_json):
     """See backprop: how one example wants each weight and bias to move, then a mini-batch.
@@ -324,7 +308,7 @@ def explain(image, index, split, checkpoint, target, top, batch, lr, data_dir, a
 
     path, model = _load_model(checkpoint)
     doc = explain_model(model, path, image=image, index=index, split=split, target=target, top=top,
-                        batch=batch, lr=lr, data_dir=data_dir or os.environ.get("BP_DATA_DIR"))
+                        batch=batch, lr=lr, data_dir=data_dir)
     if as_json:
         _emit_json(doc)
     else:
@@ -335,7 +319,7 @@ def explain(image, index, split, checkpoint, target, top, batch, lr, data_dir, a
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Where to write the PNG files (default: RUN_DIR/plots).")
-@_data_dir_option
+@_data_dir_option(default="the checkpoint's data.dir")
 def plot(run_dir, out_dir, data_dir):
     """Draw a run as PNG files: learning curves, first-layer weights, confusion matrix, mistakes.
 
@@ -343,7 +327,7 @@ def plot(run_dir, out_dir, data_dir):
     """
     from .plot import plot_run
 
-    for picture in plot_run(run_dir, out_dir, data_dir=data_dir or os.environ.get("BP_DATA_DIR")):
+    for picture in plot_run(run_dir, out_dir, data_dir=data_dir):
         click.echo(f"{picture['path']} ({picture['width']}x{picture['height']})")
 
 

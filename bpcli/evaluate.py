@@ -6,25 +6,22 @@ rendered from that same dict, so the two never disagree.
 
 import numpy as np
 
-from .data import load_mnist, split_validation
+from .data import load_mnist_for
 from .metrics import most_confused, predict, report
-from .train import seeds
+from .train import validation_split
 
 
 def split_arrays(data, values, split):
     """The images and labels of ``split`` as the run that wrote ``values`` saw them."""
     if split == "test":
         return data.test_images, data.test_labels
-    _, split_rng, _ = seeds(values["seed"])
-    limit = values["data"]["limit"]
-    images, labels = data.train_images[:limit], data.train_labels[:limit]
-    train_X, train_y, val_X, val_y = split_validation(images, labels, values["data"]["validation"], split_rng)
+    train_X, train_y, val_X, val_y = validation_split(data, values)
     return (val_X, val_y) if split == "val" else (train_X, train_y)
 
 
 def evaluate_checkpoint(path, model, split="test", data_dir=None, mirrors=None, offline=None):
     values = model.meta.get("config", {})
-    data = load_mnist(data_dir or values.get("data", {}).get("dir", "data"), mirrors=mirrors, offline=offline)
+    data = load_mnist_for(values, data_dir, mirrors, offline)
     X, y = split_arrays(data, values, split)
     P = predict(model.Ws, model.bs, model.spec, X)
     return {"checkpoint": str(path), "split": split, **report(P, y, model.spec)}

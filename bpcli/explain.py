@@ -263,10 +263,9 @@ def explain_model(model, checkpoint=None, *, image=None, index=None, split="test
         x = load_digit(image)  # before loading MNIST: a bad file fails fast
     values = model.meta.get("config", {}) if isinstance(model.meta, dict) else {}
     if data is None and (index is not None or batch > 0):
-        from .data import load_mnist
+        from .data import load_mnist_for
 
-        data = load_mnist(data_dir or values.get("data", {}).get("dir", "data"), mirrors=mirrors,
-                          offline=offline)
+        data = load_mnist_for(values, data_dir, mirrors, offline)
     if data is not None:
         X, y = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
     if index is not None:

@@ -228,11 +228,9 @@ def plot_run(run_dir, out_dir=None, *, data_dir=None, mirrors=None, offline=None
     ckpt = run_checkpoint(run_dir)
     model = load_model(ckpt)
     if data is None:
-        from .data import load_mnist
+        from .data import load_mnist_for
 
-        values = model.meta.get("config", {})
-        data = load_mnist(data_dir or values.get("data", {}).get("dir", "data"), mirrors=mirrors,
-                          offline=offline)
+        data = load_mnist_for(model.meta.get("config", {}), data_dir, mirrors, offline)
     out_dir = out_dir or os.path.join(run_dir, "plots")
     try:
         os.makedirs(out_dir, exist_ok=True)

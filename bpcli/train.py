@@ -23,7 +23,7 @@ from datetime import datetime
 import numpy as np
 
 from .augment import Augmenter
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import load_model, read_checkpoint, save_checkpoint
 from .config import from_values
 from .data import split_validation
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
@@ -41,6 +41,11 @@ class Interrupted(BpError):
 
     exit_code = 130
 
+    @classmethod
+    def of(cls, run_dir, when):
+        return cls(f"interrupted {when}; saved {os.path.join(run_dir, 'last.npz')}. "
+                   f"Resume with: bp train --resume {run_dir}")
+
 
 def spec_from_config(values):
     m = values["model"]
@@ -51,6 +56,15 @@ def seeds(seed):
     """Independent streams for init, validation split and training (shuffle, dropout)."""
     init, split, train = np.random.SeedSequence(seed).spawn(3)
     return np.random.default_rng(init), np.random.default_rng(split), np.random.default_rng(train)
+
+
+def validation_split(data, values):
+    """(train_X, train_y, val_X, val_y) of a run: the first data.limit training images,
+    data.validation of them held out by the seed's own stream."""
+    limit = values["data"]["limit"]
+    _, split_rng, _ = seeds(values["seed"])
+    return split_validation(data.train_images[:limit], data.train_labels[:limit],
+                            values["data"]["validation"], split_rng)
 
 
 # ---------------------------------------------------------------------------
@@ -191,12 +205,12 @@ class Run:
     """The state of one training run: what a checkpoint saves and a resume restores."""
 
     def __init__(self, cfg, data, run_dir):
-        self.cfg = cfg
         self.values = cfg.values
         self.run_dir = run_dir
         self.spec = spec_from_config(self.values)
-        init_rng, split_rng, self.rng = seeds(self.values["seed"])
-        self.split(data, split_rng)
+        init_rng, _, self.rng = seeds(self.values["seed"])
+        self.train_X, self.train_y, self.val_X, self.val_y = validation_split(data, self.values)
+        self.test_X, self.test_y = data.test_images, data.test_labels
         # Pixels that are 0 in every training image (MNIST's border) add nothing
         # to z = x @ W and get no gradient (dC/dW = x^T delta). Training keeps
         # W0's rows in the order "inked pixels first" and leaves the others out
@@ -224,11 +238,6 @@ class Run:
         self.epoch_rng_state = None
         self.train_seconds = 0.0
         self.threads = None       # BLAS threads asked for (None: the library's default)
-
-    def split(self, data, split_rng):
-        self.train_X, self.train_y, self.val_X, self.val_y = split_validation(
-            data.train_images, data.train_labels, self.values["data"]["validation"], split_rng)
-        self.test_X, self.test_y = data.test_images, data.test_labels
 
     def segments(self, flat):
         """[weights, biases] views of a flat parameter-shaped vector."""
@@ -370,9 +379,7 @@ class Run:
             if stop and self.step < steps:
                 progress.close()
                 self.save("last.npz")
-                raise Interrupted(f"interrupted in epoch {self.epoch + 1}; saved "
-                                  f"{os.path.join(self.run_dir, 'last.npz')}. Resume with: "
-                                  f"bp train --resume {self.run_dir}")
+                raise Interrupted.of(self.run_dir, f"in epoch {self.epoch + 1}")
 
     def patience_ran_out(self):
         """Early stopping: the best validation accuracy is train.patience epochs old."""
@@ -443,11 +450,9 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None):
                               f"{run.values['train']['patience']} epochs")
                 break
             if stop and run.epoch < epochs:
-                raise Interrupted(f"interrupted after epoch {run.epoch}; saved "
-                                  f"{os.path.join(run_dir, 'last.npz')}. Resume with: "
-                                  f"bp train --resume {run_dir}")
-    best = load_best(run_dir)
-    _, test_acc = loss_and_accuracy(best[0], best[1], run.spec, run.test_X, run.test_y)
+                raise Interrupted.of(run_dir, f"after epoch {run.epoch}")
+    best = load_model(os.path.join(run_dir, "best.npz"))
+    _, test_acc = loss_and_accuracy(best.Ws, best.bs, run.spec, run.test_X, run.test_y)
     progress.note(f"best epoch {run.best['epoch']}: val {_pct(run.best['val_accuracy'])}, "
                   f"test {_pct(test_acc)}  ->  {os.path.join(run_dir, 'best.npz')}")
     return {
@@ -458,19 +463,13 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None):
         "test_accuracy": test_acc,
         "seconds": time.perf_counter() - wall0,
         "train_seconds": run.train_seconds,
-        "samples_per_second": (sum(m["train_seconds"] * m["samples_per_second"] for m in run.history)
-                               / run.train_seconds) if run.train_seconds else 0.0,
+        "samples_per_second": (len(run.history) * len(run.train_y) / run.train_seconds
+                               if run.train_seconds else 0.0),
         "threads": threads,
     }
 
 
-def load_best(run_dir):
-    arrays, _ = read_checkpoint(os.path.join(run_dir, "best.npz"))
-    L = sum(1 for k in arrays if k.startswith("W"))
-    return [arrays[f"W{l}"] for l in range(L)], [arrays[f"b{l}"] for l in range(L)]
-
-
-def resume_config(run_dir, ckpt, flags):
+def resume_config(ckpt, flags):
     """The config to continue a run with: its own, where flags may only extend train.epochs."""
     _, meta = read_checkpoint(ckpt)
     if "config" not in meta:

@@ -33,6 +33,13 @@ def assert_same_weights(a, b):
         assert np.array_equal(a[k], b[k]), k
 
 
+def resume(data, run_dir, **flags):
+    """What bp train --resume RUN_DIR [--epochs N] does."""
+    ckpt = os.path.join(run_dir, "last.npz")
+    flags = {f"train.{k}": v for k, v in flags.items()}
+    return train(train_mod.resume_config(ckpt, flags), data, str(run_dir), resume_from=ckpt)
+
+
 def run(data, tmp_path, name, sets=(), progress=None, resume_from=None, cfg=None):
     cfg = cfg or resolve(None, [*BASE, *sets])
     run_dir = str(tmp_path / name)
@@ -79,8 +86,7 @@ def test_resume_extending_epochs_equals_one_long_run(data, tmp_path, optimizer):
     sets = ["train.schedule=constant", f"train.optimizer={optimizer}", "model.dropout=0.1"]
     _, full = run(data, tmp_path, "full", [*sets, "train.epochs=4"])
     _, part = run(data, tmp_path, "part", [*sets, "train.epochs=2"])
-    cfg = train_mod.resume_config(part, os.path.join(part, "last.npz"), {"train.epochs": 4})
-    summary = train(cfg, data, part, resume_from=os.path.join(part, "last.npz"))
+    summary = resume(data, part, epochs=4)
     assert summary["epochs"] == 4
     assert_same_weights(weights(full), weights(part))
     assert len(open(os.path.join(part, "metrics.jsonl")).readlines()) == 4
@@ -109,8 +115,7 @@ def test_interrupt_then_resume_equals_uninterrupted(data, tmp_path, at, signum):
     assert info.value.exit_code == 130
     cut = str(tmp_path / "cut")
     assert f"bp train --resume {cut}" in str(info.value)
-    cfg = train_mod.resume_config(cut, os.path.join(cut, "last.npz"), {})
-    train(cfg, data, cut, resume_from=os.path.join(cut, "last.npz"))
+    resume(data, cut)
     assert_same_weights(weights(full), weights(cut))
     assert open(os.path.join(full, "metrics.jsonl")).read().count("\n") == 3
     full_hist = [json.loads(l) for l in open(os.path.join(full, "metrics.jsonl"))]
@@ -171,9 +176,9 @@ def test_resume_refuses_other_flags(data, tmp_path):
     _, run_dir = run(data, tmp_path, "r", ["train.epochs=1"])
     ckpt = os.path.join(run_dir, "last.npz")
     with pytest.raises(ConfigError, match="only --epochs"):
-        train_mod.resume_config(run_dir, ckpt, {"train.lr": 0.5})
+        train_mod.resume_config(ckpt, {"train.lr": 0.5})
     with pytest.raises(ConfigError, match="extend"):
-        train_mod.resume_config(run_dir, ckpt, {"train.epochs": 0})
+        train_mod.resume_config(ckpt, {"train.epochs": 0})
 
 
 def test_run_dir_under_a_file_is_a_clean_error(data, tmp_path):
@@ -194,9 +199,8 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(data, tmp_p
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(np, "savez", savez_on_full_disk)
-    cfg = train_mod.resume_config(run_dir, os.path.join(run_dir, "last.npz"), {"train.epochs": 2})
     with pytest.raises(BpError, match="No space left"):
-        train(cfg, data, run_dir, resume_from=os.path.join(run_dir, "last.npz"))
+        resume(data, run_dir, epochs=2)
     assert open(os.path.join(run_dir, "last.npz"), "rb").read() == before
     assert sorted(os.listdir(run_dir)) == ["best.npz", "config.yaml", "last.npz", "metrics.jsonl"]
 
@@ -247,8 +251,7 @@ def test_augmented_training_is_seeded_and_resumes_exactly(data, tmp_path):
     with pytest.raises(Interrupted):
         run(data, tmp_path, "cut", sets, progress=SignalAt(7))
     cut = str(tmp_path / "cut")
-    train(train_mod.resume_config(cut, os.path.join(cut, "last.npz"), {}), data, cut,
-          resume_from=os.path.join(cut, "last.npz"))
+    resume(data, cut)
     assert_same_weights(weights(full), weights(cut))
     _, plain = run(data, tmp_path, "plain", ["train.epochs=2"])
     assert not np.array_equal(weights(full)["W0"], weights(plain)["W0"])
