@@ -21,6 +21,7 @@ import numpy as np
 from . import __version__
 from .errors import CheckpointError
 from .fsutil import atomic_path
+from .metrics import predict
 from .network import Spec
 
 FORMAT = "bp-checkpoint"
@@ -38,8 +39,6 @@ class Model:
 
     def predict_proba(self, X):
         """X (n, 784), uint8 pixels or floats in [0, 1] -> output activations (n, 10)."""
-        from .metrics import predict
-
         return predict(self.Ws, self.bs, self.spec, X)
 
 

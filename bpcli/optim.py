@@ -39,7 +39,8 @@ class SGD:
 
     def step(self, grads, lr):
         """One update, in place, through one scratch array per parameter; grads are left as they are."""
-        for p, g, v, s, decay in zip(self.params, grads, self.v or self.params, self.scratch, self.decay_mask):
+        velocities = self.v or [None] * len(self.params)  # none without momentum
+        for p, g, v, s, decay in zip(self.params, grads, velocities, self.scratch, self.decay_mask):
             if self.weight_decay and decay:
                 g = np.add(g, np.multiply(p, self.weight_decay, out=s), out=s)  # g + weight_decay * w
             if self.momentum:

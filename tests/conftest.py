@@ -148,22 +148,17 @@ class MirrorServer:
         if todo == "slow":
             self._stop.wait(self.slow_seconds)
             return self._send(handler, 200, body)
-        if todo == "reset":
+        if todo in ("reset", "trickle"):  # promise the full length, send half, then ...
             handler.send_response(200)
             handler.send_header("Content-Length", str(len(body)))
             handler.end_headers()
             handler.wfile.write(body[: len(body) // 2])
             handler.wfile.flush()
-            handler.close_connection = True
-            handler.connection.shutdown(socket.SHUT_RDWR)
-            return None
-        if todo == "trickle":
-            handler.send_response(200)
-            handler.send_header("Content-Length", str(len(body)))
-            handler.end_headers()
-            handler.wfile.write(body[: len(body) // 2])
-            handler.wfile.flush()
-            self._stop.wait(60)
+            if todo == "reset":  # ... drop the connection
+                handler.close_connection = True
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            else:  # ... hang until the server closes
+                self._stop.wait(60)
             return None
         if todo == "encoded":
             return self._send(handler, 200, body, [("Content-Encoding", "gzip")])
