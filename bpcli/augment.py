@@ -20,6 +20,7 @@ Everything is computed for the whole batch at once with array operations;
 no Python loop runs over images or pixels.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -39,6 +40,7 @@ def _grid():
 GRID = _grid()  # (3, 784)
 
 
+@functools.lru_cache(maxsize=8)  # built once per sigma, not once per batch; read-only
 def gaussian_matrix(sigma, n=SIDE):
     """G (n, n) such that G @ f smooths f along its first axis (zero padding)."""
     i = np.arange(n, dtype=np.float64)
@@ -97,7 +99,6 @@ class Augmenter:
 
     def __init__(self, spec, batch):
         self.spec = spec
-        self.batch = batch
         # W + 1 spare pixels at the end keep the lower-right neighbour of the last pixel in bounds
         self.flat = np.zeros(batch * W * W + W + 1, dtype=np.float32)
         self.padded = self.flat[:batch * W * W].reshape(batch, W, W)

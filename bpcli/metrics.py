@@ -13,8 +13,7 @@ EVAL_BATCH = 2000
 
 def to_float(X_uint8, out=None):
     """uint8 pixels -> float32 in [0, 1], the network's input scale."""
-    out = np.multiply(X_uint8, np.float32(1 / 255), out=out, dtype=np.float32)
-    return out
+    return np.multiply(X_uint8, np.float32(1 / 255), out=out, dtype=np.float32)
 
 
 def predict(Ws, bs, spec, X):

@@ -21,21 +21,20 @@ def predict_images(model, paths):
     """(results, inputs): one PRODUCT.md result per image, in order, and the 784-pixel
     input the model saw (None for an image that could not be read, whose result
     carries ``digit: None`` and an error)."""
-    results, inputs, good = [], [], []
+    results, inputs = [], []
     for path in paths:
         try:
             inputs.append(load_digit(path))
-            good.append(len(results))
             results.append({"image": path})
         except ImageError as err:
+            inputs.append(None)
             results.append({"image": path, "digit": None, "error": str(err)})
-    if inputs:
-        X = np.stack(inputs)
-        P = probabilities(model, X)
-        for i, p, x in zip(good, P, X):
+    good = [i for i, x in enumerate(inputs) if x is not None]
+    if good:
+        P = probabilities(model, np.stack([inputs[i] for i in good]))
+        for i, p in zip(good, P):
             digit = int(p.argmax())
             results[i].update(digit=digit, confidence=float(p[digit]),
                               probabilities=[round(float(v), 6) for v in p],
                               uncertain=bool(p[digit] < UNCERTAIN_BELOW))
-    seen = dict(zip(good, inputs))
-    return results, [seen.get(i) for i in range(len(results))]
+    return results, inputs
