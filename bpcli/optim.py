@@ -13,8 +13,30 @@ import math
 
 import numpy as np
 
-TINY = 1e-20       # optimizer state below this is flushed to 0 ...
-FLUSH_EVERY = 50   # ... every this many steps (see SGD.flush_subnormals)
+TINY = 1e-20                # optimizer state below this is flushed to 0 (see flush_subnormals)
+SMALLEST_NORMAL = 1.18e-38  # float32's smallest normal number
+
+
+def steps_to_subnormal(decay):
+    """Steps of ``x <- decay * x`` that take TINY below SMALLEST_NORMAL: how often
+    flush_subnormals must run (391 steps at 0.9). None when nothing decays."""
+    if not 0 < decay < 1:
+        return None
+    return max(1, math.floor(math.log(SMALLEST_NORMAL / TINY) / math.log(decay)))
+
+
+def flush_subnormals(arrays):
+    """Set entries too small to matter to exactly 0.
+
+    Weights that (almost) never get a gradient, such as those of pixels that
+    are rarely inked, see their optimizer state decay geometrically into
+    float32 subnormals, and arithmetic on subnormals is many times slower.
+    Training calls this every ``flush_every`` steps, before anything that
+    was above TINY can get there; 1e-20 is far below anything that moves a
+    weight.
+    """
+    for arr in arrays:
+        arr[np.abs(arr) < TINY] = 0
 
 
 class SGD:
@@ -26,112 +48,123 @@ class SGD:
         v <- momentum * v + g
         w <- w - lr * v                     heavy ball
         w <- w - lr * (g + momentum * v)    Nesterov: look one step ahead
+
+    ``theta`` is one flat vector of all parameters, updated in place; its
+    first ``n_decay`` entries (the weights) are under weight decay. One
+    update is then a few calls on one array, not a few per layer. The state
+    is saved as two named parts, the decayed one first.
     """
 
-    def __init__(self, params, momentum=0.0, nesterov=False, weight_decay=0.0, decay_mask=None):
-        self.params = params
+    def __init__(self, theta, momentum=0.0, nesterov=False, weight_decay=0.0, n_decay=None):
+        self.theta = theta
         self.momentum = momentum
         self.nesterov = nesterov
         self.weight_decay = weight_decay
-        self.decay_mask = decay_mask or [True] * len(params)
-        self.v = [np.zeros_like(p) for p in params] if momentum else []
-        self.scratch = [np.empty_like(p) for p in params]
+        self.n_decay = len(theta) if n_decay is None else n_decay
+        self.v = np.zeros_like(theta) if momentum else None
+        self.scratch = np.empty_like(theta) if weight_decay or nesterov else None
+        self.flush_every = steps_to_subnormal(momentum)
 
-    def step(self, grads, lr):
-        """One update, in place, through one scratch array per parameter; grads are left as they are."""
-        velocities = self.v or [None] * len(self.params)  # none without momentum
-        for p, g, v, s, decay in zip(self.params, grads, velocities, self.scratch, self.decay_mask):
-            if self.weight_decay and decay:
-                g = np.add(g, np.multiply(p, self.weight_decay, out=s), out=s)  # g + weight_decay * w
-            if self.momentum:
-                v *= self.momentum
-                v += g
-                if self.nesterov:  # w -= lr * g + lr * momentum * v
-                    p -= np.multiply(g, lr, out=s)
-                    p -= np.multiply(v, lr * self.momentum, out=s)
-                else:
-                    p -= np.multiply(v, lr, out=s)
+    def step(self, g, lr):
+        """One update. The gradient g doubles as scratch space: afterwards it holds
+        nothing meaningful (one array less in the cache, one pass fewer)."""
+        p, v = self.theta, self.v
+        if self.weight_decay:
+            add_decay(g, p, self.weight_decay, self.n_decay, self.scratch)
+        direction = g
+        if v is not None:
+            v *= self.momentum
+            v += g
+            if self.nesterov:
+                g += np.multiply(v, self.momentum, out=self.scratch)
             else:
-                p -= np.multiply(g, lr, out=s)
+                direction = v
+        p -= np.multiply(direction, lr, out=g)
 
     def state(self):
-        return {f"v{i}": v for i, v in enumerate(self.v)}
+        return split_state(v=self.v, n=self.n_decay) if self.v is not None else {}
 
     def load_state(self, state):
-        for i, v in enumerate(self.v):
-            v[...] = state[f"v{i}"]
+        if self.v is not None:
+            join_state(state, self.n_decay, v=self.v)
 
     def flush_subnormals(self):
-        """Set velocity entries too small to matter to exactly 0.
-
-        Weights that never get a gradient (MNIST's always-black border pixels)
-        see their velocity decay geometrically into float32 subnormals, and
-        arithmetic on subnormals is many times slower. Called every FLUSH_EVERY
-        steps: at momentum >= 0.5, 1e-20 takes more than 50 steps to decay
-        below float32's smallest normal number (1.2e-38), so no entry gets
-        there; 1e-20 is far below anything that moves a weight.
-        """
-        for v in self.v:
-            v[np.abs(v) < TINY] = 0
+        if self.v is not None:
+            flush_subnormals([self.v])
 
 
 class Adam:
-    """Adam (Kingma & Ba 2015): per-weight steps from running moments of g and g^2."""
+    """Adam (Kingma & Ba 2015): per-weight steps from running moments of g and g^2.
+    Parameters and state are laid out as for SGD."""
 
-    def __init__(self, params, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decay_mask=None):
-        self.params = params
+    def __init__(self, theta, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, n_decay=None):
+        self.theta = theta
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.weight_decay = weight_decay
-        self.decay_mask = decay_mask or [True] * len(params)
-        self.m = [np.zeros_like(p) for p in params]
-        self.v = [np.zeros_like(p) for p in params]
+        self.n_decay = len(theta) if n_decay is None else n_decay
+        self.m = np.zeros_like(theta)
+        self.v = np.zeros_like(theta)
         self.t = np.zeros((), dtype=np.int64)
-        self.scratch = [np.empty_like(p) for p in params]
-        self.scratch2 = [np.empty_like(p) for p in params] if weight_decay else [None] * len(params)
+        self.scratch = np.empty_like(theta)
+        self.flush_every = steps_to_subnormal(min(beta1, beta2))
 
-    def step(self, grads, lr):
-        """One update, in place, through two scratch arrays per parameter; grads are left as they are."""
+    def step(self, g, lr):
+        """One update; the gradient g doubles as scratch space, as for SGD."""
         self.t += 1
         t = int(self.t)
         # bias correction folded into the step size
         step = lr * math.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
-        for p, g, m, v, s, s2, decay in zip(self.params, grads, self.m, self.v, self.scratch, self.scratch2,
-                                            self.decay_mask):
-            if self.weight_decay and decay:
-                g = np.add(g, np.multiply(p, self.weight_decay, out=s2), out=s2)  # g + weight_decay * w
-            m *= self.beta1
-            m += np.multiply(g, 1 - self.beta1, out=s)      # m = beta1 m + (1 - beta1) g
-            v *= self.beta2
-            s = np.multiply(g, g, out=s)
-            v += np.multiply(s, 1 - self.beta2, out=s)      # v = beta2 v + (1 - beta2) g^2
-            np.sqrt(v, out=s)
-            s += self.eps
-            np.divide(m, s, out=s)
-            p -= np.multiply(s, step, out=s)                # w -= step * m / (sqrt(v) + eps)
+        p, m, v, s = self.theta, self.m, self.v, self.scratch
+        if self.weight_decay:
+            add_decay(g, p, self.weight_decay, self.n_decay, s)
+        m *= self.beta1
+        m += np.multiply(g, 1 - self.beta1, out=s)      # m = beta1 m + (1 - beta1) g
+        v *= self.beta2
+        g *= g
+        v += np.multiply(g, 1 - self.beta2, out=g)      # v = beta2 v + (1 - beta2) g^2
+        np.sqrt(v, out=s)
+        s += self.eps
+        np.divide(m, s, out=s)
+        p -= np.multiply(s, step, out=s)                # w -= step * m / (sqrt(v) + eps)
 
     def state(self):
-        state = {f"m{i}": m for i, m in enumerate(self.m)}
-        state.update({f"v{i}": v for i, v in enumerate(self.v)})
+        state = split_state(m=self.m, v=self.v, n=self.n_decay)
         state["t"] = self.t
         return state
 
     def load_state(self, state):
-        for i, (m, v) in enumerate(zip(self.m, self.v)):
-            m[...] = state[f"m{i}"]
-            v[...] = state[f"v{i}"]
+        join_state(state, self.n_decay, m=self.m, v=self.v)
         self.t[...] = state["t"]
 
     def flush_subnormals(self):
-        for arr in self.m + self.v:
-            arr[np.abs(arr) < TINY] = 0
+        flush_subnormals([self.m, self.v])
 
 
-def make_optimizer(train_cfg, params, decay_mask):
+def add_decay(g, theta, weight_decay, n_decay, scratch):
+    """g += weight_decay * w on the weights: the gradient of L2's weight_decay / 2 * sum(w**2)."""
+    w = slice(0, n_decay)
+    g[w] += np.multiply(theta[w], weight_decay, out=scratch[w])
+
+
+def split_state(n, **arrays):
+    """{"v0": v[:n], "v1": v[n:], ...}: each state vector as its decayed part and the rest."""
+    state = {}
+    for name, arr in arrays.items():
+        state[f"{name}0"], state[f"{name}1"] = arr[:n], arr[n:]
+    return state
+
+
+def join_state(state, n, **arrays):
+    for name, arr in arrays.items():
+        arr[:n], arr[n:] = state[f"{name}0"], state[f"{name}1"]
+
+
+def make_optimizer(train_cfg, theta, n_decay):
     if train_cfg["optimizer"] == "adam":
-        return Adam(params, beta1=train_cfg["beta1"], beta2=train_cfg["beta2"],
-                    weight_decay=train_cfg["weight_decay"], decay_mask=decay_mask)
-    return SGD(params, momentum=train_cfg["momentum"], nesterov=train_cfg["nesterov"],
-               weight_decay=train_cfg["weight_decay"], decay_mask=decay_mask)
+        return Adam(theta, beta1=train_cfg["beta1"], beta2=train_cfg["beta2"],
+                    weight_decay=train_cfg["weight_decay"], n_decay=n_decay)
+    return SGD(theta, momentum=train_cfg["momentum"], nesterov=train_cfg["nesterov"],
+               weight_decay=train_cfg["weight_decay"], n_decay=n_decay)
 
 
 # ---------------------------------------------------------------------------

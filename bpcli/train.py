@@ -31,7 +31,7 @@ from .fsutil import write_text_atomic
 from .metrics import loss_and_accuracy, to_float
 from .network import (Spec, Workspace, backward, cost, forward, init_params, n_weights, one_hot,
                       param_views)
-from .optim import FLUSH_EVERY, clip_max_norm, learning_rate, make_optimizer
+from .optim import clip_max_norm, learning_rate, make_optimizer
 
 INPUTS, CLASSES = 784, 10
 
@@ -228,8 +228,7 @@ class Run:
         self.theta = np.concatenate([W.ravel() for W in Ws] + bs)
         self.Ws, self.bs = param_views(self.theta, self.spec.sizes)
         self.n_weights = n_weights(self.spec.sizes)
-        self.opt = make_optimizer(self.values["train"], self.segments(self.theta),
-                                  decay_mask=[True, False])  # L2 on weights, not biases
+        self.opt = make_optimizer(self.values["train"], self.theta, n_decay=self.n_weights)  # L2 on weights only
         self.epoch = 0            # epochs completed
         self.step = 0             # batches completed in the current epoch
         self.history = []         # one metrics dict per completed epoch
@@ -238,10 +237,6 @@ class Run:
         self.epoch_rng_state = None
         self.train_seconds = 0.0
         self.threads = None       # BLAS threads asked for (None: the library's default)
-
-    def segments(self, flat):
-        """[weights, biases] views of a flat parameter-shaped vector."""
-        return [flat[:self.n_weights], flat[self.n_weights:]]
 
     def model_order(self, W0, inverse=False):
         """W0 (or any array shaped like it) from training row order to the true pixel order.
@@ -338,8 +333,11 @@ class Run:
         Y = np.empty((B, CLASSES), dtype=np.float32)
         ws = Workspace(self.spec, B)
         augment = Augmenter(self.augment, B) if self.augment else None
-        ws.dW[0] = ws.dW[0][:self.k]  # the rest of W0's gradient rows stay 0
-        grads = self.segments(ws.grad)
+        # backward writes W0's gradient for the inked rows only; the blank rows'
+        # stay 0, set back after each step because the optimizer uses it as scratch
+        blank_rows = ws.dW[0][self.k:]
+        ws.dW[0] = ws.dW[0][:self.k]
+        flush_every = self.opt.flush_every
         Ws = [self.Ws[0][:self.k], *self.Ws[1:]]
         while self.step < steps:
             t0 = time.perf_counter()
@@ -360,10 +358,11 @@ class Run:
             loss = cost(activations[-1], Yb, self.spec.output, self.spec.loss)
             correct = int(np.count_nonzero(activations[-1].argmax(axis=1) == yb))
             backward(Ws, activations, masks, Yb, self.spec, ws)  # into ws.grad
-            self.opt.step(grads, lr)
+            self.opt.step(ws.grad, lr)
+            blank_rows.fill(0)
             if max_norm:
                 clip_max_norm(self.Ws, max_norm)
-            if self.step % FLUSH_EVERY == 0:
+            if flush_every and self.step % flush_every == 0:
                 self.opt.flush_subnormals()
             p["seconds"] += time.perf_counter() - t0
             if not math.isfinite(loss):

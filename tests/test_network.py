@@ -71,8 +71,8 @@ def test_worked_example_one_sgd_step_by_hand():
     np.testing.assert_array_equal(dbs[0], [0.125, 0.0])
 
     from bpcli.optim import SGD
-    params = [Ws[0], bs[0], Ws[1], bs[1]]
-    SGD(params).step([dWs[0], dbs[0], dWs[1], dbs[1]], lr=1.0)
+    for p, g in zip([Ws[0], bs[0], Ws[1], bs[1]], [dWs[0], dbs[0], dWs[1], dbs[1]]):
+        SGD(p).step(g, lr=1.0)
     np.testing.assert_array_equal(Ws[0], [[0.875, -1.0], [-0.25, 1.0]])
     np.testing.assert_array_equal(bs[0], [-0.125, -1.5])
     np.testing.assert_array_equal(Ws[1], [[-0.25], [1.0]])

@@ -227,8 +227,7 @@ def test_leaving_blank_pixels_out_equals_the_full_computation(tmp_path):
     init_rng, _, rng = seeds(0)
     from bpcli.network import init_params
     Ws, bs = init_params(run.spec, init_rng)
-    opt = SGD([p for pair in zip(Ws, bs) for p in pair], momentum=0.9, weight_decay=0.01,
-              decay_mask=[True, False] * len(Ws))
+    opts = [SGD(p, momentum=0.9, weight_decay=0.01 if p.ndim == 2 else 0.0) for p in Ws + bs]
     X_all, y_all = data.train_images, data.train_labels
     perm = rng.permutation(len(y_all))
     for i in range(0, len(perm), 32):
@@ -236,7 +235,8 @@ def test_leaving_blank_pixels_out_equals_the_full_computation(tmp_path):
         X = X_all[idx].astype(np.float32) / 255
         acts, masks = forward(Ws, bs, X, run.spec)
         dWs, dbs = backward(Ws, acts, masks, one_hot(y_all[idx]), run.spec)
-        opt.step([g for pair in zip(dWs, dbs) for g in pair], 0.1)
+        for opt, g in zip(opts, dWs + dbs):
+            opt.step(g, 0.1)
     for fast, plain in zip(Ws_fast + bs_fast, Ws + bs):
         np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-6)
     # blank pixels' weights only decayed: w * (1 - lr*wd)^k with momentum folded in
