@@ -97,7 +97,7 @@ class Augmenter:
     megabytes per batch costs as much as the arithmetic.
     """
 
-    def __init__(self, spec, batch):
+    def __init__(self, spec, batch, out=None):
         self.spec = spec
         # W + 1 spare pixels at the end keep the lower-right neighbour of the last pixel in bounds
         self.flat = np.zeros(batch * W * W + W + 1, dtype=np.float32)
@@ -108,7 +108,7 @@ class Augmenter:
         self.fx, self.fy = np.empty(shape, np.float32), np.empty(shape, np.float32)
         self.idx = np.empty(shape, dtype=np.intp)
         self.corners = np.empty((4,) + shape, dtype=np.float32)  # tl, tr, bl, br planes
-        self.out = np.empty(shape, np.float32)
+        self.out = np.empty(shape, np.float32) if out is None else out  # where results go
         self.tmp = np.empty(shape, np.float32)
         self.qx, self.qy = np.empty(shape, np.float32), np.empty(shape, np.float32)
         self.elastic = [np.empty((2 * batch, SIDE, SIDE), np.float32) for _ in range(2)]

@@ -93,12 +93,17 @@ def softmax(z):
     # that max would underflow to all zeros: such a row gets its own max.
     z -= z.max()
     e = np.exp(z)
-    row_sums = e.sum(axis=1, keepdims=True)
+    row_sums = row_sum(e)
     if row_sums.min() < 1e-30:
         z -= z.max(axis=1, keepdims=True)
         np.exp(z, out=e)
-        row_sums = e.sum(axis=1, keepdims=True)
+        row_sums = row_sum(e)
     return np.divide(e, row_sums, out=z)
+
+
+def row_sum(x):
+    """x.sum(axis=1, keepdims=True) as the matrix product x @ 1: faster on short rows."""
+    return x @ np.ones((x.shape[1], 1), x.dtype)
 
 
 ACTIVATIONS = {
@@ -124,7 +129,7 @@ def cost(A, Y, output, loss):
         error = (A - Y).ravel()
         return float(error @ error) / n
     if output == "softmax":  # -sum_j y_j log a_j (targets may be smoothed, not one-hot)
-        return -float(np.sum(Y * np.log(A + _TINY))) / n
+        return -float(np.vdot(Y, np.log(A + _TINY))) / n
     # sigmoid outputs with cross-entropy: each output unit is its own yes/no question
     return float(-np.mean(np.sum(Y * np.log(A + _TINY) + (1 - Y) * np.log(1 - A + _TINY), axis=1)))
 

@@ -10,8 +10,11 @@ gains ``weight_decay / 2 * sum(W**2)``, so the gradient gains
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
+
+from . import blas
 
 TINY = 1e-20                # optimizer state below this is flushed to 0 (see flush_subnormals)
 SMALLEST_NORMAL = 1.18e-38  # float32's smallest normal number
@@ -64,6 +67,7 @@ class SGD:
         self.v = np.zeros_like(theta) if momentum else None
         self.scratch = np.empty_like(theta) if weight_decay or nesterov else None
         self.flush_every = steps_to_subnormal(momentum)
+        self.fused = None if nesterov else FusedSGD(self)
 
     def step(self, g, lr):
         """One update. The gradient g doubles as scratch space: afterwards it holds
@@ -93,6 +97,53 @@ class SGD:
             flush_subnormals([self.v])
 
 
+class Coefficients(NamedTuple):
+    """target <- alpha * gradient + beta * target, beta by weights and biases."""
+
+    alpha: float
+    beta_weights: float
+    beta_biases: float
+
+
+class FusedSGD:
+    """SGD written into the gradient's own matrix product (see ``step``).
+
+    A BLAS product computes ``C <- alpha * A @ B + beta * C``. With the
+    gradient as ``A @ B``::
+
+        momentum:   C = v,  alpha = 1,   beta = momentum     v <- momentum v + g
+                    then    v += weight_decay * w;  w -= lr * v   (two axpys)
+        plain SGD:  C = w,  alpha = -lr, beta = 1 - lr * weight_decay (1 for biases)
+                                                            w <- w - lr (g + weight_decay w)
+
+    so the gradient is never stored and the update costs one pass or none.
+    """
+
+    def __init__(self, opt):
+        self.opt = opt
+        self.target = opt.theta if opt.v is None else opt.v
+        self.axpys = None
+
+    def coefficients(self, lr):
+        opt = self.opt
+        if opt.v is None:
+            return Coefficients(-lr, 1.0 - lr * opt.weight_decay, 1.0)
+        return Coefficients(1.0, opt.momentum, opt.momentum)
+
+    def finish(self, lr):
+        """The rest of the update, after every product has run (momentum only)."""
+        opt = self.opt
+        if opt.v is None:
+            return
+        if self.axpys is None:
+            n = opt.n_decay
+            self.axpys = blas.Axpy(opt.theta[:n], opt.v[:n]), blas.Axpy(opt.v, opt.theta)
+        decay, step = self.axpys
+        if opt.weight_decay:
+            decay(opt.weight_decay)   # v += weight_decay * w
+        step(-lr)                     # w -= lr * v
+
+
 class Adam:
     """Adam (Kingma & Ba 2015): per-weight steps from running moments of g and g^2.
     Parameters and state are laid out as for SGD."""
@@ -107,6 +158,7 @@ class Adam:
         self.t = np.zeros((), dtype=np.int64)
         self.scratch = np.empty_like(theta)
         self.flush_every = steps_to_subnormal(min(beta1, beta2))
+        self.fused = None  # needs the gradient itself
 
     def step(self, g, lr):
         """One update; the gradient g doubles as scratch space, as for SGD."""

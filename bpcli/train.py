@@ -28,10 +28,10 @@ from .config import from_values
 from .data import split_validation
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import write_text_atomic
-from .metrics import loss_and_accuracy, to_float
-from .network import (Spec, Workspace, backward, cost, forward, init_params, n_weights, one_hot,
-                      param_views)
+from .metrics import loss_and_accuracy
+from .network import Spec, cost, init_params, n_weights, one_hot, param_views
 from .optim import clip_max_norm, learning_rate, make_optimizer
+from .step import Step
 
 INPUTS, CLASSES = 784, 10
 
@@ -323,43 +323,35 @@ class Run:
             self.rng.bit_generator.state = self.epoch_rng_state
             perm = self.rng.permutation(n)
             self.rng.bit_generator.state = current
-        dropout = self.values["model"]["dropout"]
-        smoothing, max_norm = t["label_smoothing"], t["max_norm"]
+        dropout, max_norm = self.values["model"]["dropout"], t["max_norm"]
+        targets = one_hot(self.train_y, CLASSES)  # every example's Y, taken per batch like its pixels
+        if t["label_smoothing"]:
+            targets *= 1.0 - t["label_smoothing"]
+            targets += t["label_smoothing"] / CLASSES
+        fixed_lr = learning_rate(t, 0) if t["schedule"] == "constant" and not t["warmup_epochs"] else None
         progress.start_epoch(self.epoch + 1, t["epochs"], steps, self.step)
         p = self.partial
-        # preallocated batch buffers: pixels stay uint8 until they enter this float32 batch
+        # pixels stay uint8 until they enter the step's float32 batch
         pixels = np.empty((B, self.k), dtype=np.uint8)
-        X = np.empty((B, self.k), dtype=np.float32)
         Y = np.empty((B, CLASSES), dtype=np.float32)
-        ws = Workspace(self.spec, B)
-        augment = Augmenter(self.augment, B) if self.augment else None
-        # backward writes W0's gradient for the inked rows only; the blank rows'
-        # stay 0, set back after each step because the optimizer uses it as scratch
-        blank_rows = ws.dW[0][self.k:]
-        ws.dW[0] = ws.dW[0][:self.k]
+        step = Step(self.spec, self.theta, self.opt, B, self.k, dropout, self.rng)
+        augment = Augmenter(self.augment, B, out=step.inputs) if self.augment else None
         flush_every = self.opt.flush_every
-        Ws = [self.Ws[0][:self.k], *self.Ws[1:]]
         while self.step < steps:
             t0 = time.perf_counter()
             idx = perm[self.step * B:(self.step + 1) * B]
             n = len(idx)
             np.take(self.train_X, idx, axis=0, out=pixels[:n])
             if augment:
-                Xb = augment(pixels[:n], self.rng)
+                A = step.forward(augment(pixels[:n], self.rng))  # floats, written into step.inputs
             else:
-                Xb = to_float(pixels[:n], out=X[:n])
+                A = step.forward(pixels[:n])
             yb = self.train_y[idx]
-            Yb = one_hot(yb, CLASSES, out=Y[:n])
-            if smoothing:
-                Yb *= 1.0 - smoothing
-                Yb += smoothing / CLASSES
-            lr = learning_rate(t, self.epoch + self.step / steps)
-            activations, masks = forward(Ws, self.bs, Xb, self.spec, dropout, self.rng, ws)
-            loss = cost(activations[-1], Yb, self.spec.output, self.spec.loss)
-            correct = int(np.count_nonzero(activations[-1].argmax(axis=1) == yb))
-            backward(Ws, activations, masks, Yb, self.spec, ws)  # into ws.grad
-            self.opt.step(ws.grad, lr)
-            blank_rows.fill(0)
+            Yb = np.take(targets, idx, axis=0, out=Y[:n])
+            lr = fixed_lr or learning_rate(t, self.epoch + self.step / steps)
+            loss = cost(A, Yb, self.spec.output, self.spec.loss)
+            correct = int(np.count_nonzero(A.argmax(axis=1) == yb))
+            step.backward(Yb, lr)
             if max_norm:
                 clip_max_norm(self.Ws, max_norm)
             if flush_every and self.step % flush_every == 0:
