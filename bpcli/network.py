@@ -37,6 +37,7 @@ Each activation's derivative is written in terms of its *output* a (sigmoid'
 activations, not z.
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,7 +104,12 @@ def softmax(z):
 
 def row_sum(x):
     """x.sum(axis=1, keepdims=True) as the matrix product x @ 1: faster on short rows."""
-    return x @ np.ones((x.shape[1], 1), x.dtype)
+    return x @ _ones_column(x.shape[1], x.dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _ones_column(k, dtype):
+    return np.ones((k, 1), dtype)
 
 
 ACTIVATIONS = {

@@ -34,6 +34,7 @@ from .optim import clip_max_norm, learning_rate, make_optimizer
 from .step import Step
 
 INPUTS, CLASSES = 784, 10
+TALLY_EVERY = 20  # batches between tallies of the training loss and accuracy (and the divergence check)
 
 
 class Interrupted(BpError):
@@ -142,10 +143,11 @@ class Progress:
         self.bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{epochs}", unit="batch",
                         file=self.stream, leave=True, dynamic_ncols=True)
 
-    def step(self, loss):
+    def step(self, loss=None):
+        """One batch done; ``loss``, when given, is the recent training loss."""
         if self.bar is not None:
             self.bar.update(1)
-            if self.bar.n % 20 == 0:
+            if loss is not None:
                 self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
     def end_epoch(self, m):
@@ -337,6 +339,27 @@ class Run:
         step = Step(self.spec, self.theta, self.opt, B, self.k, dropout, self.rng)
         augment = Augmenter(self.augment, B, out=step.inputs) if self.augment else None
         flush_every = self.opt.flush_every
+        # Training loss and accuracy come from each batch's a[L], kept and tallied every
+        # TALLY_EVERY batches in one vectorised pass rather than a few small calls per batch
+        outputs = np.empty((TALLY_EVERY * B, CLASSES), dtype=np.float32)
+        untallied = self.step  # the first batch not yet tallied
+
+        def tally():
+            nonlocal untallied
+            rows = perm[untallied * B:self.step * B]
+            # in float64, so where an interruption put a tally changes the sum only in the last digits
+            loss = cost(outputs[:len(rows)].astype(np.float64), targets[rows], self.spec.output, self.spec.loss)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training diverged: the loss became {loss} in epoch {self.epoch + 1} at lr {lr:.4g}; "
+                    f"lower the learning rate (--lr {t['lr'] / 10:g}); the last good checkpoint is "
+                    f"{os.path.join(self.run_dir, 'last.npz')}")
+            p["loss_sum"] += loss * len(rows)
+            p["correct"] += int(np.count_nonzero(outputs[:len(rows)].argmax(axis=1) == self.train_y[rows]))
+            p["seen"] += len(rows)
+            untallied = self.step
+            return loss
+
         while self.step < steps:
             t0 = time.perf_counter()
             idx = perm[self.step * B:(self.step + 1) * B]
@@ -346,28 +369,20 @@ class Run:
                 A = step.forward(augment(pixels[:n], self.rng))  # floats, written into step.inputs
             else:
                 A = step.forward(pixels[:n])
-            yb = self.train_y[idx]
-            Yb = np.take(targets, idx, axis=0, out=Y[:n])
+            start = (self.step - untallied) * B
+            outputs[start:start + n] = A
             lr = fixed_lr or learning_rate(t, self.epoch + self.step / steps)
-            loss = cost(A, Yb, self.spec.output, self.spec.loss)
-            correct = int(np.count_nonzero(A.argmax(axis=1) == yb))
-            step.backward(Yb, lr)
+            step.backward(np.take(targets, idx, axis=0, out=Y[:n]), lr)
             if max_norm:
                 clip_max_norm(self.Ws, max_norm)
             if flush_every and self.step % flush_every == 0:
                 self.opt.flush_subnormals()
-            p["seconds"] += time.perf_counter() - t0
-            if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"training diverged: the loss became {loss} in epoch {self.epoch + 1} at lr {lr:.4g}; "
-                    f"lower the learning rate (--lr {t['lr'] / 10:g}); the last good checkpoint is "
-                    f"{os.path.join(self.run_dir, 'last.npz')}")
-            p["loss_sum"] += loss * n
-            p["correct"] += correct
-            p["seen"] += n
             self.step += 1
+            loss = tally() if self.step - untallied == TALLY_EVERY or self.step == steps else None
+            p["seconds"] += time.perf_counter() - t0
             progress.step(loss)
             if stop and self.step < steps:
+                tally()
                 progress.close()
                 self.save("last.npz")
                 raise Interrupted.of(self.run_dir, f"in epoch {self.epoch + 1}")
