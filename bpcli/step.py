@@ -65,6 +65,9 @@ class Step:
         self.scale = 1.0  # what the first layer's products multiply by
         if self.fast:
             P = blas.Product
+            # z = a @ W + b as two products: every row of z set to b, then a @ W added in
+            # (beta = 1); cheaper than NumPy's broadcast add afterwards
+            self.b_rows = [P(np.ones((batch, 1), dtype), b[None, :], z) for b, z in zip(self.bs, self.a[1:])]
             self.z_of = [P(self.fed[l], self.Ws[l], self.a[l + 1]) for l in range(L)]
             self.dW_of = [P(self.fed[l], self.delta[l + 1], self.tW[l], trans_a=True, batch="k") for l in range(L)]
             self.db_of = [P(self.ones, self.delta[l + 1], self.tb[l][None, :], batch="k") for l in range(L)]
@@ -87,11 +90,12 @@ class Step:
             self.scale = 1.0
         for l in range(L):
             z = a[l + 1][:n]
-            if self.fast:    # z = scale * a[l] @ W[l]
-                self.z_of[l](n, self.scale if l == 0 else 1.0)
+            if self.fast:    # z = b + scale * a[l] @ W[l]
+                self.b_rows[l](n)
+                self.z_of[l](n, self.scale if l == 0 else 1.0, 1.0)
             else:
                 np.matmul(self.fed[l][:n], self.Ws[l], out=z)
-            z += self.bs[l]
+                z += self.bs[l]
             if l == L - 1:
                 return OUTPUTS[self.spec.output](z)
             self.f(z)        # in place: z becomes a[l+1]
