@@ -44,7 +44,7 @@ import numpy as np
 
 # ---------------------------------------------------------------------------
 # Activations, each beside its derivative (micrograd's habit): name -> (f, f')
-# f(z) may work in place; fprime(a) takes the activation f(z), not z.
+# f(z) works in place (z becomes a); fprime(a) takes the activation f(z), not z.
 
 LEAKY_SLOPE = 0.01
 
@@ -80,7 +80,7 @@ def relu_prime(a):
 
 
 def leaky_relu(z):
-    return np.where(z > 0, z, LEAKY_SLOPE * z).astype(z.dtype, copy=False)
+    return np.maximum(z, LEAKY_SLOPE * z, out=z)  # z where z > 0, else LEAKY_SLOPE z
 
 
 def leaky_relu_prime(a):
@@ -158,7 +158,7 @@ def output_delta(A, Y, output, loss, out=None):
         dC_dA *= sigmoid_prime(A)
         return dC_dA
     # softmax Jacobian: dA_j/dz_i = A_j (delta_ij - A_i), applied row by row
-    return A * (dC_dA - np.sum(dC_dA * A, axis=1, keepdims=True))
+    return np.multiply(A, dC_dA - np.sum(dC_dA * A, axis=1, keepdims=True), out=dC_dA)
 
 
 def one_hot(y, k=10, dtype=np.float32, out=None):
