@@ -314,6 +314,7 @@ class Run:
 
     # -- one epoch ----------------------------------------------------------
     def train_epoch(self, progress, stop):
+        setup = time.perf_counter()  # drawing the order and preparing count as training time
         t = self.values["train"]
         n, B = len(self.train_y), t["batch_size"]
         steps = -(-n // B)
@@ -326,16 +327,16 @@ class Run:
             perm = self.rng.permutation(n)
             self.rng.bit_generator.state = current
         dropout, max_norm = self.values["model"]["dropout"], t["max_norm"]
-        targets = one_hot(self.train_y, CLASSES)  # every example's Y, taken per batch like its pixels
+        # every example's label and target Y in this epoch's order: a batch's are then a slice
+        labels = self.train_y[perm]
+        targets = one_hot(labels, CLASSES)
         if t["label_smoothing"]:
             targets *= 1.0 - t["label_smoothing"]
             targets += t["label_smoothing"] / CLASSES
         fixed_lr = learning_rate(t, 0) if t["schedule"] == "constant" and not t["warmup_epochs"] else None
-        progress.start_epoch(self.epoch + 1, t["epochs"], steps, self.step)
         p = self.partial
         # pixels stay uint8 until they enter the step's float32 batch
         pixels = np.empty((B, self.k), dtype=np.uint8)
-        Y = np.empty((B, CLASSES), dtype=np.float32)
         step = Step(self.spec, self.theta, self.opt, B, self.k, dropout, self.rng)
         augment = Augmenter(self.augment, B, out=step.inputs) if self.augment else None
         flush_every = self.opt.flush_every
@@ -343,20 +344,23 @@ class Run:
         # TALLY_EVERY batches in one vectorised pass rather than a few small calls per batch
         outputs = np.empty((TALLY_EVERY * B, CLASSES), dtype=np.float32)
         untallied = self.step  # the first batch not yet tallied
+        p["seconds"] += time.perf_counter() - setup
+        progress.start_epoch(self.epoch + 1, t["epochs"], steps, self.step)
 
         def tally():
             nonlocal untallied
-            rows = perm[untallied * B:self.step * B]
+            rows = slice(untallied * B, min(self.step * B, len(labels)))
+            A = outputs[:rows.stop - rows.start]
             # in float64, so where an interruption put a tally changes the sum only in the last digits
-            loss = cost(outputs[:len(rows)].astype(np.float64), targets[rows], self.spec.output, self.spec.loss)
+            loss = cost(A.astype(np.float64), targets[rows], self.spec.output, self.spec.loss)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"training diverged: the loss became {loss} in epoch {self.epoch + 1} at lr {lr:.4g}; "
                     f"lower the learning rate (--lr {t['lr'] / 10:g}); the last good checkpoint is "
                     f"{os.path.join(self.run_dir, 'last.npz')}")
-            p["loss_sum"] += loss * len(rows)
-            p["correct"] += int(np.count_nonzero(outputs[:len(rows)].argmax(axis=1) == self.train_y[rows]))
-            p["seen"] += len(rows)
+            p["loss_sum"] += loss * len(A)
+            p["correct"] += int(np.count_nonzero(A.argmax(axis=1) == labels[rows]))
+            p["seen"] += len(A)
             untallied = self.step
             return loss
 
@@ -372,7 +376,7 @@ class Run:
             start = (self.step - untallied) * B
             outputs[start:start + n] = A
             lr = fixed_lr or learning_rate(t, self.epoch + self.step / steps)
-            step.backward(np.take(targets, idx, axis=0, out=Y[:n]), lr)
+            step.backward(targets[self.step * B:self.step * B + n], lr)
             if max_norm:
                 clip_max_norm(self.Ws, max_norm)
             if flush_every and self.step % flush_every == 0:
