@@ -125,15 +125,15 @@ def _row_stride(arr):
 
 
 class Axpy:
-    """``y <- y + alpha * x`` over two fixed contiguous float32 vectors, ready to call."""
+    """``y <- y + alpha * x`` over two fixed contiguous float32 arrays of one shape, ready to call."""
 
     def __init__(self, x, y):
-        if x.dtype != np.float32 or y.dtype != np.float32 or x.shape != y.shape or x.ndim != 1:
-            raise ValueError("Axpy needs two float32 vectors of one length")
+        if not all(a.dtype == np.float32 and a.flags.c_contiguous for a in (x, y)) or x.shape != y.shape:
+            raise ValueError("Axpy needs two contiguous float32 arrays of one shape")
         self.arrays = (x, y)
         self.alpha = ctypes.c_float(0.0)
         i64 = ctypes.c_int64
-        self.args = (i64(len(x)), self.alpha, ctypes.c_void_p(x.ctypes.data), i64(1),
+        self.args = (i64(x.size), self.alpha, ctypes.c_void_p(x.ctypes.data), i64(1),
                      ctypes.c_void_p(y.ctypes.data), i64(1))
 
     def __call__(self, alpha):

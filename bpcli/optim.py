@@ -68,10 +68,13 @@ class SGD:
         self.scratch = np.empty_like(theta) if weight_decay or nesterov else None
         self.flush_every = steps_to_subnormal(momentum)
         self.fused = None if nesterov else FusedSGD(self)
+        self.axpys = (None, None)  # (gradient, its prepared axpys)
 
     def step(self, g, lr):
         """One update. The gradient g doubles as scratch space: afterwards it holds
         nothing meaningful (one array less in the cache, one pass fewer)."""
+        if blas.available() and g.dtype == np.float32 == self.theta.dtype and g.flags.c_contiguous:
+            return self.step_by_axpy(g, lr)
         p, v = self.theta, self.v
         if self.weight_decay:
             add_decay(g, p, self.weight_decay, self.n_decay, self.scratch)
@@ -84,6 +87,28 @@ class SGD:
             else:
                 direction = v
         p -= np.multiply(direction, lr, out=g)
+
+    def step_by_axpy(self, g, lr):
+        """The same update as BLAS axpys (y += a x), one pass over memory each."""
+        if self.axpys[0] is not g:
+            p, v, n = self.theta, self.v, self.n_decay
+            self.axpys = g, (blas.Axpy(p[:n], g[:n]), *(() if v is None else (blas.Axpy(g, v), blas.Axpy(v, g),
+                                                                                 blas.Axpy(v, p))),
+                             blas.Axpy(g, p))
+        decay, *through_v, g_into_p = self.axpys[1]
+        if self.weight_decay:
+            decay(self.weight_decay)             # g += weight_decay * w
+        if self.v is None:
+            g_into_p(-lr)                        # w -= lr * g
+            return
+        g_into_v, v_into_g, v_into_p = through_v
+        self.v *= self.momentum
+        g_into_v(1.0)                            # v = momentum * v + g
+        if self.nesterov:
+            v_into_g(self.momentum)
+            g_into_p(-lr)                        # w -= lr * (g + momentum * v)
+        else:
+            v_into_p(-lr)                        # w -= lr * v
 
     def state(self):
         return split_state(v=self.v, n=self.n_decay) if self.v is not None else {}

@@ -176,3 +176,21 @@ def test_direct_blas_can_be_turned_off(monkeypatch):
     monkeypatch.setattr(blas, "_checked", False)
     monkeypatch.setattr(blas, "_lib", None)
     assert not blas.available()
+
+
+@needs_blas
+@pytest.mark.parametrize("optimizer", [k for k in OPTIMIZERS if k != "adam"])
+def test_sgd_by_axpy_equals_sgd_by_numpy(optimizer, monkeypatch):
+    rng = np.random.default_rng(0)
+    start, grads = rng.standard_normal(40).astype(np.float32), rng.standard_normal((3, 40)).astype(np.float32)
+    results = []
+    for direct in (True, False):
+        if not direct:
+            monkeypatch.setattr(blas, "available", lambda: False)
+        theta = start.copy()
+        opt = OPTIMIZERS[optimizer](theta, 30)
+        for g in grads:
+            opt.step(g.copy(), lr=0.1)
+        results.append(theta)
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-7)
+    assert not np.array_equal(results[0], start)
