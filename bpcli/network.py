@@ -232,33 +232,7 @@ def n_weights(sizes):
     return sum(m * n for m, n in zip(sizes[:-1], sizes[1:]))
 
 
-class Workspace:
-    """Preallocated arrays for batches of up to ``batch`` rows.
-
-    A training step then writes every z, delta and gradient into the same
-    memory each time instead of allocating it: same arithmetic, less time.
-    The gradients dW, db are views into one flat vector ``grad`` laid out
-    like ``param_views``. Passing no workspace gives fresh arrays, which is
-    what checks and one-off calls want.
-    """
-
-    def __init__(self, spec, batch, dtype=np.float32):
-        sizes = spec.sizes
-        self.a = [np.empty((batch, n), dtype) for n in sizes[1:]]          # a[l], l = 1..L
-        self.delta = [np.empty((batch, n), dtype) for n in sizes[1:]]      # delta[l], l = 1..L
-        self.grad = np.zeros(spec.n_params, dtype)
-        self.dW, self.db = param_views(self.grad, sizes)
-        self.ones = np.ones(batch, dtype)
-
-
-def _buf(ws, name, l, rows=None):
-    if ws is None:
-        return None
-    arr = getattr(ws, name)[l]
-    return arr if rows is None else arr[:rows]
-
-
-def forward(Ws, bs, X, spec, dropout=0.0, rng=None, ws=None):
+def forward(Ws, bs, X, spec, dropout=0.0, rng=None):
     """Feedforward. Returns the activations [a0 = X, a1, ..., aL] and the dropout masks.
 
     Dropout (inverted) zeroes each hidden unit with probability ``dropout`` and
@@ -269,9 +243,9 @@ def forward(Ws, bs, X, spec, dropout=0.0, rng=None, ws=None):
     f = ACTIVATIONS[spec.activation][0]
     activations, masks = [X], []
     a = X
-    n, L = len(X), len(Ws)
+    L = len(Ws)
     for l in range(L):
-        z = np.matmul(a, Ws[l], out=_buf(ws, "a", l, n))
+        z = a @ Ws[l]
         z += bs[l]
         if l < L - 1:
             a = f(z)  # in place: z becomes a
@@ -289,21 +263,18 @@ def forward(Ws, bs, X, spec, dropout=0.0, rng=None, ws=None):
     return activations, masks
 
 
-def backward(Ws, activations, masks, Y, spec, ws=None):
+def backward(Ws, activations, masks, Y, spec):
     """Backward pass: dC/dW and dC/db for every layer, C the mean cost of the batch."""
     fprime = ACTIVATIONS[spec.activation][1]
-    n, L = len(Y), len(Ws)
+    L = len(Ws)
     dWs, dbs = [None] * L, [None] * L
-    delta = output_delta(activations[-1], Y, spec.output, spec.loss, out=_buf(ws, "delta", L - 1, n))
+    delta = output_delta(activations[-1], Y, spec.output, spec.loss)
     for l in range(L - 1, -1, -1):
-        dWs[l] = np.matmul(activations[l].T, delta, out=_buf(ws, "dW", l))
-        # db = the column sums of delta, written as 1^T delta: a matrix product
-        # is several times faster than sum(axis=0) on these small arrays
-        ones = np.ones(n, delta.dtype) if ws is None else ws.ones[:n]
-        dbs[l] = np.matmul(ones, delta, out=_buf(ws, "db", l))
+        dWs[l] = activations[l].T @ delta
+        dbs[l] = delta.sum(axis=0)
         if l > 0:
             # error of the layer below: pull delta back through W, then through f
-            delta = np.matmul(delta, Ws[l].T, out=_buf(ws, "delta", l - 1, n))
+            delta = delta @ Ws[l].T
             a = activations[l]
             if masks[l - 1] is not None:
                 mask, a = masks[l - 1]
