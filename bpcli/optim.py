@@ -90,25 +90,29 @@ class SGD:
 
     def step_by_axpy(self, g, lr):
         """The same update as BLAS axpys (y += a x), one pass over memory each."""
-        if self.axpys[0] is not g:
-            p, v, n = self.theta, self.v, self.n_decay
-            self.axpys = g, (blas.Axpy(p[:n], g[:n]), *(() if v is None else (blas.Axpy(g, v), blas.Axpy(v, g),
-                                                                                 blas.Axpy(v, p))),
-                             blas.Axpy(g, p))
-        decay, *through_v, g_into_p = self.axpys[1]
+        ax = self.prepared_axpys(g)
         if self.weight_decay:
-            decay(self.weight_decay)             # g += weight_decay * w
+            ax["decay"](self.weight_decay)    # g += weight_decay * w
         if self.v is None:
-            g_into_p(-lr)                        # w -= lr * g
+            ax["g_into_w"](-lr)               # w -= lr * g
             return
-        g_into_v, v_into_g, v_into_p = through_v
         self.v *= self.momentum
-        g_into_v(1.0)                            # v = momentum * v + g
+        ax["g_into_v"](1.0)                   # v = momentum * v + g
         if self.nesterov:
-            v_into_g(self.momentum)
-            g_into_p(-lr)                        # w -= lr * (g + momentum * v)
+            ax["v_into_g"](self.momentum)
+            ax["g_into_w"](-lr)               # w -= lr * (g + momentum * v)
         else:
-            v_into_p(-lr)                        # w -= lr * v
+            ax["v_into_w"](-lr)               # w -= lr * v
+
+    def prepared_axpys(self, g):
+        """The axpys between g, v and w, prepared for this gradient array (training passes the same one)."""
+        if self.axpys[0] is not g:
+            w, v, n = self.theta, self.v, self.n_decay
+            named = {"decay": blas.Axpy(w[:n], g[:n]), "g_into_w": blas.Axpy(g, w)}
+            if v is not None:
+                named.update(g_into_v=blas.Axpy(g, v), v_into_g=blas.Axpy(v, g), v_into_w=blas.Axpy(v, w))
+            self.axpys = (g, named)
+        return self.axpys[1]
 
     def state(self):
         return split_state(v=self.v, n=self.n_decay) if self.v is not None else {}
@@ -131,7 +135,7 @@ class Coefficients(NamedTuple):
 
 
 class FusedSGD:
-    """SGD written into the gradient's own matrix product (see ``step``).
+    """SGD written into the gradient's own matrix product (see ``bpcli.step``).
 
     A BLAS product computes ``C <- alpha * A @ B + beta * C``. With the
     gradient as ``A @ B``::
