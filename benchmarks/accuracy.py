@@ -1,7 +1,7 @@
 """Rerun bp's config ladder and write the Results table: config, parameters, epochs, wall time,
 test accuracy, and the literature figure each config reproduces.
 
-    python benchmarks/accuracy.py                       # every config, ~45 minutes on 2 cores
+    python benchmarks/accuracy.py                       # every config, ~20 minutes on 2 cores
     python benchmarks/accuracy.py seed nielsen fast     # some of them
     python benchmarks/accuracy.py --markdown results.md --data-dir DIR
 

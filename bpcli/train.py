@@ -351,6 +351,8 @@ class Run:
             nonlocal untallied
             rows = slice(untallied * B, min(self.step * B, len(labels)))
             A = outputs[:rows.stop - rows.start]
+            if not len(A):  # nothing since the last tally
+                return None
             # in float64, so where an interruption put a tally changes the sum only in the last digits
             loss = cost(A.astype(np.float64), targets[rows], self.spec.output, self.spec.loss)
             if not math.isfinite(loss):

@@ -127,6 +127,16 @@ def test_interrupt_then_resume_equals_uninterrupted(data, tmp_path, at, signum):
         assert a["train_accuracy"] == b["train_accuracy"] and a["val_accuracy"] == b["val_accuracy"]
 
 
+def test_interrupt_right_after_a_tally_resumes_exactly(data, tmp_path):
+    # batches of 16: 38 steps an epoch, and step TALLY_EVERY has just tallied the loss
+    sets = ["train.epochs=2", "train.batch_size=16"]
+    _, full = run(data, tmp_path, "full", sets)
+    with pytest.raises(Interrupted):
+        run(data, tmp_path, "cut", sets, progress=SignalAt(train_mod.TALLY_EVERY))
+    resume(data, tmp_path / "cut")
+    assert_same_weights(weights(full), weights(tmp_path / "cut"))
+
+
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
     epochs_done = []
     real_cost, real_finish = train_mod.cost, train_mod.Run.finish_epoch
