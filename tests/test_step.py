@@ -76,7 +76,7 @@ def path(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("activation,pair", itertools.product(ACTIVATIONS, PAIRS))
+@pytest.mark.parametrize("activation,pair", list(itertools.product(ACTIVATIONS, PAIRS)))
 def test_step_equals_reference_for_every_activation_output_and_cost(path, activation, pair):
     spec = Spec(SIZES, activation, *pair)
     theta, reference = train_both(spec, "momentum+decay")
@@ -117,7 +117,7 @@ def test_fused_sgd_is_used_where_it_can_be(monkeypatch):
 # blas.Product and blas.Axpy against NumPy
 
 @needs_blas
-@pytest.mark.parametrize("trans_a,trans_b", itertools.product([False, True], repeat=2))
+@pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([False, True], repeat=2)))
 def test_product_computes_alpha_a_b_plus_beta_c(trans_a, trans_b):
     rng = np.random.default_rng(0)
     a = rng.random((5, 3) if trans_a else (3, 5), dtype=np.float32)
