@@ -161,11 +161,9 @@ def output_delta(A, Y, output, loss, out=None):
     return np.multiply(A, dC_dA - np.sum(dC_dA * A, axis=1, keepdims=True), out=dC_dA)
 
 
-def one_hot(y, k=10, dtype=np.float32, out=None):
+def one_hot(y, k=10, dtype=np.float32):
     """Y[i, y[i]] = 1, zeros elsewhere: (n, k)."""
-    Y = np.zeros((len(y), k), dtype=dtype) if out is None else out
-    if out is not None:
-        Y.fill(0)
+    Y = np.zeros((len(y), k), dtype=dtype)
     Y[np.arange(len(y)), y] = 1
     return Y
 
