@@ -128,16 +128,20 @@ LOSSES = ("cross_entropy", "mse")
 _TINY = 1e-12  # keeps log() finite when a probability underflows to 0
 
 
-def cost(A, Y, output, loss):
-    """Mean over the batch of C0. A = a[L] (n, k), Y one-hot (n, k)."""
-    n = len(A)
+def example_costs(A, Y, output, loss):
+    """C0 of every example: (n,) for A = a[L] (n, k) and targets Y (n, k)."""
     if loss == "mse":
-        error = (A - Y).ravel()
-        return float(error @ error) / n
+        return np.square(A - Y).sum(axis=1)
+    log_A = np.log(A + _TINY)
     if output == "softmax":  # -sum_j y_j log a_j (targets may be smoothed, not one-hot)
-        return -float(np.vdot(Y, np.log(A + _TINY))) / n
+        return -(Y * log_A).sum(axis=1)
     # sigmoid outputs with cross-entropy: each output unit is its own yes/no question
-    return float(-np.mean(np.sum(Y * np.log(A + _TINY) + (1 - Y) * np.log(1 - A + _TINY), axis=1)))
+    return -(Y * log_A + (1 - Y) * np.log(1 - A + _TINY)).sum(axis=1)
+
+
+def cost(A, Y, output, loss):
+    """C, the mean of C0 over the batch."""
+    return float(np.mean(example_costs(A, Y, output, loss)))
 
 
 def output_delta(A, Y, output, loss, out=None):

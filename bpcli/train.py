@@ -29,7 +29,7 @@ from .data import split_validation
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import write_text_atomic
 from .metrics import loss_and_accuracy
-from .network import Spec, cost, init_params, n_weights, one_hot, param_views
+from .network import Spec, example_costs, init_params, n_weights, one_hot, param_views
 from .optim import clip_max_norm, learning_rate, make_optimizer
 from .step import Step
 
@@ -353,14 +353,18 @@ class Run:
             A = outputs[:rows.stop - rows.start]
             if not len(A):  # nothing since the last tally
                 return None
-            # in float64, so where an interruption put a tally changes the sum only in the last digits
-            loss = cost(A.astype(np.float64), targets[rows], self.spec.output, self.spec.loss)
+            # every example's C0, added to the running sum batch by batch in step order:
+            # the same total whether or not an interruption put a tally in between
+            batch_sums = np.add.reduceat(example_costs(A, targets[rows], self.spec.output, self.spec.loss),
+                                         np.arange(0, len(A), B))
+            loss = float(batch_sums.sum()) / len(A)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"training diverged: the loss became {loss} in epoch {self.epoch + 1} at lr {lr:.4g}; "
                     f"lower the learning rate (--lr {t['lr'] / 10:g}); the last good checkpoint is "
                     f"{os.path.join(self.run_dir, 'last.npz')}")
-            p["loss_sum"] += loss * len(A)
+            for batch_sum in batch_sums:
+                p["loss_sum"] += float(batch_sum)
             p["correct"] += int(np.count_nonzero(A.argmax(axis=1) == labels[rows]))
             p["seen"] += len(A)
             untallied = self.step
