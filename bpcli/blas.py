@@ -86,8 +86,8 @@ def available():
 class Product:
     """``C <- alpha * op(A) @ op(B) + beta * C`` over fixed float32 memory, ready to call.
 
-    a, b, c are 2-D arrays with unit column stride (row prefixes of buffers
-    are fine); op(A) = a.T if trans_a, else a; likewise for B. ``batch`` names
+    a, b, c are 2-D arrays with unit column stride, or single columns (row
+    prefixes of buffers are fine); op(A) = a.T if trans_a, else a; likewise for B. ``batch`` names
     the dimension that a shorter last batch shrinks: "m" (the rows of C) or
     "k" (the summed dimension). The ctypes arguments are built once: a call
     then costs less than ``np.matmul``'s.
@@ -97,7 +97,7 @@ class Product:
         m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
         n = b.shape[0] if trans_b else b.shape[1]
         for arr in (a, b, c):
-            if arr.dtype != np.float32 or arr.strides[1] != 4:
+            if arr.dtype != np.float32 or (arr.strides[1] != 4 and arr.shape[1] > 1):
                 raise ValueError("Product needs float32 arrays with contiguous rows")
         if c.shape != (m, n) or (b.shape[1] if trans_b else b.shape[0]) != k:
             raise ValueError(f"shapes do not multiply: {a.shape}, {b.shape} -> {c.shape}")

@@ -252,9 +252,7 @@ def forward(Ws, bs, X, spec, dropout=0.0, rng=None):
         if l < L - 1:
             a = f(z)  # in place: z becomes a
             if dropout > 0:
-                keep = 1.0 - dropout
-                mask = (rng.random(a.shape, dtype=np.float32) < keep).astype(a.dtype)
-                mask /= keep
+                mask = dropout_mask(rng, a.shape, dropout, a.dtype)
                 masks.append((mask, a))
                 a = a * mask
             else:
@@ -263,6 +261,15 @@ def forward(Ws, bs, X, spec, dropout=0.0, rng=None):
             a = OUTPUTS[spec.output](z)
         activations.append(a)
     return activations, masks
+
+
+def dropout_mask(rng, shape, rate, dtype):
+    """Inverted dropout: 0 with probability ``rate``, else 1 / (1 - rate), so that
+    the expected activation is unchanged and nothing needs rescaling at test time."""
+    keep = 1.0 - rate
+    mask = (rng.random(shape, dtype=np.float32) < keep).astype(dtype)
+    mask /= keep
+    return mask
 
 
 def backward(Ws, activations, masks, Y, spec):

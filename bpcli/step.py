@@ -25,7 +25,7 @@ import numpy as np
 
 from . import blas
 from .metrics import to_float
-from .network import ACTIVATIONS, OUTPUTS, output_delta, param_views
+from .network import ACTIVATIONS, OUTPUTS, dropout_mask, output_delta, param_views
 
 PIXEL_SCALE = 1 / 255
 
@@ -61,16 +61,17 @@ class Step:
         # with dropout, a[l] is kept for f' and the next layer is fed a dropped copy
         self.fed = [self.inputs] + [np.empty_like(a) if dropout else a for a in self.a[1:L]]
         self.masks = [None] * L
-        self.ones = np.ones((1, batch), dtype)
+        ones = np.ones(batch, dtype)
+        self.ones_row, ones_column = ones[None, :], ones[:, None]
         self.scale = 1.0  # what the first layer's products multiply by
         if self.fast:
             P = blas.Product
             # z = a @ W + b as two products: every row of z set to b, then a @ W added in
             # (beta = 1); cheaper than NumPy's broadcast add afterwards
-            self.b_rows = [P(np.ones((batch, 1), dtype), b[None, :], z) for b, z in zip(self.bs, self.a[1:])]
+            self.b_rows = [P(ones_column, b[None, :], z) for b, z in zip(self.bs, self.a[1:])]
             self.z_of = [P(self.fed[l], self.Ws[l], self.a[l + 1]) for l in range(L)]
             self.dW_of = [P(self.fed[l], self.delta[l + 1], self.tW[l], trans_a=True, batch="k") for l in range(L)]
-            self.db_of = [P(self.ones, self.delta[l + 1], self.tb[l][None, :], batch="k") for l in range(L)]
+            self.db_of = [P(self.ones_row, self.delta[l + 1], self.tb[l][None, :], batch="k") for l in range(L)]
             self.delta_below = [None] + [P(self.delta[l + 1], self.Ws[l], self.delta[l], trans_b=True)
                                          for l in range(1, L)]
 
@@ -99,11 +100,8 @@ class Step:
             if l == L - 1:
                 return OUTPUTS[self.spec.output](z)
             self.f(z)        # in place: z becomes a[l+1]
-            if self.dropout:  # inverted dropout, as in network.forward
-                keep = 1.0 - self.dropout
-                mask = (self.rng.random(z.shape, dtype=np.float32) < keep).astype(z.dtype)
-                mask /= keep
-                self.masks[l + 1] = mask
+            if self.dropout:
+                self.masks[l + 1] = mask = dropout_mask(self.rng, z.shape, self.dropout, z.dtype)
                 np.multiply(z, mask, out=self.fed[l + 1][:n])
 
     def backward(self, Y, lr):
@@ -119,7 +117,7 @@ class Step:
                 else:
                     np.matmul(self.delta[l + 1][:n], self.Ws[l].T, out=below)
                 if self.dropout:
-                    below *= self.masks[l][:n]
+                    below *= self.masks[l]
                 below *= self.fprime(self.a[l][:n])
             self.gradient(l, n, coeffs)
         if coeffs is None:
@@ -136,7 +134,7 @@ class Step:
         if not self.fast:
             delta = self.delta[l + 1][:n]
             np.matmul(self.fed[l][:n].T, delta, out=self.tW[l])
-            np.matmul(self.ones[0, :n], delta, out=self.tb[l])
+            np.matmul(self.ones_row[0, :n], delta, out=self.tb[l])
             return
         alpha, beta_w, beta_b = (1.0, 0.0, 0.0) if coeffs is None else coeffs
         self.dW_of[l](n, alpha * self.scale if l == 0 else alpha, beta_w)
