@@ -124,18 +124,31 @@ def _row_stride(arr):
     return max(arr.strides[0] // arr.itemsize, arr.shape[1]) if arr.shape[0] == 1 else arr.strides[0] // arr.itemsize
 
 
-class Axpy:
-    """``y <- y + alpha * x`` over two fixed contiguous float32 arrays of one shape, ready to call."""
+def direct(*arrays):
+    """Whether BLAS can be called on these arrays: contiguous float32, and a usable BLAS."""
+    return available() and all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)
 
-    def __init__(self, x, y):
-        if not all(a.dtype == np.float32 and a.flags.c_contiguous for a in (x, y)) or x.shape != y.shape:
-            raise ValueError("Axpy needs two contiguous float32 arrays of one shape")
-        self.arrays = (x, y)
-        self.alpha = ctypes.c_float(0.0)
-        i64 = ctypes.c_int64
-        self.args = (i64(x.size), self.alpha, ctypes.c_void_p(x.ctypes.data), i64(1),
-                     ctypes.c_void_p(y.ctypes.data), i64(1))
+
+class Axpy:
+    """``y <- y + alpha * x`` over two fixed arrays of one shape, ready to call: one BLAS
+    call where ``direct(x, y)``, else NumPy through ``scratch`` (shaped like x)."""
+
+    def __init__(self, x, y, scratch=None):
+        if x.shape != y.shape:
+            raise ValueError(f"Axpy needs two arrays of one shape, not {x.shape} and {y.shape}")
+        self.x, self.y = x, y
+        self.direct = direct(x, y)
+        if self.direct:
+            self.alpha = ctypes.c_float(0.0)
+            i64 = ctypes.c_int64
+            self.args = (i64(x.size), self.alpha, ctypes.c_void_p(x.ctypes.data), i64(1),
+                         ctypes.c_void_p(y.ctypes.data), i64(1))
+        else:
+            self.scratch = np.empty_like(x) if scratch is None else scratch
 
     def __call__(self, alpha):
-        self.alpha.value = alpha
-        _lib[1](*self.args)
+        if self.direct:
+            self.alpha.value = alpha
+            _lib[1](*self.args)
+        else:
+            self.y += np.multiply(self.x, alpha, out=self.scratch)

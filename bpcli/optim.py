@@ -65,31 +65,14 @@ class SGD:
         self.weight_decay = weight_decay
         self.n_decay = len(theta) if n_decay is None else n_decay
         self.v = np.zeros_like(theta) if momentum else None
-        self.scratch = np.empty_like(theta) if weight_decay or nesterov else None
         self.flush_every = steps_to_subnormal(momentum)
         self.fused = None if nesterov else FusedSGD(self)
         self.axpys = (None, None)  # (gradient, its prepared axpys)
 
     def step(self, g, lr):
-        """One update. The gradient g doubles as scratch space: afterwards it holds
-        nothing meaningful (one array less in the cache, one pass fewer)."""
-        if blas.available() and g.dtype == np.float32 == self.theta.dtype and g.flags.c_contiguous:
-            return self.step_by_axpy(g, lr)
-        p, v = self.theta, self.v
-        if self.weight_decay:
-            add_decay(g, p, self.weight_decay, self.n_decay, self.scratch)
-        direction = g
-        if v is not None:
-            v *= self.momentum
-            v += g
-            if self.nesterov:
-                g += np.multiply(v, self.momentum, out=self.scratch)
-            else:
-                direction = v
-        p -= np.multiply(direction, lr, out=g)
-
-    def step_by_axpy(self, g, lr):
-        """The same update as BLAS axpys (y += a x), one pass over memory each."""
+        """One update, as axpys (y += a x: one pass over memory each, a BLAS call where
+        it can be). The gradient g doubles as scratch space: afterwards it holds
+        nothing meaningful (one array less in the cache)."""
         ax = self.prepared_axpys(g)
         if self.weight_decay:
             ax["decay"](self.weight_decay)    # g += weight_decay * w
@@ -108,9 +91,10 @@ class SGD:
         """The axpys between g, v and w, prepared for this gradient array (training passes the same one)."""
         if self.axpys[0] is not g:
             w, v, n = self.theta, self.v, self.n_decay
-            named = {"decay": blas.Axpy(w[:n], g[:n]), "g_into_w": blas.Axpy(g, w)}
+            s = None if blas.direct(g, w) else np.empty_like(w)  # NumPy's scratch, shared
+            named = {"decay": blas.Axpy(w[:n], g[:n], s if s is None else s[:n]), "g_into_w": blas.Axpy(g, w, s)}
             if v is not None:
-                named.update(g_into_v=blas.Axpy(g, v), v_into_g=blas.Axpy(v, g), v_into_w=blas.Axpy(v, w))
+                named.update(g_into_v=blas.Axpy(g, v, s), v_into_g=blas.Axpy(v, g, s), v_into_w=blas.Axpy(v, w, s))
             self.axpys = (g, named)
         return self.axpys[1]
 
