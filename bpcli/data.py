@@ -155,3 +155,18 @@ def split_validation(images, labels, n_val, rng):
         return images, labels, images[:0], labels[:0]
     val, train = perm[:n_val], perm[n_val:]
     return images[train], labels[train], images[val], labels[val]
+
+
+def seeds(seed):
+    """Independent streams for init, validation split and training (shuffle, dropout)."""
+    init, split, train = np.random.SeedSequence(seed).spawn(3)
+    return np.random.default_rng(init), np.random.default_rng(split), np.random.default_rng(train)
+
+
+def validation_split(data, values):
+    """(train_X, train_y, val_X, val_y) of a run: the first data.limit training images,
+    data.validation of them held out by the seed's own stream."""
+    limit = values["data"]["limit"]
+    _, split_rng, _ = seeds(values["seed"])
+    return split_validation(data.train_images[:limit], data.train_labels[:limit],
+                            values["data"]["validation"], split_rng)

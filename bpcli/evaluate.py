@@ -6,9 +6,9 @@ rendered from that same dict, so the two never disagree.
 
 import numpy as np
 
-from .data import load_mnist_for
+from .data import load_mnist_for, validation_split
+from .errors import ConfigError
 from .metrics import most_confused, predict, report
-from .train import validation_split
 
 
 def split_arrays(data, values, split):
@@ -16,6 +16,9 @@ def split_arrays(data, values, split):
     if split == "test":
         return data.test_images, data.test_labels
     train_X, train_y, val_X, val_y = validation_split(data, values)
+    if split == "val" and not len(val_y):
+        raise ConfigError("this model's run held out no validation images (data.validation: 0); "
+                          "evaluate it with --split test")
     return (val_X, val_y) if split == "val" else (train_X, train_y)
 
 

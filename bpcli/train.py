@@ -25,7 +25,7 @@ import numpy as np
 from .augment import Augmenter
 from .checkpoint import load_model, read_checkpoint, save_checkpoint
 from .config import from_values
-from .data import split_validation
+from .data import seeds, validation_split
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import write_text_atomic
 from .metrics import loss_and_accuracy
@@ -51,21 +51,6 @@ class Interrupted(BpError):
 def spec_from_config(values):
     m = values["model"]
     return Spec([INPUTS, *m["hidden"], CLASSES], m["activation"], m["output"], m["loss"])
-
-
-def seeds(seed):
-    """Independent streams for init, validation split and training (shuffle, dropout)."""
-    init, split, train = np.random.SeedSequence(seed).spawn(3)
-    return np.random.default_rng(init), np.random.default_rng(split), np.random.default_rng(train)
-
-
-def validation_split(data, values):
-    """(train_X, train_y, val_X, val_y) of a run: the first data.limit training images,
-    data.validation of them held out by the seed's own stream."""
-    limit = values["data"]["limit"]
-    _, split_rng, _ = seeds(values["seed"])
-    return split_validation(data.train_images[:limit], data.train_labels[:limit],
-                            values["data"]["validation"], split_rng)
 
 
 # ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import settings
+from synthetic import NO_MNIST, real_mnist_folder
 
 # CI replays the same examples every run (no flaky red builds); at a developer's
 # desk hypothesis explores new ones, which is where it finds bugs.
@@ -205,12 +206,7 @@ def closed_port_url():
 @pytest.fixture
 def real_mnist_dir():
     """The folder of genuine gzipped MNIST files, or skip."""
-    candidates = [os.environ.get("BP_TEST_MNIST"), Path(__file__).resolve().parents[2] / "shared" / "mnist"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "train-images-idx3-ubyte.gz").is_file():
-            return Path(candidate)
-    pytest.skip("real MNIST not found: set BP_TEST_MNIST to a folder with the four .gz files "
-                "(default ../shared/mnist relative to the repo)")
+    return real_mnist_folder() or pytest.skip(NO_MNIST)
 
 
 @pytest.fixture

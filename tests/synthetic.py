@@ -4,9 +4,12 @@ Each class is a fixed random prototype image; examples are the prototype plus
 noise, as uint8 pixels, so a small MLP separates them in a few steps.
 """
 
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 
 def tiny_mnist(n_train=600, n_test=200, seed=0):
@@ -22,3 +25,16 @@ def tiny_mnist(n_train=600, n_test=200, seed=0):
     test_images, test_labels = make(n_test)
     return SimpleNamespace(train_images=train_images, train_labels=train_labels,
                            test_images=test_images, test_labels=test_labels)
+
+
+def real_mnist_folder():
+    """The folder of genuine gzipped MNIST files ($BP_TEST_MNIST, else ../shared/mnist), or None."""
+    for candidate in (os.environ.get("BP_TEST_MNIST"), Path(__file__).resolve().parents[2] / "shared" / "mnist"):
+        if candidate and (Path(candidate) / "train-images-idx3-ubyte.gz").is_file():
+            return Path(candidate)
+    return None
+
+
+NO_MNIST = ("real MNIST not found: set BP_TEST_MNIST to a folder with the four .gz files "
+            "(default ../shared/mnist relative to the repo)")
+NEEDS_MNIST = pytest.mark.skipif(real_mnist_folder() is None, reason=NO_MNIST)

@@ -12,18 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from bpcli.cli import cli
-
-
-def real_mnist_folder():
-    for candidate in (os.environ.get("BP_TEST_MNIST"), Path(__file__).resolve().parents[2] / "shared" / "mnist"):
-        if candidate and (Path(candidate) / "train-images-idx3-ubyte.gz").is_file():
-            return Path(candidate)
-    return None
-
-
-NEEDS_MNIST = pytest.mark.skipif(real_mnist_folder() is None, reason=(
-    "real MNIST not found: set BP_TEST_MNIST to a folder with the four .gz files "
-    "(default ../shared/mnist relative to the repo)"))
+from synthetic import NEEDS_MNIST, real_mnist_folder
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +42,11 @@ def smoke_run(mnist_env):
 def test_help_lists_every_command_without_heavy_imports():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
-    for command in ("download", "train", "evaluate", "predict", "config", "gradcheck"):
+    assert len(cli.commands) == 8
+    for command in cli.commands:
         assert command in result.output
-    code = "import sys, bpcli.cli; print(sorted({'numpy', 'requests', 'PIL', 'yaml'} & set(sys.modules)))"
+    heavy = "{'numpy', 'requests', 'PIL', 'yaml', 'tqdm', 'matplotlib'}"
+    code = f"import sys, bpcli.cli; print(sorted({heavy} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -109,6 +100,18 @@ def test_evaluate_json_is_self_consistent(smoke_run, mnist_env):
 
 
 @NEEDS_MNIST
+def test_evaluate_val_of_a_run_without_validation_is_a_usage_error(mnist_env, tmp_path):
+    config = Path(__file__).parents[1] / "configs" / "smoke.yaml"
+    run_dir = tmp_path / "no-val"
+    trained = CliRunner().invoke(cli, ["train", "-c", str(config), "--epochs", "1", "--set", "data.validation=0",
+                                       "--run-dir", str(run_dir), "--quiet"], env=mnist_env)
+    assert trained.exit_code == 0, trained.output
+    result = CliRunner().invoke(cli, ["evaluate", str(run_dir / "best.npz"), "--split", "val"], env=mnist_env)
+    assert result.exit_code == 2
+    assert result.output.startswith("Error:") and "--split test" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
 def test_evaluate_text_report_and_splits(smoke_run, mnist_env):
     result = CliRunner().invoke(cli, ["evaluate", "--split", "val"], env=mnist_env)
     assert result.exit_code == 0, result.output

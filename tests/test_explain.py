@@ -15,7 +15,7 @@ from bpcli.checkpoint import save_checkpoint
 from bpcli.cli import cli
 from bpcli.metrics import to_float
 from bpcli.network import ACTIVATIONS, OUTPUTS, Spec, backward, cost, forward, init_params, one_hot, output_delta
-from synthetic import tiny_mnist
+from synthetic import NEEDS_MNIST, real_mnist_folder, tiny_mnist
 
 PAIRS = [(act, out, loss) for act in ACTIVATIONS for out in OUTPUTS for loss in ("cross_entropy", "mse")]
 
@@ -255,16 +255,7 @@ def test_cli_falls_back_to_ascii_on_a_non_utf8_terminal(checkpoint, digit_png):
     assert "Zoom in on neuron" in text and (" ^ " in text or " v " in text)
 
 
-def real_mnist_folder():
-    for candidate in (os.environ.get("BP_TEST_MNIST"), Path(__file__).resolve().parents[2] / "shared" / "mnist"):
-        if candidate and (Path(candidate) / "train-images-idx3-ubyte.gz").is_file():
-            return Path(candidate)
-    return None
-
-
-@pytest.mark.skipif(real_mnist_folder() is None, reason=(
-    "real MNIST not found: set BP_TEST_MNIST to a folder with the four .gz files "
-    "(default ../shared/mnist relative to the repo)"))
+@NEEDS_MNIST
 def test_cli_explains_mnist_test_image_with_zoom_out(checkpoint, tmp_path):
     env = {"BP_DATA_DIR": str(tmp_path / "data"), "BP_MNIST_MIRROR": str(real_mnist_folder()), "BP_OFFLINE": ""}
     result = CliRunner().invoke(cli, ["explain", "--index", "0", "--model", str(checkpoint), "--batch", "50",
