@@ -147,11 +147,21 @@ def test_bad_checkpoints_are_refused_cleanly(case, tmp_path, monkeypatch, ckpt):
     assert not (tmp_path / "PWNED").exists()
 
 
-def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path):
+def test_the_pickle_payload_would_run_if_unpickled(tmp_path, monkeypatch):
+    # what the refusals below guard against is real: loading with pickles allowed runs it
+    monkeypatch.chdir(tmp_path)
+    make_pickle(tmp_path / "evil.npz")
+    with np.load(tmp_path / "evil.npz", allow_pickle=True) as f:
+        f["W0"]
+    assert (tmp_path / "PWNED").exists()
+
+
+def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from bpcli.cli import cli
 
+    monkeypatch.chdir(tmp_path)  # where the payload would write PWNED
     make_pickle(tmp_path / "evil.npz")
     result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "evil.npz")])
     assert result.exit_code == 1

@@ -17,10 +17,12 @@ def test_every_default_has_a_rule_and_passes_it():
 
 def test_precedence_defaults_file_set_flags(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("train: {lr: 0.5, epochs: 3}\nmodel: {hidden: [8]}\n")
-    cfg = resolve(f, ["train.lr=0.25", "model.activation=tanh"], {"train.lr": 0.125, "seed": None})
+    f.write_text("train: {lr: 0.5, epochs: 3, momentum: 0.5}\nmodel: {hidden: [8]}\n")
+    cfg = resolve(f, ["train.lr=0.25", "model.activation=tanh", "train.momentum=0.8"],
+                  {"train.lr": 0.125, "seed": None})
     v = cfg.values
     assert v["train"]["lr"] == 0.125           # flag beats --set beats file
+    assert v["train"]["momentum"] == 0.8       # --set beats file
     assert v["train"]["epochs"] == 3           # file beats default
     assert v["model"]["activation"] == "tanh"  # --set beats default
     assert v["model"]["hidden"] == [8]

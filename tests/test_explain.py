@@ -182,6 +182,14 @@ def test_text_has_arrows_and_an_ascii_fallback(data):
     plain = ex.render_text(doc, unicode=False)
     plain.encode("ascii")  # no character an ASCII terminal cannot print
     assert "^" in plain and "v " in plain and "#" in plain
+    # each output neuron's row points the way its negative gradient does (the legend lines aside)
+    wishes = doc["output_layer"]["dC0_dz"]
+    for rendered, up, down in ((text, " ↑ ", " ↓ "), (plain, " ^ ", " v ")):
+        section = rendered.split("  digit  activation")[1].split("Cost of this example")[0]
+        table = [row for row in section.splitlines()[1:] if row.strip()]
+        assert len(table) == 10
+        assert [up in row for row in table] == [g < 0 for g in wishes]
+        assert [down in row for row in table] == [g > 0 for g in wishes]
     assert ex.stream_is_unicode(type("S", (), {"encoding": "UTF-8"})())
     assert not ex.stream_is_unicode(type("S", (), {"encoding": "ascii"})())
 

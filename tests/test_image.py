@@ -401,7 +401,7 @@ def test_large_photo_is_shrunk_early_and_still_found(tmp_path):
     g = (0.85 - 0.7 * page) + rng.normal(0, 0.02, page.shape).astype(np.float32)
     path = save(Image.fromarray(u8(g)).convert("RGB"), tmp_path / "photo.jpg", quality=85)
     gray = image.read_gray(path)[0]
-    assert max(gray.shape) <= 2 * image.WORK_SIZE
+    assert max(gray.shape) <= image.WORK_SIZE
     out = image.load_digit(path)
     assert shift_corr(out, image.prepare(draw_digit(7))) > 0.93
 
@@ -470,7 +470,7 @@ BAD_FILES = {
     "truncated.png": (None, "damaged or truncated"),
     "huge.png": (_png_claiming(50_000, 50_000), "megapixel"),
     "wide.png": (_png_claiming(2_000_000, 30), "megapixel"),
-    "zero.bmp": (b"BM" + b"\0" * 60, ""),
+    "zero.bmp": (b"BM" + b"\0" * 60, "damaged or truncated"),
 }
 
 
@@ -540,7 +540,7 @@ def test_broken_tiff_prints_nothing(tmp_path, capfd):
 def test_eps_is_refused_without_running_ghostscript(tmp_path):
     path = tmp_path / "digit.eps"
     path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
-    with pytest.raises(ImageError) as info:
+    with pytest.raises(ImageError, match="EPS is not supported") as info:
         image.load_digit(path)
     assert str(path) in str(info.value)
 
