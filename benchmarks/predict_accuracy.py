@@ -4,9 +4,9 @@
 
 A FOLDER is one set (it holds ``labels.csv``: ``file,label``) or a folder of
 sets (its sub-folders that hold one). Each image goes through the same path
-as ``bp predict``: ``bpcli.image.load_digit`` (the MNIST preparation), then
-the model's forward pass on ``uint8 / 255`` as float32. An image that cannot
-be read counts as wrong and is reported.
+as ``bp predict``: ``bpcli.predict.predict_images`` (``load_digit``'s MNIST
+preparation, then the model). An image that cannot be read counts as wrong
+and is reported.
 """
 
 import argparse
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from bpcli.checkpoint import load_model
-from bpcli.errors import BpError, ImageError
-from bpcli.image import load_digit
+from bpcli.errors import BpError
+from bpcli.predict import predict_images
 
 
 def find_sets(folders):
@@ -46,16 +46,12 @@ def score_set(model, folder, batch=256):
     errors = []
     t0 = time.perf_counter()
     for start in range(0, len(items), batch):
-        X, rows = [], []
-        for i in range(start, min(start + batch, len(items))):
-            try:
-                X.append(load_digit(items[i][0]))
-                rows.append(i)
-            except ImageError as err:
-                errors.append(str(err))
-        if X:
-            P = model.predict_proba(np.stack(X).astype(np.float32) / 255.0)
-            pred[rows] = np.argmax(P, axis=1)
+        results, _ = predict_images(model, [path for path, _ in items[start:start + batch]])
+        for i, r in enumerate(results, start):
+            if r["digit"] is None:
+                errors.append(r["error"])
+            else:
+                pred[i] = r["digit"]
     seconds = time.perf_counter() - t0
     correct = pred == y
     per_digit = {str(d): {"n": int((y == d).sum()),
@@ -88,8 +84,8 @@ def main(argv=None):
         return
     print(f"{'set':<12} {'n':>6} {'accuracy':>9} {'unreadable':>11} {'ms/image':>9}")
     for r in results:
-        print(f"{r['set']:<12} {r['n']:>6} {r['accuracy']:>9.2%} {r['unreadable']:>11} "
-              f"{r['ms_per_image']:>9.1f}")
+        accuracy = "-" if r["accuracy"] is None else f"{r['accuracy']:.2%}"  # an empty labels.csv
+        print(f"{r['set']:<12} {r['n']:>6} {accuracy:>9} {r['unreadable']:>11} {r['ms_per_image']:>9.1f}")
         if args.per_digit:
             print("    " + "  ".join(f"{d}:{v['accuracy']:.0%}" for d, v in r["per_digit"].items()
                                      if v["accuracy"] is not None))

@@ -38,8 +38,15 @@ class Model:
     meta: dict = field(default_factory=dict)
 
     def predict_proba(self, X):
-        """X (n, 784), uint8 pixels or floats in [0, 1] -> output activations (n, 10)."""
-        return predict(self.Ws, self.bs, self.spec, X)
+        """X (n, 784), uint8 pixels or floats in [0, 1] -> class probabilities (n, 10).
+
+        Softmax outputs are probabilities already. Sigmoid outputs are independent
+        scores in [0, 1]: they are normalised to sum to 1, so every model reports
+        comparable numbers (the ranking is unchanged)."""
+        A = predict(self.Ws, self.bs, self.spec, X)
+        if self.spec.output == "sigmoid":
+            A /= np.maximum(A.sum(axis=1, keepdims=True), 1e-12)
+        return A
 
 
 def save_checkpoint(path, Ws, bs, meta, opt_state=None):

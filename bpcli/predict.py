@@ -8,15 +8,6 @@ from .image import load_digit
 UNCERTAIN_BELOW = 0.5
 
 
-def probabilities(model, X_uint8):
-    """Class probabilities (n, 10). Sigmoid outputs are independent scores in [0, 1]:
-    they are normalised to sum to 1 so every model reports comparable numbers."""
-    A = model.predict_proba(X_uint8)
-    if model.spec.output == "sigmoid":
-        A = A / np.maximum(A.sum(axis=1, keepdims=True), 1e-12)
-    return A
-
-
 def predict_images(model, paths):
     """(results, inputs): one PRODUCT.md result per image, in order, and the 784-pixel
     input the model saw (None for an image that could not be read, whose result
@@ -31,7 +22,7 @@ def predict_images(model, paths):
             results.append({"image": path, "digit": None, "error": str(err)})
     good = [i for i, x in enumerate(inputs) if x is not None]
     if good:
-        P = probabilities(model, np.stack([inputs[i] for i in good]))
+        P = model.predict_proba(np.stack([inputs[i] for i in good]))
         for i, p in zip(good, P):
             digit = int(p.argmax())
             results[i].update(digit=digit, confidence=float(p[digit]),

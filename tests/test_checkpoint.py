@@ -39,6 +39,22 @@ def test_round_trip_rebuilds_the_model(ckpt):
     assert P.shape == (5, 10) and np.allclose(P.sum(axis=1), 1, atol=1e-5)
 
 
+def test_a_sigmoid_models_scores_are_normalised_to_probabilities(tmp_path):
+    from bpcli.metrics import predict
+
+    spec = Spec([784, 8, 10], "sigmoid", "sigmoid", "mse")
+    Ws, bs = init_params(spec, np.random.default_rng(0), "normal")
+    meta = meta_for(spec.sizes)
+    meta["config"]["model"].update(activation="sigmoid", output="sigmoid", loss="mse")
+    save_checkpoint(tmp_path / "s.npz", Ws, bs, meta)
+    model = load_model(tmp_path / "s.npz")
+    X = np.random.default_rng(1).integers(0, 256, (5, 784), dtype=np.uint8)
+    scores, P = predict(Ws, bs, spec, X), model.predict_proba(X)
+    assert not np.allclose(scores.sum(axis=1), 1, atol=1e-3)  # independent sigmoids do not sum to 1
+    np.testing.assert_allclose(P.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(P, scores / scores.sum(axis=1, keepdims=True), rtol=1e-5)
+
+
 def test_plain_numpy_reads_it_without_pickle(ckpt):
     with np.load(ckpt[0], allow_pickle=False) as npz:
         assert {"W0", "b0", "W1", "b1", "opt.v0", "meta"} <= set(npz.files)

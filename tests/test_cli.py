@@ -199,7 +199,7 @@ def test_predict_classifies_pictures_of_digits_as_their_originals(smoke_run, mni
     data = load_mnist(mnist_env["BP_DATA_DIR"], offline=True)
     originals = data.test_images[:N_DIGITS]
     model = load_model(Path(smoke_run["run_dir"]) / "best.npz")
-    P = model.predict_proba(originals.astype(np.float32) / 255)
+    P = model.predict_proba(originals)
     confident = [i for i in range(N_DIGITS) if P[i].max() > 0.9]
     assert len(confident) >= N_DIGITS // 2
 
