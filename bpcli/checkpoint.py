@@ -63,8 +63,9 @@ def save_checkpoint(path, Ws, bs, meta, opt_state=None):
             np.savez(f, **arrays)
 
 
-def read_checkpoint(path):
-    """Load (arrays, meta) with every check a user's file may fail, as CheckpointError."""
+def read_checkpoint(path, arrays=True):
+    """Load (arrays, meta) with every check a user's file may fail, as CheckpointError.
+    arrays=False reads only the metadata (the arrays dict comes back empty)."""
     path = str(path)
     try:
         with open(path, "rb") as f:
@@ -74,7 +75,8 @@ def read_checkpoint(path):
             raise CheckpointError(f"checkpoint {path} is not a bp checkpoint: {what}; "
                                   "pass a best.npz or last.npz written by bp train")
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+            wanted = npz.files if arrays else [name for name in npz.files if name == "meta"]
+            arrays = {name: npz[name] for name in wanted}
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} not found; train one with 'bp train' "
                               "or pass the path of a .npz file") from None
@@ -116,9 +118,12 @@ def load_model(path):
         W, b = arrays.get(f"W{l}"), arrays.get(f"b{l}")
         if W is None or b is None:
             raise CheckpointError(f"checkpoint {path} lacks the weights of layer {l + 1}; it is incomplete")
-        if W.shape != (fan_in, fan_out) or b.shape != (fan_out,) or W.dtype.kind != "f" or b.dtype.kind != "f":
+        if W.shape != (fan_in, fan_out) or b.shape != (fan_out,):
             raise CheckpointError(f"checkpoint {path}: layer {l + 1} has shape {W.shape} but its metadata "
                                   f"says {(fan_in, fan_out)}; the file is inconsistent")
+        if W.dtype.kind != "f" or b.dtype.kind != "f":
+            raise CheckpointError(f"checkpoint {path}: layer {l + 1} holds {W.dtype}/{b.dtype} values, "
+                                  "not floating point; the file is not a bp model")
         Ws.append(W)
         bs.append(b)
     return Model(spec, Ws, bs, meta)

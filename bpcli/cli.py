@@ -146,7 +146,7 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
     if data_dir:
         cfg.set("data.dir", data_dir, "flag --data-dir")
     values = cfg.values
-    data = load_mnist(values["data"]["dir"], mirrors=_mirrors(), progress=False if quiet else None)
+    data = load_mnist(values["data"]["dir"], progress=False if quiet else None)
     if not resume:
         run_dir = train_mod.new_run_dir(run_dir, force)
     progress = train_mod.Progress(quiet=quiet)
@@ -160,12 +160,6 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
     else:
         click.echo(f"test accuracy {summary['test_accuracy']:.4f} (best epoch {summary['best_epoch']}), "
                    f"run dir {summary['run_dir']}")
-
-
-def _mirrors():
-    from . import download as dl
-
-    return dl.resolve_mirrors(())
 
 
 @cli.command("config")
@@ -236,7 +230,7 @@ def evaluate(checkpoint, split, data_dir, as_json, min_accuracy, min_digit_accur
     from .evaluate import evaluate_checkpoint, gate_failures, render_report
 
     path, model = _load_model(checkpoint)
-    doc = evaluate_checkpoint(path, model, split, data_dir=data_dir, mirrors=_mirrors())
+    doc = evaluate_checkpoint(path, model, split, data_dir=data_dir)
     if as_json:
         _emit_json(doc)
     else:

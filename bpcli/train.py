@@ -472,7 +472,7 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None):
 
 def resume_config(ckpt, flags):
     """The config to continue a run with: its own, where flags may only extend train.epochs."""
-    _, meta = read_checkpoint(ckpt)
+    _, meta = read_checkpoint(ckpt, arrays=False)  # Run.restore reads the arrays
     if "config" not in meta:
         raise CheckpointError(f"checkpoint {ckpt} has no config; it cannot be resumed")
     cfg = from_values(meta["config"], f"{ckpt}")

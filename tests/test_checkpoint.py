@@ -55,6 +55,13 @@ def test_a_sigmoid_models_scores_are_normalised_to_probabilities(tmp_path):
     np.testing.assert_allclose(P, scores / scores.sum(axis=1, keepdims=True), rtol=1e-5)
 
 
+def test_metadata_alone_can_be_read(ckpt):
+    from bpcli.checkpoint import read_checkpoint
+
+    arrays, meta = read_checkpoint(ckpt[0], arrays=False)
+    assert arrays == {} and meta == read_checkpoint(ckpt[0])[1]
+
+
 def test_plain_numpy_reads_it_without_pickle(ckpt):
     with np.load(ckpt[0], allow_pickle=False) as npz:
         assert {"W0", "b0", "W1", "b1", "opt.v0", "meta"} <= set(npz.files)
@@ -146,6 +153,9 @@ BAD = {
                         "lacks the weights of layer 1"),
     "wrong shape": (lambda p: write_npz(p, meta=bp_meta(), **{**good_arrays(), "W1": np.zeros((9, 10))}),
                     "inconsistent"),
+    "integer weights": (lambda p: write_npz(p, meta=bp_meta(),
+                                            **{**good_arrays(), "W1": np.zeros((8, 10), np.int64)}),
+                        "not floating point"),
     "no sizes": (lambda p: write_npz(p, meta=bp_meta(sizes=None), **good_arrays()), "incomplete"),
 }
 
