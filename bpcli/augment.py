@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from .metrics import to_float
+
 SIDE = 28
 CENTRE = (SIDE - 1) / 2
 
@@ -133,7 +135,7 @@ class Augmenter:
     def bilinear(self, X8, qx, qy):
         """Read each image of X8 (n, 784) uint8 at the points (qx, qy) (n, 784): float32 in [0, 1]."""
         n = len(X8)
-        np.multiply(X8.reshape(n, SIDE, SIDE), np.float32(1 / 255), out=self.padded[:n, 1:SIDE + 1, 1:SIDE + 1])
+        to_float(X8.reshape(n, SIDE, SIDE), out=self.padded[:n, 1:SIDE + 1, 1:SIDE + 1])
         x0 = np.floor(np.clip(qx, -1.0, SIDE, out=qx), out=self.tmp[:n])
         fx = np.subtract(qx, x0, out=self.fx[:n])
         x0 += self.rows[:n]

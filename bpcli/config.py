@@ -65,12 +65,10 @@ def _is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def integer(lo=None, hi=None, nullable=False):
+def integer(lo=None, hi=None):
     def check(v):
-        if v is None and nullable:
-            return None
         if not _is_int(v):
-            return f"must be an integer{' or null' if nullable else ''}, got {v!r}"
+            return f"must be an integer, got {v!r}"
         if lo is not None and v < lo:
             return f"must be >= {lo}, got {v}"
         if hi is not None and v > hi:
@@ -96,7 +94,8 @@ def number(lo=None, hi=None, lo_open=False, hi_open=False):
 def optional(check):
     """null, or whatever ``check`` accepts."""
     def check_optional(v):
-        return None if v is None else check(v)
+        problem = None if v is None else check(v)
+        return problem and problem.replace(", got", " (or null), got", 1)
     return check_optional
 
 
@@ -165,7 +164,7 @@ RULES = {
     "seed": integer(lo=0),
     "data.dir": string,
     "data.validation": integer(lo=0, hi=59_999),
-    "data.limit": integer(lo=1, nullable=True),
+    "data.limit": optional(integer(lo=1)),
     "model.hidden": layer_sizes,
     "model.activation": choice("sigmoid", "tanh", "relu", "leaky_relu"),
     "model.output": choice("softmax", "sigmoid"),
@@ -187,7 +186,7 @@ RULES = {
     "train.warmup_epochs": number(lo=0.0),
     "train.label_smoothing": number(lo=0.0, hi=1.0, hi_open=True),
     "train.max_norm": optional(number(lo=0.0, lo_open=True)),
-    "train.patience": integer(lo=1, nullable=True),
+    "train.patience": optional(integer(lo=1)),
     "train.augment": augment,
 }
 
