@@ -25,8 +25,8 @@ checkpoint on:
     few typed ones) on a dark green or grey, smudged, noisy board.
 
 MNIST is read from ``--mnist`` (default: ``$BP_TEST_MNIST``, else
-``../shared/mnist`` beside the repository, else ``./data``): the gzipped IDX
-files. Everything is seeded: the same command makes the same files.
+``../shared/mnist`` beside the repository, else the repository's ``data/``):
+the gzipped IDX files, or the plain ones ``bp download`` leaves. Everything is seeded: the same command makes the same files.
 """
 
 import argparse
@@ -64,7 +64,7 @@ def find_mnist(explicit=None):
     candidates = [explicit, os.environ.get("BP_TEST_MNIST"), REPO.parent / "shared" / "mnist",
                   REPO / "data"]
     for c in candidates:
-        if c and (Path(c) / "t10k-images-idx3-ubyte.gz").exists():
+        if c and any((Path(c) / f"t10k-images-idx3-ubyte{ext}").exists() for ext in (".gz", "")):
             return Path(c)
     sys.exit("MNIST test files not found: pass --mnist DIR (a folder with t10k-images-idx3-ubyte.gz "
              "and t10k-labels-idx1-ubyte.gz), or run 'bp download' first")
@@ -72,6 +72,11 @@ def find_mnist(explicit=None):
 
 def read_mnist_test(folder, n):
     """The first n test digits (n, 28, 28) uint8 and their labels (n,)."""
+    if (folder / "t10k-images-idx3-ubyte").exists():  # bp's own cache, as bp download leaves it
+        from bpcli.data import read_idx
+
+        X, y = read_idx(folder / "t10k-images-idx3-ubyte"), read_idx(folder / "t10k-labels-idx1-ubyte")
+        return X[:n].reshape(-1, 28, 28), y[:n]
     with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as f:
         X = np.frombuffer(f.read(16 + 784 * n), np.uint8, offset=16).reshape(-1, 28, 28)
     with gzip.open(folder / "t10k-labels-idx1-ubyte.gz") as f:
@@ -204,7 +209,7 @@ def _draws_digits(path):
     return len(shapes) == 10
 
 
-def typed_digit(font_path, digit, size, angle, rng):
+def typed_digit(font_path, digit, size, angle):
     """Ink coverage of ``digit`` typed at ``size`` px, turned ``angle`` degrees."""
     font = ImageFont.truetype(str(font_path), size)
     side = 2 * size
@@ -268,7 +273,7 @@ def make_typed_set(out, fonts, rng):
         for size in FONT_SIZES:
             for angle in ANGLES:
                 for digit in range(10):
-                    ink = typed_digit(font, digit, size, angle + rng.uniform(-1, 1), rng)
+                    ink = typed_digit(font, digit, size, angle + rng.uniform(-1, 1))
                     page = place(ink, rng, margin=(1.4, 2.5))
                     stem = f"{font.stem}-{size}-{angle:+d}-{digit}"
                     name = save_mixed(ink_on_paper(page, rng, colour=np.array([0.05, 0.05, 0.06])),
@@ -296,7 +301,7 @@ def make_chalk_set(out, X, y, fonts, rng, n_typed=100):
         rows.append((name, int(label)))
     for i in range(n_typed if fonts else 0):
         font, digit = fonts[rng.integers(0, len(fonts))], int(rng.integers(0, 10))
-        ink = typed_digit(font, digit, int(rng.integers(60, 200)), rng.uniform(-8, 8), rng)
+        ink = typed_digit(font, digit, int(rng.integers(60, 200)), rng.uniform(-8, 8))
         page = place(ink, rng)
         name = f"typed-{i:05d}.jpg"
         Image.fromarray(to_u8(chalk_on_board(page, rng))).save(folder / name, quality=85)
