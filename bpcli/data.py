@@ -130,10 +130,10 @@ def load_mnist(data_dir, mirrors=None, offline=None, *, limit=None, progress=Non
     return MNIST(train_images, train_labels, test_images, test_labels)
 
 
-def load_mnist_for(values, data_dir=None, mirrors=None, offline=None):
+def load_mnist_for(values, data_dir=None):
     """MNIST for a model: from ``data_dir`` if given, else where the run's config
     (``values``, from a checkpoint) kept it, else ./data."""
-    return load_mnist(data_dir or values.get("data", {}).get("dir", "data"), mirrors=mirrors, offline=offline)
+    return load_mnist(data_dir or values.get("data", {}).get("dir", "data"))
 
 
 def split_validation(images, labels, n_val, rng):

@@ -22,9 +22,9 @@ def split_arrays(data, values, split):
     return (val_X, val_y) if split == "val" else (train_X, train_y)
 
 
-def evaluate_checkpoint(path, model, split="test", data_dir=None, mirrors=None, offline=None):
+def evaluate_checkpoint(path, model, split="test", data_dir=None):
     values = model.meta.get("config", {})
-    data = load_mnist_for(values, data_dir, mirrors, offline)
+    data = load_mnist_for(values, data_dir)
     X, y = split_arrays(data, values, split)
     P = predict(model.Ws, model.bs, model.spec, X)
     return {"checkpoint": str(path), "split": split, **report(P, y, model.spec)}

@@ -242,13 +242,13 @@ def explain_arrays(Ws, bs, spec, x_uint8, *, label=None, target=None, top=5,
 
 
 def explain_model(model, checkpoint=None, *, image=None, index=None, split="test", target=None, top=5,
-                  batch=64, lr=None, data_dir=None, mirrors=None, offline=None, seed=0, data=None):
+                  batch=64, lr=None, data_dir=None, seed=0):
     """``bp explain``: the document for a user's ``image`` file or MNIST image ``index`` of ``split``.
 
     The zoom-out batch is ``batch`` images of ``split`` (test or train) with
     every digit represented (seed ``seed``); batch 0 skips it, and then an
     image file needs no MNIST at all. lr defaults to the checkpoint's
-    train.lr. ``data``: an ``MNIST`` tuple to use instead of loading one.
+    train.lr.
     """
     if (image is None) == (index is None):
         raise ConfigError("give an IMAGE file to explain, or --index N for MNIST image N, not both"
@@ -261,12 +261,11 @@ def explain_model(model, checkpoint=None, *, image=None, index=None, split="test
         from .image import load_digit
 
         x = load_digit(image)  # before loading MNIST: a bad file fails fast
-    values = model.meta.get("config", {}) if isinstance(model.meta, dict) else {}
-    if data is None and (index is not None or batch > 0):
+    values = model.meta.get("config", {})
+    if index is not None or batch > 0:
         from .data import load_mnist_for
 
-        data = load_mnist_for(values, data_dir, mirrors, offline)
-    if data is not None:
+        data = load_mnist_for(values, data_dir)
         X, y = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
     if index is not None:
         if not 0 <= index < len(X):

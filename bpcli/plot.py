@@ -211,7 +211,7 @@ def plot_misclassified(images, y_true, y_pred, indices, path, total=None, grid=M
 # A whole run
 
 
-def plot_run(run_dir, out_dir=None, *, data_dir=None, mirrors=None, offline=None, data=None):
+def plot_run(run_dir, out_dir=None, *, data_dir=None, data=None):
     """Draw the four pictures of ``run_dir`` into ``out_dir`` (default run_dir/plots).
 
     The test set comes from ``data`` (an ``MNIST`` tuple) or is loaded from
@@ -230,7 +230,7 @@ def plot_run(run_dir, out_dir=None, *, data_dir=None, mirrors=None, offline=None
     if data is None:
         from .data import load_mnist_for
 
-        data = load_mnist_for(model.meta.get("config", {}), data_dir, mirrors, offline)
+        data = load_mnist_for(model.meta.get("config", {}), data_dir)
     out_dir = out_dir or os.path.join(run_dir, "plots")
     try:
         os.makedirs(out_dir, exist_ok=True)

@@ -25,7 +25,7 @@ import numpy as np
 from .augment import Augmenter
 from .checkpoint import load_model, read_checkpoint, save_checkpoint
 from .config import from_values
-from .data import seeds, validation_split
+from .data import N_CLASSES, PIXELS, seeds, validation_split
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import write_text_atomic
 from .metrics import loss_and_accuracy
@@ -33,7 +33,6 @@ from .network import Spec, example_costs, init_params, n_weights, one_hot, param
 from .optim import clip_max_norm, learning_rate, make_optimizer
 from .step import Step
 
-INPUTS, CLASSES = 784, 10
 TALLY_EVERY = 20  # batches between tallies of the training loss and accuracy (and the divergence check)
 
 
@@ -50,7 +49,7 @@ class Interrupted(BpError):
 
 def spec_from_config(values):
     m = values["model"]
-    return Spec([INPUTS, *m["hidden"], CLASSES], m["activation"], m["output"], m["loss"])
+    return Spec([PIXELS, *m["hidden"], N_CLASSES], m["activation"], m["output"], m["loss"])
 
 
 # ---------------------------------------------------------------------------
@@ -207,7 +206,7 @@ class Run:
         inked = self.train_X.any(axis=0) | bool(self.augment)
         self.order = np.concatenate([np.flatnonzero(inked), np.flatnonzero(~inked)])
         self.k = int(inked.sum())
-        if self.k < INPUTS:
+        if self.k < PIXELS:
             self.train_X = np.ascontiguousarray(self.train_X[:, self.order[:self.k]])
         Ws, bs = init_params(self.spec, init_rng, self.values["model"]["init"])
         Ws[0] = Ws[0][self.order]
@@ -314,10 +313,10 @@ class Run:
         dropout, max_norm = self.values["model"]["dropout"], t["max_norm"]
         # every example's label and target Y in this epoch's order: a batch's are then a slice
         labels = self.train_y[perm]
-        targets = one_hot(labels, CLASSES)
+        targets = one_hot(labels, N_CLASSES)
         if t["label_smoothing"]:
             targets *= 1.0 - t["label_smoothing"]
-            targets += t["label_smoothing"] / CLASSES
+            targets += t["label_smoothing"] / N_CLASSES
         fixed_lr = learning_rate(t, 0) if t["schedule"] == "constant" and not t["warmup_epochs"] else None
         p = self.partial
         # pixels stay uint8 until they enter the step's float32 batch
@@ -327,7 +326,7 @@ class Run:
         flush_every = self.opt.flush_every
         # Training loss and accuracy come from each batch's a[L], kept and tallied every
         # TALLY_EVERY batches in one vectorised pass rather than a few small calls per batch
-        outputs = np.empty((TALLY_EVERY * B, CLASSES), dtype=np.float32)
+        outputs = np.empty((TALLY_EVERY * B, N_CLASSES), dtype=np.float32)
         untallied = self.step  # the first batch not yet tallied
         p["seconds"] += time.perf_counter() - setup
         progress.start_epoch(self.epoch + 1, t["epochs"], steps, self.step)
