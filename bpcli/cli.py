@@ -143,6 +143,7 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
     else:
         ckpt = None
         cfg = config_mod.resolve(config_file, sets, flags)
+        train_mod.check_run_dir(run_dir, force)  # before any data is loaded or fetched
     if data_dir:
         cfg.set("data.dir", data_dir, "flag --data-dir")
     values = cfg.values

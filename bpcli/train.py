@@ -55,8 +55,21 @@ def spec_from_config(values):
 # ---------------------------------------------------------------------------
 # Run directories
 
+def check_run_dir(run_dir, force=False):
+    """Refuse (exit 2) a --run-dir that is a file, or that holds a run unless force.
+    Cheap and without side effects: bp train calls it before loading any data."""
+    if run_dir is None:
+        return
+    if os.path.isfile(run_dir):
+        raise ConfigError(f"--run-dir {run_dir} is a file; name a folder")
+    if os.path.isdir(run_dir) and os.listdir(run_dir) and not force:
+        raise ConfigError(f"run dir {run_dir} already holds a run; continue it with "
+                          f"--resume {run_dir}, choose another --run-dir, or pass --force to overwrite")
+
+
 def new_run_dir(run_dir=None, force=False):
-    """Create the run dir; refuse (exit 2) to reuse one that holds a run, unless force."""
+    """Create the run dir (default: a fresh timestamped one); see check_run_dir for what is refused."""
+    check_run_dir(run_dir, force)
     if run_dir is None:
         root = os.environ.get("BP_RUNS_DIR") or "runs"
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -65,12 +78,7 @@ def new_run_dir(run_dir=None, force=False):
         while os.path.exists(run_dir):
             n += 1
             run_dir = os.path.join(root, f"{stamp}-{n}")
-    elif os.path.isfile(run_dir):
-        raise ConfigError(f"--run-dir {run_dir} is a file; name a folder")
-    elif os.path.isdir(run_dir) and os.listdir(run_dir):
-        if not force:
-            raise ConfigError(f"run dir {run_dir} already holds a run; continue it with "
-                              f"--resume {run_dir}, choose another --run-dir, or pass --force to overwrite")
+    elif os.path.isdir(run_dir):  # force: the old run's files go
         for name in ("last.npz", "best.npz", "metrics.jsonl", "config.yaml"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(run_dir, name))

@@ -152,6 +152,16 @@ def test_existing_run_dir_refused_exit_2(smoke_run, mnist_env):
     assert result.exit_code == 2 and "--resume" in result.output
 
 
+def test_existing_run_dir_is_refused_before_any_data_is_needed(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "last.npz").write_bytes(b"a run")
+    env = {"BP_DATA_DIR": str(tmp_path / "no-data"), "BP_OFFLINE": "1", "BP_RUNS_DIR": str(tmp_path)}
+    result = CliRunner().invoke(cli, ["train", "--run-dir", str(run_dir)], env=env)
+    assert result.exit_code == 2 and "already holds a run" in result.output  # not "offline, missing"
+    assert (run_dir / "last.npz").read_bytes() == b"a run"
+
+
 @NEEDS_MNIST
 def test_resume_with_other_flags_is_refused(smoke_run, mnist_env):
     result = CliRunner().invoke(cli, ["train", "--resume", smoke_run["run_dir"], "--lr", "0.5"], env=mnist_env)
