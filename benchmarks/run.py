@@ -37,7 +37,8 @@ repo), served to bp as a mirror: ``BP_MNIST_MIRROR``. bp's cache defaults to
 a temporary directory filled by ``bp download``. Nothing is written inside
 the repository unless ``--markdown``/``--json`` point there.
 
-Plain standard library; runs with the interpreter bp is installed in.
+The standard library plus bp's own dependencies (PyYAML; numpy in the in-process timing):
+run it with the interpreter bp is installed in.
 """
 
 import argparse
@@ -68,6 +69,8 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 _COMMON = ["--seed", "0", "--set", "data.validation=0", "--set", "data.limit=null",
            "--set", "train.schedule=constant", "--set", "train.nesterov=false",
            "--set", "train.optimizer=sgd", "--set", "train.weight_decay=0",
+           "--set", "train.warmup_epochs=0", "--set", "train.label_smoothing=0",
+           "--set", "train.max_norm=null", "--set", "train.patience=null",
            "--set", "model.dropout=0", "--set", "train.augment=false"]
 _CE = ["--set", "model.activation=relu", "--set", "model.output=softmax",
        "--set", "model.loss=cross_entropy", "--set", "model.init=auto",
