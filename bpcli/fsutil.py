@@ -5,15 +5,20 @@ rename is atomic), fsync, then ``os.replace`` it over the final name.
 """
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 
 from .errors import BpError
 
 
 @contextlib.contextmanager
-def atomic_path(path, mode=0o644):
+def atomic_path(path):
     """Yield a temp path next to ``path``; on success rename it to ``path``.
+
+    The file gets the permissions any new file would (0666 less the umask),
+    not mkstemp's private 0600.
 
     On any exception the temp file is removed and ``path`` is untouched; an
     OSError (read-only folder, disk full) becomes a BpError naming the file.
@@ -27,7 +32,7 @@ def atomic_path(path, mode=0o644):
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except OSError as err:
         _remove(tmp)
@@ -36,6 +41,13 @@ def atomic_path(path, mode=0o644):
     except BaseException:
         _remove(tmp)
         raise
+
+
+def current_umask():
+    """The process's umask (reading it means setting it: put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _remove(tmp):
@@ -48,3 +60,70 @@ def write_text_atomic(path, text):
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+
+
+# ---------------------------------------------------------------------------
+# Reading files from outside (configs, checkpoints, images): untrusted
+
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+
+
+def describe_mode(mode):
+    """What a file that is not a regular file is, in words ("a named pipe (FIFO)", …)."""
+    for test, words in _KINDS:
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def open_untrusted(path, what, error=BpError, max_bytes=None, hint=""):
+    """Open ``path`` for reading in binary, refusing what would hang or exhaust memory.
+
+    Anything but a regular file (a FIFO would block the reader forever,
+    /dev/zero never ends) is refused, and so is a file over ``max_bytes``.
+    The file is opened non-blocking and checked by ``fstat`` on the open
+    descriptor, so it cannot be swapped between the check and the read.
+    Every failure is ``error`` (a BpError class) saying "{what} {path} …",
+    one line, plus ``hint``. Returns ``(file object, size in bytes)``.
+    """
+    name = os.fspath(path)
+    shown = shown_path(name)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise error(f"{what} {shown} not found{hint}") from None
+    except IsADirectoryError:
+        raise error(f"{what} {shown} is a folder, not a file{hint}") from None
+    except PermissionError:
+        raise error(f"{what} {shown} cannot be read: permission denied; check its permissions") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise error(f"{what} {shown} is a symbolic link that loops back on itself{hint}") from None
+        raise error(f"{what} {shown} cannot be read: {err.strerror or err}{hint}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{what} {shown} is {describe_mode(st.st_mode)}, not a regular file{hint}")
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise error(f"{what} {shown} is {st.st_size:,} bytes, over bp's limit of {max_bytes:,}{hint}")
+        return os.fdopen(fd, "rb"), st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def shown_path(path, limit=200):
+    """A path as it can be printed inside a one-line message: control characters
+    (a newline in a file name) escaped, and at most ``limit`` characters."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    return truncate(text.encode("unicode_escape", "backslashreplace").decode("ascii")
+                    if not text.isprintable() else text, limit)
+
+
+def truncate(text, limit=80):
+    """``text`` cut to ``limit`` characters with an ellipsis: never print a whole user value."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
