@@ -7,8 +7,8 @@ rename is atomic), fsync, then ``os.replace`` it over the final name.
 import contextlib
 import errno
 import os
+import secrets
 import stat
-import tempfile
 
 from .errors import BpError
 
@@ -27,8 +27,10 @@ def atomic_path(path):
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".part", dir=folder)
-        os.close(fd)
+        # named before it is created (not mkstemp): an interrupt right after the
+        # creation still finds the name to remove
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.part")
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
