@@ -51,6 +51,14 @@ def make_tiny_mnist(seed=0):
     return contents, specs
 
 
+@pytest.fixture(autouse=True)
+def runs_root(tmp_path, monkeypatch):
+    """Every test gets a runs root of its own ($BP_RUNS_DIR): no test writes ./runs/latest."""
+    root = tmp_path / "runs-root"
+    monkeypatch.setenv("BP_RUNS_DIR", str(root))
+    return root
+
+
 @pytest.fixture
 def tiny_mnist():
     """``(contents, specs)`` of four tiny valid MNIST files (6 train, 4 test examples)."""
@@ -207,6 +215,17 @@ def closed_port_url():
 def real_mnist_dir():
     """The folder of genuine gzipped MNIST files, or skip."""
     return real_mnist_folder() or pytest.skip(NO_MNIST)
+
+
+@pytest.fixture(scope="session")
+def mnist_data_dir(tmp_path_factory):
+    """A data dir holding the verified, decompressed real MNIST (made once per session), or skip."""
+    from bpcli.download import ensure_mnist
+
+    folder = real_mnist_folder() or pytest.skip(NO_MNIST)
+    data = tmp_path_factory.mktemp("mnist-cache")
+    ensure_mnist(data, mirrors=[str(folder)], offline=True, progress=False)
+    return data
 
 
 @pytest.fixture

@@ -1,0 +1,211 @@
+"""Run directories: where a training run lives, who holds it, and ``runs/latest``.
+
+A run dir holds ``config.yaml``, ``metrics.jsonl``, ``last.npz``, ``best.npz``
+and ``result.json`` (how the run ended). Several ``bp train`` may start at
+once on one machine (a CI matrix), so:
+
+- a new run dir is created exclusively (``os.mkdir`` fails if it exists):
+  two runs never get the same default name, even within one second;
+- a run dir is held by an exclusive ``flock`` on its ``.lock`` file for the
+  whole run, resumes included; a second trainer on it is refused, naming the
+  process that holds it. The kernel drops the lock when that process ends,
+  however it ends, so a killed run never leaves a stale lock;
+- ``--force`` replaces only bp's own files in the run dir, only while holding
+  its lock, and never through a symbolic link (``--run-dir runs/latest``);
+- ``latest`` lives in the runs root (``$BP_RUNS_DIR``, else ``./runs``),
+  whatever ``--run-dir`` says, and points at the newest run that has a model:
+  it moves when a run writes its first ``best.npz``, so a run that is
+  interrupted or diverges before that leaves the previous good model the
+  default of ``bp evaluate`` and ``bp predict``.
+"""
+
+import contextlib
+import errno
+import os
+import socket
+from datetime import datetime
+
+from .errors import BpError, ConfigError
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz", "result.json")
+LOCK_NAME = ".lock"
+LATEST = "latest"
+
+
+class RunInUse(BpError):
+    """Another process is training in this run dir (exit 1: try again later)."""
+
+
+def runs_root():
+    return os.environ.get("BP_RUNS_DIR") or "runs"
+
+
+def latest_link():
+    return os.path.join(runs_root(), LATEST)
+
+
+def holds_a_run(run_dir):
+    return any(os.path.lexists(os.path.join(run_dir, name)) for name in RUN_FILES)
+
+
+def check(run_dir, force=False):
+    """Refuse (exit 2) a --run-dir that is a file, a link we would delete through, or
+    that holds a run unless ``force``. Cheap, no side effects: bp train calls it before
+    loading any data. (Whether the run is in use is known only once its lock is tried.)"""
+    if run_dir is None:
+        return
+    if os.path.islink(run_dir) and force:
+        raise ConfigError(f"--run-dir {run_dir} is a symbolic link (to {os.readlink(run_dir)}); "
+                          "--force never deletes through a link: name the run dir itself")
+    if os.path.lexists(run_dir) and not os.path.isdir(run_dir):
+        raise ConfigError(f"--run-dir {run_dir} is a file; name a folder")
+    if os.path.isdir(run_dir) and holds_a_run(run_dir) and not force:
+        raise ConfigError(f"run dir {run_dir} already holds a run; continue it with "
+                          f"--resume {run_dir}, choose another --run-dir, or pass --force to overwrite")
+
+
+def create(run_dir=None, force=False):
+    """Create and lock a new run dir; return its path.
+
+    Default: ``<runs root>/<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``… when that
+    name is taken; the name is claimed by ``mkdir`` itself, so parallel runs
+    cannot pick the same one. With ``force`` an existing run's files are
+    removed, but only once its lock is held (never a run still training).
+    """
+    check(run_dir, force)
+    if run_dir is None:
+        root = runs_root()
+        _makedirs(root)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        for n in range(1, 10_000):
+            candidate = os.path.join(root, stamp if n == 1 else f"{stamp}-{n}")
+            try:
+                os.mkdir(candidate)
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise _cannot_create(candidate, err) from None
+            lock(candidate)
+            return candidate
+        raise BpError(f"cannot find a free run dir name under {root}; pass --run-dir")
+    _makedirs(run_dir)
+    lock(run_dir)
+    check(run_dir, force)  # again, now that nobody else can be writing it
+    if force:
+        for name in RUN_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(run_dir, name))  # a link inside is removed, not followed
+    return run_dir
+
+
+def _makedirs(folder):
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise _cannot_create(folder, err) from None
+
+
+def _cannot_create(folder, err):
+    return BpError(f"cannot create run dir {folder}: {err.strerror or err}; "
+                   "choose another --run-dir or set BP_RUNS_DIR")
+
+
+# ---------------------------------------------------------------------------
+# The lock: one trainer per run dir
+
+_held = {}  # real path of a run dir -> the open lock file (this process holds it)
+
+
+def lock(run_dir):
+    """Hold ``run_dir``'s lock for the rest of this process (or until ``release``).
+    Raises RunInUse naming the process that holds it. Holding it twice is fine."""
+    key = os.path.realpath(run_dir)
+    if key in _held:
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; parallel runs there are the user's care
+        return
+    path = os.path.join(run_dir, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as err:
+        raise _cannot_create(run_dir, err) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        holder = _read_holder(fd)
+        os.close(fd)
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise RunInUse(f"run dir {run_dir} is in use by another bp train ({holder}); wait for it to "
+                           "finish or stop it, or choose another --run-dir") from None
+        if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            return  # a file system without locks: run unprotected rather than not at all
+        raise _cannot_create(run_dir, err) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    _held[key] = fd
+
+
+def _read_holder(fd):
+    try:
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    return text or "a process that has not written its pid yet"
+
+
+def release(run_dir):
+    """Let go of a run dir this process holds (tests train many runs in one process)."""
+    fd = _held.pop(os.path.realpath(run_dir), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+@contextlib.contextmanager
+def held(run_dir):
+    """Hold ``run_dir`` (created if missing) for the duration of the block, unless it was
+    already held before it (then it stays held)."""
+    already = os.path.realpath(run_dir) in _held
+    _makedirs(run_dir)
+    lock(run_dir)
+    try:
+        yield
+    finally:
+        if not already:
+            release(run_dir)
+
+
+# ---------------------------------------------------------------------------
+# latest, and --resume's argument
+
+def point_latest(run_dir):
+    """Make ``<runs root>/latest`` a symlink to ``run_dir``, replaced atomically.
+
+    The link is relative when the run is under the runs root (the folder can
+    then be moved whole), absolute otherwise. A real file or folder named
+    ``latest`` is left alone: it is not bp's.
+    """
+    root = runs_root()
+    link = os.path.join(root, LATEST)
+    if os.path.lexists(link) and not os.path.islink(link):
+        return
+    target = os.path.abspath(run_dir)
+    rel = os.path.relpath(target, os.path.abspath(root))
+    tmp = f"{link}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(root, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(target if rel.startswith("..") else rel, tmp)
+        os.replace(tmp, link)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a file system without symlinks: 'latest' is a convenience
+
+
+def locate_resume(path):
+    """--resume accepts a run dir or a checkpoint inside one: -> (run_dir, checkpoint path)."""
+    if os.path.isdir(path):
+        return path, os.path.join(path, "last.npz")
+    return os.path.dirname(os.path.abspath(path)), path
