@@ -5,8 +5,9 @@ Pillow are imported inside the commands that need them. The library raises
 ``BpError``; ``main`` turns it into one ``Error: …`` line and its exit code.
 """
 
-import json
+import errno
 import os
+import signal
 import sys
 
 import click
@@ -15,16 +16,58 @@ from . import __version__
 from .errors import BpError
 
 
+INTERRUPTED = 130
+
+
 class BpGroup(click.Group):
-    """A click group that renders bp's own errors as ``Error: …`` with their exit code."""
+    """A click group that renders bp's own errors as ``Error: …`` with their exit code.
+
+    Also the edges of a process: Ctrl-C or SIGTERM anywhere (a download, a data
+    load, a prediction) is one line and exit 130, not click's "Aborted!" and 1;
+    a message is always one line, whatever a file name holds.
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except BpError as err:
-            exc = click.ClickException(str(err))
-            exc.exit_code = err.exit_code
-            raise exc from None
+            raise _exception(str(err), err.exit_code) from None
+        except KeyboardInterrupt:
+            raise _exception("interrupted; nothing was left half-written (files are written whole or "
+                             "not at all)", INTERRUPTED) from None
+
+    def main(self, *args, **kwargs):
+        """click's main, then stdout flushed while an error can still be reported:
+        output to a full device (``> /dev/full``) is an ``Error:`` line and exit 1,
+        not a traceback at interpreter exit."""
+        code = 0
+        try:
+            super().main(*args, **kwargs)
+        except SystemExit as exit_:
+            code = exit_.code
+        except OSError as err:  # click.echo failing mid-command on a closed or full stdout
+            code = _output_failed(err)
+        try:
+            sys.stdout.flush()
+        except OSError as err:
+            code = _output_failed(err)
+        sys.exit(code)
+
+
+def _exception(message, exit_code):
+    exc = click.ClickException(" ".join(message.splitlines()))
+    exc.exit_code = exit_code
+    return exc
+
+
+def _output_failed(err):
+    # the rest of stdout cannot be written either: send it nowhere, so that
+    # Python's own flush at exit does not print a traceback
+    sys.stdout = open(os.devnull, "w")
+    if getattr(err, "errno", None) == errno.EPIPE:  # `bp … | head`: the reader has all it wants
+        return 1
+    click.echo(f"Error: cannot write the output: {err.strerror or err}", err=True)
+    return 1
 
 
 def _data_dir_option(envvar="BP_DATA_DIR", default="./data"):
@@ -34,7 +77,9 @@ def _data_dir_option(envvar="BP_DATA_DIR", default="./data"):
 
 
 def _emit_json(doc):
-    click.echo(json.dumps(doc, indent=2))
+    from .jsonio import dumps
+
+    click.echo(dumps(doc, indent=2))
 
 
 @click.group(cls=BpGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,6 +173,7 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
     """Train an MLP on MNIST by backprop and mini-batch SGD."""
     set_threads(threads)
     from . import config as config_mod
+    from . import rundir
     from . import train as train_mod
     from .data import load_mnist
     from .errors import ConfigError
@@ -138,18 +184,22 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
         if config_file or sets or run_dir or force:
             raise ConfigError("--resume continues a run with its own config and run dir; "
                               "drop -c/--set/--run-dir/--force (only --epochs may extend it)")
-        run_dir, ckpt = train_mod.locate_resume(resume)
+        run_dir, ckpt = rundir.locate_resume(resume)
+        if os.path.isdir(run_dir):
+            rundir.lock(run_dir)  # first: a run still training is never resumed a second time
         cfg = train_mod.resume_config(ckpt, flags)
     else:
         ckpt = None
         cfg = config_mod.resolve(config_file, sets, flags)
-        train_mod.check_run_dir(run_dir, force)  # before any data is loaded or fetched
+        rundir.check(run_dir, force)  # before any data is loaded or fetched
+        if run_dir and os.path.isdir(run_dir):
+            rundir.lock(run_dir)  # an existing run dir in use is refused before the data is loaded too
     if data_dir:
         cfg.set("data.dir", data_dir, "flag --data-dir")
     values = cfg.values
     data = load_mnist(values["data"]["dir"], progress=False if quiet else None)
     if not resume:
-        run_dir = train_mod.new_run_dir(run_dir, force)
+        run_dir = rundir.create(run_dir, force)
     progress = train_mod.Progress(quiet=quiet)
     progress.note(f"run dir {run_dir}: {'-'.join(map(str, train_mod.spec_from_config(values).sizes))} "
                   f"{values['model']['activation']}, {values['model']['output']} + {values['model']['loss']}, "
@@ -198,8 +248,9 @@ def gradcheck(config_file, sets, tolerance):
 
 
 def _default_checkpoint():
-    root = os.environ.get("BP_RUNS_DIR") or "runs"
-    return os.path.join(root, "latest", "best.npz")
+    from .rundir import latest_link
+
+    return os.path.join(latest_link(), "best.npz")
 
 
 def _load_model(path):
@@ -326,7 +377,12 @@ def plot(run_dir, out_dir, data_dir):
         click.echo(f"{picture['path']} ({picture['width']}x{picture['height']})")
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends a command like Ctrl-C: cleanly, exit 130
+
+
 def main():
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="bp")
 
 

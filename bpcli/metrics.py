@@ -21,7 +21,7 @@ def predict(Ws, bs, spec, X):
     one batch at a time) or floats already in [0, 1]."""
     k = spec.sizes[-1]
     P = np.empty((len(X), k), dtype=np.float32)
-    with np.errstate(over="ignore", under="ignore"):  # saturated outputs are fine here
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # saturated (or NaN: callers check) outputs
         for i in range(0, len(X), EVAL_BATCH):
             batch = X[i:i + EVAL_BATCH]
             if batch.dtype == np.uint8:

@@ -24,6 +24,10 @@ def predict_images(model, paths):
     if good:
         P = model.predict_proba(np.stack([inputs[i] for i in good]))
         for i, p in zip(good, P):
+            if not np.isfinite(p).all():  # finite weights whose outputs overflow: no answer
+                results[i].update(digit=None, error=f"the model's output for {results[i]['image']} is not a "
+                                  "number: the model has diverged; train it again with a lower --lr")
+                continue
             digit = int(p.argmax())
             results[i].update(digit=digit, confidence=float(p[digit]),
                               probabilities=[round(float(v), 6) for v in p],

@@ -12,16 +12,15 @@ never interrupted (same machine and thread count).
 """
 
 import contextlib
-import json
 import math
 import os
 import signal
 import sys
 import time
-from datetime import datetime
 
 import numpy as np
 
+from . import jsonio, rundir
 from .augment import Augmenter
 from .checkpoint import load_model, read_checkpoint, save_checkpoint
 from .config import from_values
@@ -50,70 +49,6 @@ class Interrupted(BpError):
 def spec_from_config(values):
     m = values["model"]
     return Spec([PIXELS, *m["hidden"], N_CLASSES], m["activation"], m["output"], m["loss"])
-
-
-# ---------------------------------------------------------------------------
-# Run directories
-
-def check_run_dir(run_dir, force=False):
-    """Refuse (exit 2) a --run-dir that is a file, or that holds a run unless force.
-    Cheap and without side effects: bp train calls it before loading any data."""
-    if run_dir is None:
-        return
-    if os.path.isfile(run_dir):
-        raise ConfigError(f"--run-dir {run_dir} is a file; name a folder")
-    if os.path.isdir(run_dir) and os.listdir(run_dir) and not force:
-        raise ConfigError(f"run dir {run_dir} already holds a run; continue it with "
-                          f"--resume {run_dir}, choose another --run-dir, or pass --force to overwrite")
-
-
-def new_run_dir(run_dir=None, force=False):
-    """Create the run dir (default: a fresh timestamped one); see check_run_dir for what is refused."""
-    check_run_dir(run_dir, force)
-    if run_dir is None:
-        root = os.environ.get("BP_RUNS_DIR") or "runs"
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = os.path.join(root, stamp)
-        n = 1
-        while os.path.exists(run_dir):
-            n += 1
-            run_dir = os.path.join(root, f"{stamp}-{n}")
-    elif os.path.isdir(run_dir):  # force: the old run's files go
-        for name in ("last.npz", "best.npz", "metrics.jsonl", "config.yaml"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(run_dir, name))
-    make_dir(run_dir)
-    return run_dir
-
-
-def make_dir(run_dir):
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-    except OSError as err:
-        raise BpError(f"cannot create run dir {run_dir}: {err.strerror}; "
-                      "choose another --run-dir or set BP_RUNS_DIR") from None
-
-
-def point_latest(run_dir):
-    """Make <runs root>/latest a symlink to run_dir (replaced atomically)."""
-    root = os.path.dirname(os.path.abspath(run_dir))
-    link = os.path.join(root, "latest")
-    tmp = f"{link}.{os.getpid()}.tmp"
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        os.symlink(os.path.basename(os.path.abspath(run_dir)), tmp)
-        os.replace(tmp, link)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)  # a file system without symlinks: 'latest' is a convenience
-
-
-def locate_resume(path):
-    """--resume accepts a run dir or a checkpoint inside one: -> (run_dir, checkpoint path)."""
-    if os.path.isdir(path):
-        return path, os.path.join(path, "last.npz")
-    return os.path.dirname(os.path.abspath(path)), path
 
 
 # ---------------------------------------------------------------------------
@@ -301,7 +236,7 @@ class Run:
                                   "it lacks training state (best.npz cannot be resumed: use last.npz)") from None
 
     def write_metrics(self):
-        lines = "".join(json.dumps(m) + "\n" for m in self.history)
+        lines = "".join(jsonio.dumps(m) + "\n" for m in self.history)
         write_text_atomic(os.path.join(self.run_dir, "metrics.jsonl"), lines)
 
     # -- one epoch ----------------------------------------------------------
@@ -351,10 +286,8 @@ class Run:
                                          np.arange(0, len(A), B))
             loss = float(batch_sums.sum()) / len(A)
             if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"training diverged: the loss became {loss} in epoch {self.epoch + 1} at lr {lr:.4g}; "
-                    f"lower the learning rate (--lr {t['lr'] / 10:g}); the last good checkpoint is "
-                    f"{os.path.join(self.run_dir, 'last.npz')}")
+                raise self.diverged(f"the loss became {loss}", lr)
+            self.check_finite(lr)
             for batch_sum in batch_sums:
                 p["loss_sum"] += float(batch_sum)
             p["correct"] += int(np.count_nonzero(A.argmax(axis=1) == labels[rows]))
@@ -396,9 +329,33 @@ class Run:
             return False
         return self.epoch - self.best["epoch"] >= patience
 
+    # -- divergence ---------------------------------------------------------
+    def check_finite(self, lr):
+        """Raise TrainingDiverged if any weight or bias is NaN or infinite. One sum
+        finds out: it is finite only if every term is (a weight large enough to
+        overflow the sum has diverged too)."""
+        if not math.isfinite(float(self.theta.sum())):
+            raise self.diverged("the weights became NaN or infinite", lr)
+
+    def diverged(self, what, lr):
+        """The error for a run that diverged, saying what is left of it. Nothing of the
+        diverged state is saved: last.npz and best.npz stay those of the last good epoch."""
+        t = self.values["train"]
+        last = os.path.join(self.run_dir, "last.npz")
+        if self.history and os.path.exists(last):
+            kept = (f"the last good checkpoint is {last} (epoch {self.epoch}), "
+                    f"and {os.path.join(self.run_dir, 'best.npz')} is still usable")
+        else:
+            kept = "no epoch had finished, so nothing was saved"
+        return TrainingDiverged(f"training diverged: {what} in epoch {self.epoch + 1} at lr {lr:.4g}; "
+                                f"lower the learning rate (e.g. --lr {t['lr'] / 10:g}) and train again; {kept}")
+
     def finish_epoch(self, seconds):
         t, p = self.values["train"], self.partial
+        self.check_finite(learning_rate(t, self.epoch + 1 - 1e-9))
         val_loss, val_acc = loss_and_accuracy(*self.model_params(), self.spec, self.val_X, self.val_y)
+        if len(self.val_y) and not math.isfinite(val_loss):  # finite weights whose outputs overflow
+            raise self.diverged(f"the validation loss became {val_loss}", learning_rate(t, self.epoch))
         self.epoch += 1
         self.train_seconds += p["seconds"]
         m = {
@@ -422,20 +379,38 @@ class Run:
 def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None):
     """Train under ``cfg`` into ``run_dir``; returns the summary PRODUCT.md's --json prints.
 
-    ``threads`` is only recorded (checkpoint meta, summary): the caller pins BLAS.
+    The run dir is held (``rundir.lock``) throughout; ``result.json`` in it says how
+    the run ended (finished with this summary, interrupted, diverged) before this
+    returns or raises. ``threads`` is only recorded (checkpoint meta, summary):
+    the caller pins BLAS.
     """
     progress = progress or Progress(quiet=True)
-    make_dir(run_dir)
-    run = Run(cfg, data, run_dir)
-    run.threads = threads
-    if resume_from:
-        run.restore(resume_from)
-    else:
+    with rundir.held(run_dir):
+        run = Run(cfg, data, run_dir)
+        run.threads = threads
+        if resume_from:
+            run.restore(resume_from)
+        # on resume too: --epochs may have extended the run, and config.yaml says what it is
         write_text_atomic(os.path.join(run_dir, "config.yaml"), cfg.to_yaml())
-    point_latest(run_dir)
-    epochs = run.values["train"]["epochs"]
+        try:
+            summary = _train_epochs(run, progress)
+        except (Interrupted, TrainingDiverged) as err:
+            state = "interrupted" if isinstance(err, Interrupted) else "diverged"
+            _write_result(run, {"state": state, "error": str(err)})
+            raise
+        _write_result(run, {"state": "finished", **summary})
+    return summary
+
+
+def _write_result(run, doc):
+    doc = {**doc, "epochs_done": run.epoch, "epochs_planned": run.values["train"]["epochs"]}
+    write_text_atomic(os.path.join(run.run_dir, "result.json"), jsonio.dumps(doc, indent=2) + "\n")
+
+
+def _train_epochs(run, progress):
+    run_dir, epochs = run.run_dir, run.values["train"]["epochs"]
     wall0 = time.perf_counter()
-    # overflow to inf/nan is detected as a diverged loss below, not warned about per step
+    # overflow to inf/nan is detected as divergence (Run.check_finite), not warned about per step
     with stop_requests() as stop, np.errstate(over="ignore", invalid="ignore", under="ignore"):
         while run.epoch < epochs and not run.patience_ran_out():
             t0 = time.perf_counter()
@@ -452,6 +427,7 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None):
             run.save("last.npz")
             if run.best["epoch"] == m["epoch"]:
                 run.save("best.npz", with_optimizer=False)
+                rundir.point_latest(run_dir)  # the newest run with a model
             run.write_metrics()
             if run.patience_ran_out():
                 progress.note(f"early stop: no better validation accuracy for "
@@ -473,7 +449,7 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None):
         "train_seconds": run.train_seconds,
         "samples_per_second": (len(run.history) * len(run.train_y) / run.train_seconds
                                if run.train_seconds else 0.0),
-        "threads": threads,
+        "threads": run.threads,
     }
 
 

@@ -76,7 +76,8 @@ def test_smoke_training_on_real_mnist(smoke_run, mnist_env):
     assert smoke_run["test_accuracy"] >= 0.85
     assert smoke_run["epochs"] == 2 and 0 <= smoke_run["val_accuracy"] <= 1
     run_dir = Path(smoke_run["run_dir"])
-    assert {p.name for p in run_dir.iterdir()} == {"config.yaml", "metrics.jsonl", "last.npz", "best.npz"}
+    assert {p.name for p in run_dir.iterdir()} == {"config.yaml", "metrics.jsonl", "last.npz", "best.npz",
+                                                   "result.json", ".lock"}
     assert (Path(mnist_env["BP_RUNS_DIR"]) / "latest").resolve() == run_dir.resolve()
     with np.load(run_dir / "best.npz", allow_pickle=False) as ckpt:
         assert ckpt["W0"].shape == (784, 64) and ckpt["W0"].dtype == np.float32
@@ -113,14 +114,16 @@ def test_evaluate_val_of_a_run_without_validation_is_a_usage_error(mnist_env, tm
 
 
 def test_evaluate_text_report_and_splits(smoke_run, mnist_env):
-    result = CliRunner().invoke(cli, ["evaluate", "--split", "val"], env=mnist_env)
+    # (runs/latest may have moved to a later test's run: name the smoke run)
+    best = str(Path(smoke_run["run_dir"]) / "best.npz")
+    result = CliRunner().invoke(cli, ["evaluate", best, "--split", "val"], env=mnist_env)
     assert result.exit_code == 0, result.output
     assert "(500 images)" in result.output  # smoke.yaml holds out 500
     assert "confusion matrix (rows: true digit, columns: predicted)" in result.output
     assert "most confused:" in result.output
-    val = json.loads(CliRunner().invoke(cli, ["evaluate", "--split", "val", "--json"], env=mnist_env).stdout)
+    val = json.loads(CliRunner().invoke(cli, ["evaluate", best, "--split", "val", "--json"], env=mnist_env).stdout)
     assert val["accuracy"] == pytest.approx(smoke_run["val_accuracy"])
-    train = json.loads(CliRunner().invoke(cli, ["evaluate", "--split", "train", "--json"], env=mnist_env).stdout)
+    train = json.loads(CliRunner().invoke(cli, ["evaluate", best, "--split", "train", "--json"], env=mnist_env).stdout)
     assert train["n"] == 4500
 
 

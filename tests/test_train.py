@@ -11,7 +11,8 @@ from bpcli import train as train_mod
 from bpcli.checkpoint import load_model, read_checkpoint
 from bpcli.config import resolve
 from bpcli.errors import BpError, ConfigError, TrainingDiverged
-from bpcli.train import Interrupted, Progress, new_run_dir, train
+from bpcli.rundir import create as new_run_dir
+from bpcli.train import Interrupted, Progress, train
 from synthetic import tiny_mnist
 
 BASE = ["data.validation=100", "model.hidden=[24, 12]", "train.batch_size=32"]
@@ -46,9 +47,10 @@ def run(data, tmp_path, name, sets=(), progress=None, resume_from=None, cfg=None
     return train(cfg, data, run_dir, resume_from=resume_from, progress=progress), run_dir
 
 
-def test_training_learns_and_writes_the_run_dir(data, tmp_path):
+def test_training_learns_and_writes_the_run_dir(data, tmp_path, runs_root):
     summary, run_dir = run(data, tmp_path, "r", ["train.epochs=3"])
-    assert sorted(os.listdir(run_dir)) == ["best.npz", "config.yaml", "last.npz", "metrics.jsonl"]
+    assert sorted(os.listdir(run_dir)) == [".lock", "best.npz", "config.yaml", "last.npz", "metrics.jsonl",
+                                           "result.json"]
     lines = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
     assert [m["epoch"] for m in lines] == [1, 2, 3]
     for key in ("train_loss", "train_accuracy", "val_accuracy", "lr", "seconds", "samples_per_second"):
@@ -59,7 +61,8 @@ def test_training_learns_and_writes_the_run_dir(data, tmp_path):
                             "train_seconds", "samples_per_second"}
     model = load_model(os.path.join(run_dir, "best.npz"))
     assert model.spec.sizes == [784, 24, 12, 10]
-    assert os.path.realpath(tmp_path / "latest") == os.path.realpath(run_dir)
+    assert os.path.realpath(runs_root / "latest") == os.path.realpath(run_dir)
+    assert json.load(open(os.path.join(run_dir, "result.json")))["test_accuracy"] == summary["test_accuracy"]
 
 
 def test_best_is_the_best_validation_epoch(data, tmp_path):
@@ -218,7 +221,8 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(data, tmp_p
     with pytest.raises(BpError, match="No space left"):
         resume(data, run_dir, epochs=2)
     assert open(os.path.join(run_dir, "last.npz"), "rb").read() == before
-    assert sorted(os.listdir(run_dir)) == ["best.npz", "config.yaml", "last.npz", "metrics.jsonl"]
+    assert sorted(os.listdir(run_dir)) == [".lock", "best.npz", "config.yaml", "last.npz", "metrics.jsonl",
+                                           "result.json"]  # no temp file left
 
 
 def test_leaving_blank_pixels_out_equals_the_full_computation(tmp_path):
@@ -290,3 +294,78 @@ def test_label_smoothing_and_max_norm_train(data, tmp_path):
     for key, W in weights(run_dir).items():
         if key.startswith("W"):
             assert np.linalg.norm(W, axis=0).max() <= 1.5 + 1e-5
+
+
+# ---------------------------------------------------------------------------
+# Divergence: caught at every tally and epoch end; nothing non-finite is saved; the
+# previous good run stays runs/latest.
+
+def a_good_run(data, tmp_path):
+    _, good = run(data, tmp_path, "good", ["train.epochs=1"])
+    return good
+
+
+@pytest.mark.parametrize("sets", [
+    ["train.lr=1e30"],                            # many steps an epoch: the tally sees it
+    ["train.lr=1e30", "train.batch_size=1000"],   # one step an epoch: only the weights show it
+], ids=["tally", "one-step-epochs"])
+def test_a_run_diverging_in_its_first_epoch_saves_nothing_and_keeps_latest(data, tmp_path, runs_root, sets):
+    good = a_good_run(data, tmp_path)
+    with pytest.raises(TrainingDiverged) as info:
+        run(data, tmp_path, "bad", ["train.epochs=2", "train.schedule=constant", *sets])
+    message = str(info.value)
+    assert "nothing was saved" in message and "last.npz" not in message
+    bad = tmp_path / "bad"
+    assert not (bad / "best.npz").exists() and not (bad / "last.npz").exists()
+    assert os.path.realpath(runs_root / "latest") == os.path.realpath(good)
+    result = json.load(open(bad / "result.json"))
+    assert result["state"] == "diverged" and result["epochs_done"] == 0
+
+
+def test_a_run_diverging_later_keeps_its_last_good_checkpoint(data, tmp_path, monkeypatch):
+    """Good epochs, then the weights blow up: the message names the last good checkpoint,
+    which exists, and best.npz stays finite."""
+    _, run_dir = run(data, tmp_path, "r", ["train.epochs=1", "train.schedule=constant"])
+    before = weights(run_dir)
+    real_finish = train_mod.Run.finish_epoch
+
+    def blow_up(self, seconds):
+        self.theta[:] = np.inf  # what an exploding step leaves behind
+        return real_finish(self, seconds)
+
+    monkeypatch.setattr(train_mod.Run, "finish_epoch", blow_up)
+    with pytest.raises(TrainingDiverged) as info:
+        resume(data, run_dir, epochs=2)
+    assert f"{os.path.join(run_dir, 'last.npz')} (epoch 1)" in str(info.value)
+    assert_same_weights(weights(run_dir), before)
+    assert all(np.isfinite(w).all() for w in weights(run_dir, "best.npz").values())
+
+
+def test_outputs_that_overflow_with_finite_weights_count_as_divergence(data, tmp_path, monkeypatch):
+    real_finish = train_mod.Run.finish_epoch
+
+    def huge(self, seconds):
+        self.theta *= np.float32(1e30)  # finite, but z = x @ W overflows to inf
+        return real_finish(self, seconds)
+
+    monkeypatch.setattr(train_mod.Run, "finish_epoch", huge)
+    with pytest.raises(TrainingDiverged, match="validation loss"):
+        run(data, tmp_path, "r", ["train.epochs=1"])
+
+
+def test_resume_with_more_epochs_rewrites_config_yaml(data, tmp_path):
+    import yaml
+
+    _, run_dir = run(data, tmp_path, "r", ["train.epochs=1"])
+    resume(data, run_dir, epochs=2)
+    assert yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))["train"]["epochs"] == 2
+
+
+def test_checkpoints_respect_the_umask(data, tmp_path):
+    old = os.umask(0o077)
+    try:
+        _, run_dir = run(data, tmp_path, "r", ["train.epochs=1"])
+    finally:
+        os.umask(old)
+    for name in ("best.npz", "last.npz", "config.yaml", "metrics.jsonl", "result.json"):
+        assert os.stat(os.path.join(run_dir, name)).st_mode & 0o777 == 0o600, name
