@@ -377,6 +377,20 @@ def plot(run_dir, out_dir, data_dir):
         click.echo(f"{picture['path']} ({picture['width']}x{picture['height']})")
 
 
+@cli.command("runs")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list, an object per run.")
+def runs_cmd(as_json):
+    """List the runs under the runs root ($BP_RUNS_DIR or ./runs), newest first."""
+    from .rundir import runs_root
+    from .runs import list_runs, render
+
+    runs = list_runs()
+    if as_json:
+        _emit_json(runs)
+    else:
+        click.echo(render(runs, runs_root()))
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt  # SIGTERM ends a command like Ctrl-C: cleanly, exit 130
 

@@ -155,6 +155,26 @@ def _read_holder(fd):
     return text or "a process that has not written its pid yet"
 
 
+def in_use(run_dir):
+    """Whether some process holds ``run_dir`` (a run still training), without taking it:
+    a shared lock cannot be had while another process holds the exclusive one."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False  # no lock file: never trained, or not a run dir
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError as err:
+        return err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+    finally:
+        os.close(fd)
+
+
 def release(run_dir):
     """Let go of a run dir this process holds (tests train many runs in one process)."""
     fd = _held.pop(os.path.realpath(run_dir), None)

@@ -390,8 +390,10 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None):
         run.threads = threads
         if resume_from:
             run.restore(resume_from)
-        # on resume too: --epochs may have extended the run, and config.yaml says what it is
-        write_text_atomic(os.path.join(run_dir, "config.yaml"), cfg.to_yaml())
+        # on resume too when --epochs extended the run: config.yaml says what the run is
+        config_path, text = os.path.join(run_dir, "config.yaml"), cfg.to_yaml()
+        if not resume_from or _read_text(config_path) != text:
+            write_text_atomic(config_path, text)
         try:
             summary = _train_epochs(run, progress)
         except (Interrupted, TrainingDiverged) as err:
@@ -400,6 +402,14 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None):
             raise
         _write_result(run, {"state": "finished", **summary})
     return summary
+
+
+def _read_text(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _write_result(run, doc):

@@ -1,0 +1,92 @@
+"""bp runs: every run under the runs root with how it ended, from its files alone."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from bpcli.cli import cli
+from bpcli.config import resolve
+from bpcli.errors import TrainingDiverged
+from bpcli.train import Interrupted, train
+from synthetic import tiny_mnist
+from test_train import BASE, SignalAt
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_mnist(n_train=400, n_test=100)
+
+
+def train_in(data, root, name, sets=(), **kw):
+    return train(resolve(None, [*BASE, "train.epochs=2", *sets]), data, str(root / name), **kw)
+
+
+def listing(root, *args):
+    result = CliRunner().invoke(cli, ["runs", *args], env={"BP_RUNS_DIR": str(root)})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_runs_lists_each_state_newest_first_and_marks_latest(data, runs_root):
+    train_in(data, runs_root, "a-finished")
+    with pytest.raises(TrainingDiverged):
+        train_in(data, runs_root, "b-diverged", ["train.lr=1e30", "train.schedule=constant"])
+    with pytest.raises(Interrupted):
+        train_in(data, runs_root, "c-interrupted", progress=SignalAt(15))
+    killed = runs_root / "d-killed"  # kill -9 mid-run: files, but no result.json and no live lock
+    killed.mkdir()
+    (killed / "config.yaml").write_text("model: {hidden: [8], activation: relu}\ntrain: {epochs: 9}\n")
+    (killed / "metrics.jsonl").write_text('{"epoch": 1, "val_accuracy": 0.5, "seconds": 1.5}\n')
+    for i, name in enumerate(["a-finished", "b-diverged", "c-interrupted", "d-killed"]):
+        os.utime(runs_root / name / "config.yaml", (1_000_000 + i, 1_000_000 + i))
+    runs = json.loads(listing(runs_root, "--json"))
+    assert [r["name"] for r in runs] == ["d-killed", "c-interrupted", "b-diverged", "a-finished"]
+    by = {r["name"]: r for r in runs}
+    assert by["a-finished"]["state"] == "finished"
+    # latest: the newest run with a model (c saved a best.npz after its first epoch; b never did)
+    assert [r["name"] for r in runs if r["latest"]] == ["c-interrupted"]
+    assert by["a-finished"]["epochs_done"] == by["a-finished"]["epochs_planned"] == 2
+    assert 0 < by["a-finished"]["test_accuracy"] <= 1 and by["a-finished"]["network"] == "784-24-12-10 relu"
+    assert by["b-diverged"]["state"] == "diverged" and not by["b-diverged"]["has_model"]
+    assert by["c-interrupted"]["state"] == "interrupted" and by["c-interrupted"]["epochs_done"] == 1
+    assert by["d-killed"]["state"] == "interrupted" and by["d-killed"]["epochs_planned"] == 9
+    assert by["d-killed"]["best_val_accuracy"] == 0.5
+    text = listing(runs_root)
+    assert text.splitlines()[0].split() == ["run", "started", "network", "epochs", "best", "val", "test", "time",
+                                            "state"]
+    starred = [line for line in text.splitlines() if line.startswith("*")]
+    assert len(starred) == 2 and "c-interrupted" in starred[0]  # and the legend line
+
+
+def test_a_run_held_by_a_live_process_is_running(data, runs_root):
+    train_in(data, runs_root, "r")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from bpcli import rundir; "
+                               f"rundir.lock({str(runs_root / 'r')!r}); print('held', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert json.loads(listing(runs_root, "--json"))[0]["state"] == "running"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert json.loads(listing(runs_root, "--json"))[0]["state"] == "finished"
+
+
+def test_damaged_run_files_blank_a_field_not_the_listing(runs_root):
+    bad = runs_root / "bad"
+    bad.mkdir(parents=True)
+    (bad / "config.yaml").write_text("[[[[ not yaml")
+    (bad / "metrics.jsonl").write_text('not json\n[1, 2]\n{"epoch": 1, "val_accuracy": "high"}\n' + "[" * 100_000 + "\n")
+    (bad / "result.json").write_text('{"state": "finished", "test_accuracy": NaN')
+    os.mkfifo(bad / "best.npz")
+    run, = json.loads(listing(runs_root, "--json"))
+    assert run["network"] is None and run["best_val_accuracy"] is None and run["test_accuracy"] is None
+    assert run["state"] == "interrupted" and run["epochs_done"] == 1
+
+
+def test_no_runs_says_how_to_start(tmp_path):
+    assert "start one with 'bp train'" in listing(tmp_path / "nothing")
