@@ -39,9 +39,16 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .fsutil import open_untrusted, shown_path
 
 #: Pictures with more pixels than this are refused before they are decoded.
 MAX_PIXELS = 40_000_000
+#: Files larger than this are refused before they are opened by Pillow. A phone
+#: photo is 3-15 MB, a page scanned at 600 dpi and saved uncompressed about
+#: 105 MB; any picture within MAX_PIXELS, stored uncompressed in 8- or 16-bit
+#: RGB (6 bytes a pixel, 240 MB at most), is under this. A bigger file holds
+#: more bytes than a picture bp decodes can explain.
+MAX_FILE_BYTES = 256 * 2**20
 #: The longer side the picture is shrunk to before the numpy work (speed).
 WORK_SIZE = 512
 #: Ink whose box is smaller than this (in the shrunk picture) is a speck, not a digit.
@@ -93,8 +100,8 @@ def load_digit(path):
     28x28. Raises ``ImageError`` (one line, naming the file) when the file is
     missing, not an image, damaged, absurdly large, or shows no digit.
     """
-    name = os.fspath(path)
-    *first, last = read_gray(name)
+    *first, last = read_gray(path)
+    name = shown_path(path)
     for gray in first:
         # A transparent picture is tried over white, then over black (light
         # ink on a transparent canvas vanishes over white).
@@ -112,46 +119,48 @@ def read_gray(path):
     pictures with transparency (composited over white, then over black).
     The picture is already shrunk so its longer side is at most about
     ``WORK_SIZE`` pixels.
-    """
-    name = os.fspath(path)
-    if not os.path.exists(name):
-        raise ImageError(f"cannot read image {name}: no such file; check the path")
-    if os.path.isdir(name):
-        raise ImageError(f"cannot read image {name}: it is a folder, not an image file; "
-                         f"give a {_FORMATS_HINT} file")
-    try:
-        if os.path.getsize(name) == 0:
-            raise ImageError(f"cannot read image {name}: the file is empty; save the picture again")
-    except OSError as err:
-        raise ImageError(f"cannot read image {name}: {_one_line(err.strerror or err)}") from None
 
+    The file is opened by ``fsutil.open_untrusted`` (a FIFO, a device, a
+    folder, a symlink loop or a file over ``MAX_FILE_BYTES`` is refused
+    before a byte is read) and Pillow reads that open file, so what was
+    checked is what is decoded.
+    """
+    shown = shown_path(path)
+    f, size = open_untrusted(path, "image", ImageError, max_bytes=MAX_FILE_BYTES,
+                             hint=f"; give the path of a picture file ({_FORMATS_HINT}, up to "
+                                  f"{MAX_FILE_BYTES // 2**20} MB)")
+    with f:
+        if size == 0:
+            raise ImageError(f"cannot read image {shown}: the file is empty; save the picture again")
+        return _read_open_file(f, shown)
+
+
+def _read_open_file(f, shown):
+    """Decode the open image file ``f``; ``shown`` is its name as messages print it."""
     with warnings.catch_warnings():
         # Pillow warns about odd-but-readable files (corrupt EXIF, palette
         # transparency); those must not print. A decompression bomb is an error.
         warnings.simplefilter("ignore")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(name) as im:
-                _check_size(im, name)
+            with Image.open(f) as im:
+                _check_size(im, shown)
                 if im.format == "EPS":
                     # Pillow would run Ghostscript on it.
-                    raise ImageError(f"cannot read image {name}: EPS is not supported; "
+                    raise ImageError(f"cannot read image {shown}: EPS is not supported; "
                                      f"export it as {_FORMATS_HINT}")
                 return _decode(im)
         except ImageError:
             raise
-        except PermissionError:
-            raise ImageError(f"cannot read image {name}: permission denied; "
-                             "check the file's permissions") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(f"refusing image {name}: it is too large to decode safely "
+            raise ImageError(f"refusing image {shown}: it is too large to decode safely "
                              f"(over {MAX_PIXELS // 1_000_000} megapixels); "
                              "scale the picture down first") from None
         except _DECODE_ERRORS as err:
             if isinstance(err, UnidentifiedImageError):
-                raise ImageError(f"cannot read image {name}: not an image Pillow can read; "
+                raise ImageError(f"cannot read image {shown}: not an image Pillow can read; "
                                  f"save it as {_FORMATS_HINT}") from None
-            raise ImageError(f"cannot read image {name}: the file is damaged or truncated "
+            raise ImageError(f"cannot read image {shown}: the file is damaged or truncated "
                              f"({_one_line(err) or type(err).__name__}); "
                              "save or export the picture again") from None
 
@@ -160,14 +169,14 @@ def _one_line(err):
     return " ".join(str(err).split())[:200]
 
 
-def _check_size(im, name):
+def _check_size(im, shown):
     """Refuse absurd dimensions from the header, before any pixel is decoded."""
     w, h = im.size
     if w < 1 or h < 1:
-        raise ImageError(f"cannot read image {name}: it is {w}x{h} pixels, empty; "
+        raise ImageError(f"cannot read image {shown}: it is {w}x{h} pixels, empty; "
                          "save the picture again")
     if w * h > MAX_PIXELS:
-        raise ImageError(f"refusing image {name}: {w}x{h} is {w * h / 1e6:.0f} megapixels, "
+        raise ImageError(f"refusing image {shown}: {w}x{h} is {w * h / 1e6:.0f} megapixels, "
                          f"more than the {MAX_PIXELS // 1_000_000} megapixel limit; "
                          "scale the picture down first")
 

@@ -13,17 +13,26 @@ inside these functions and used through its Agg canvas (no display, no
 pyplot state). Files are written atomically, like every file bp writes.
 """
 
+import errno
 import json
+import math
 import os
+import stat
 
 import numpy as np
 
 from .errors import BpError
+from .fsutil import describe_mode, open_untrusted, shown_path, truncate
 
 DPI = 100
 INSTALL_HINT = "bp plot needs matplotlib: pip install -e '.[plot]' (or pip install matplotlib)"
 MAX_WEIGHT_TILES = 256   # first-layer neurons drawn (16 x 16)
 MISTAKE_GRID = (6, 10)   # rows, columns of misclassified digits
+#: The per-epoch numbers the learning curves draw; each may be null.
+PLOTTED = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+#: A metrics row is about 300 bytes: 64 MiB holds 200,000 epochs, 64 KiB a row with room to spare.
+MAX_METRICS_BYTES = 64 * 2**20
+MAX_ROW_BYTES = 64 * 2**10
 
 
 def _matplotlib():
@@ -52,19 +61,92 @@ def _save(fig, canvas_cls, path):
 
 
 def read_metrics(run_dir):
-    """The run's metrics.jsonl as a list of per-epoch dicts."""
+    """The run's metrics.jsonl as a list of per-epoch dicts, every row checked.
+
+    Each row must be a JSON object with an integer ``epoch``; the numbers
+    plot draws (``PLOTTED``) must be numbers or null where present. NaN and
+    infinities (JSON allows no such thing, but Python writes and reads the
+    tokens NaN and Infinity) mean "no value": they come back as None, like
+    null. Other keys are kept as they are.
+
+    A bad row is an error, not a row skipped: bp writes metrics.jsonl whole,
+    atomically, after every epoch, so a crash never leaves half a line. A
+    line that does not parse means the file was edited or is not bp's, and
+    curves drawn from the rest would look right while showing something
+    else. The error names the file and the line, so it can be fixed.
+    """
     path = os.path.join(run_dir, "metrics.jsonl")
-    try:
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        raise BpError(f"{path} not found: {run_dir} is not a bp run dir with a finished epoch; "
-                      "pass a folder written by bp train") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BpError(f"cannot read {path} ({type(err).__name__}); is it a bp run dir?") from None
-    if not rows or not all(isinstance(r, dict) and "epoch" in r for r in rows):
-        raise BpError(f"{path} holds no epochs; train the run for at least one epoch")
+    shown = shown_path(path)
+    f, _ = open_untrusted(path, "metrics file", BpError, max_bytes=MAX_METRICS_BYTES,
+                          hint=f"; {shown_path(run_dir)} is not a bp run dir with a finished epoch: "
+                               "pass a folder written by bp train")
+    rows = []
+    with f:
+        number = 0
+        while True:
+            line = f.readline(MAX_ROW_BYTES + 1)  # bounded: a 10 MB line is never read whole
+            if not line:
+                break
+            number += 1
+            if len(line) > MAX_ROW_BYTES:
+                raise BpError(f"{shown} line {number} is over {MAX_ROW_BYTES:,} bytes; a bp metrics row "
+                              "is a few hundred: the file is not bp's or is damaged")
+            if line.strip():
+                rows.append(_metrics_row(line, f"{shown} line {number}"))
+    if not rows:
+        raise BpError(f"{shown} holds no epochs; train the run for at least one epoch")
     return rows
+
+
+def _metrics_row(line, where):
+    """One line of metrics.jsonl (bytes) -> its dict, checked; BpError naming ``where``."""
+    fix = "fix or remove that line, or train the run again"
+    try:
+        # parse_constant sees only NaN, Infinity and -Infinity: no value
+        row = json.loads(line.decode("utf-8"), parse_constant=lambda token: None)
+    except UnicodeDecodeError:
+        raise BpError(f"{where} is not UTF-8 text; {fix}") from None
+    except json.JSONDecodeError as err:
+        raise BpError(f"{where} is not JSON ({err.msg}, column {err.colno}); {fix}") from None
+    except RecursionError:
+        raise BpError(f"{where} is not a metrics row (nested too deeply); {fix}") from None
+    if not isinstance(row, dict):
+        raise BpError(f"{where} is a JSON {_json_type(row)}, not an object of one epoch's metrics; {fix}")
+    epoch = row.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int):
+        got = "missing" if "epoch" not in row else _shown_value(epoch)
+        raise BpError(f"{where}: epoch is {got}, not a whole number; {fix}")
+    for key in PLOTTED:
+        value = row.get(key)
+        if value is None:
+            continue
+        if not _is_number(value):
+            raise BpError(f"{where}: {key} is {_shown_value(value)}, not a number; {fix}")
+        if not math.isfinite(value):
+            row[key] = None  # 1e999 parses as inf
+    return row
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown_value(value):
+    """A parsed JSON value as a message shows it: short, one line, with its JSON type."""
+    if value is None:
+        return "null"
+    if isinstance(value, (list, dict)):
+        return f"an {_json_type(value)}"
+    return f"{truncate(json.dumps(value), 40)} (a {_json_type(value)})"
+
+
+def _json_type(value):
+    """The JSON name of a parsed value's type: string, array, object, boolean, null, number."""
+    for kind, name in ((bool, "boolean"), (str, "string"), (list, "array"), (dict, "object"),
+                       (type(None), "null"), ((int, float), "number")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
 
 
 def run_checkpoint(run_dir):
@@ -73,7 +155,24 @@ def run_checkpoint(run_dir):
         path = os.path.join(run_dir, name)
         if os.path.isfile(path):
             return path
-    raise BpError(f"no best.npz or last.npz in {run_dir}; pass a run dir written by bp train")
+    raise BpError(f"no best.npz or last.npz in {shown_path(run_dir)}; pass a run dir written by bp train")
+
+
+def check_run_dir(run_dir):
+    """BpError unless ``run_dir`` is a folder (not a file, a FIFO, a loop, nothing)."""
+    shown = shown_path(run_dir)
+    hint = "pass a folder written by bp train (e.g. runs/latest)"
+    try:
+        mode = os.stat(run_dir).st_mode
+    except FileNotFoundError:
+        raise BpError(f"run dir {shown} not found; {hint}") from None
+    except OSError as err:
+        reason = ("is a symbolic link that loops back on itself" if err.errno == errno.ELOOP
+                  else f"cannot be read: {err.strerror or err}")
+        raise BpError(f"run dir {shown} {reason}; {hint}") from None
+    if not stat.S_ISDIR(mode):
+        kind = "a file" if stat.S_ISREG(mode) else describe_mode(mode)
+        raise BpError(f"run dir {shown} is {kind}, not a folder; {hint}")
 
 
 # ---------------------------------------------------------------------------
@@ -102,7 +201,8 @@ def plot_learning_curves(metrics, path, title="learning curves"):
         best_epoch, best = max(val, key=lambda p: p[1])
         ax_acc.axvline(best_epoch, color="grey", linewidth=0.8, linestyle=":")
         ax_acc.set_title(f"best validation {best:.2%} (epoch {best_epoch})", fontsize=10)
-    ax_loss.set_title(f"final train loss {metrics[-1]['train_loss']:.4f}", fontsize=10)
+    last = metrics[-1].get("train_loss")  # None: the row had none, or NaN
+    ax_loss.set_title("final train loss " + ("not recorded" if last is None else f"{last:.4f}"), fontsize=10)
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, Canvas, path)
@@ -222,8 +322,7 @@ def plot_run(run_dir, out_dir=None, *, data_dir=None, data=None):
     from .checkpoint import load_model
     from .metrics import confusion_matrix, predict
 
-    if not os.path.isdir(run_dir):
-        raise BpError(f"run dir {run_dir} not found; pass a folder written by bp train (e.g. runs/latest)")
+    check_run_dir(run_dir)
     metrics = read_metrics(run_dir)
     ckpt = run_checkpoint(run_dir)
     model = load_model(ckpt)
@@ -235,7 +334,7 @@ def plot_run(run_dir, out_dir=None, *, data_dir=None, data=None):
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as err:
-        raise BpError(f"cannot create {out_dir}: {err.strerror or err}; choose another --out") from None
+        raise BpError(f"cannot create {shown_path(out_dir)}: {err.strerror or err}; choose another --out") from None
 
     X, y = data.test_images, data.test_labels
     y_pred = predict(model.Ws, model.bs, model.spec, X).argmax(axis=1)

@@ -271,3 +271,41 @@ def test_predict_reports_good_images_and_fails_on_bad_ones(smoke_run, mnist_env,
     assert text.exit_code == 1
     assert text.stdout.startswith(f"{good}: 1 (")
     assert text.stderr.count("Error: ") == len(bad) and "Traceback" not in text.output
+
+
+@NEEDS_MNIST
+def test_predict_refuses_pipes_devices_loops_and_odd_names_one_line_each(smoke_run, mnist_env, tmp_path):
+    """A real bp process (under a timeout: a FIFO must not block it) reports each bad
+    image on one line, exits 1, and still classifies the good one."""
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.pad(np.full((60, 12), 255, np.uint8), 40)).save(good)  # a "1"
+    os.mkfifo(tmp_path / "pipe.png")
+    os.symlink(tmp_path / "b.png", tmp_path / "a.png")
+    os.symlink(tmp_path / "a.png", tmp_path / "b.png")
+    (tmp_path / "two\nlines.png").write_bytes(b"not an image")
+    bad = {str(tmp_path / "pipe.png"): "is a named pipe (FIFO)", "/dev/zero": "is a character device",
+           str(tmp_path / "a.png"): "is a symbolic link that loops back on itself",
+           str(tmp_path / "two\nlines.png"): "not an image Pillow can read"}
+    env = dict(os.environ, **mnist_env)
+
+    def bp(*args):
+        return subprocess.run([sys.executable, "-m", "bpcli.cli", "predict", *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    result = bp("--json", str(good), *bad)
+    assert result.returncode == 1, result.stderr
+    docs = json.loads(result.stdout)
+    assert docs[0]["digit"] == 1
+    for doc, (path, what) in zip(docs[1:], bad.items()):
+        assert doc["image"] == path and doc["digit"] is None
+        assert what in doc["error"] and "\n" not in doc["error"], doc
+    assert "two\\nlines.png" in docs[4]["error"]
+
+    text = bp(str(good), *bad)
+    assert text.returncode == 1 and text.stdout.startswith(f"{good}: 1 (")
+    lines = text.stderr.splitlines()
+    assert len(lines) == len(bad), text.stderr
+    for line, (path, what) in zip(lines, bad.items()):
+        assert line.startswith("Error: ") and path.replace("\n", "\\n") in line and what in line, line

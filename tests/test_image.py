@@ -491,9 +491,83 @@ def test_bad_file_is_an_image_error_naming_it(name, tmp_path):
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.png"
-    with pytest.raises(ImageError, match="no such file") as info:
+    with pytest.raises(ImageError, match="not found; give the path of a picture file") as info:
         image.load_digit(path)
     assert str(path) in str(info.value)
+
+
+# Files that are no picture at all: each one line naming what the path is.
+# The FIFO test runs under a timeout so that a reader that blocks on it
+# fails the test instead of hanging the suite.
+
+def _load_within(path, seconds=20):
+    """load_digit(path) in a worker thread; the ImageError message, or a failure if it blocks."""
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(image.load_digit, path)
+    try:
+        with pytest.raises(ImageError) as info:
+            future.result(timeout=seconds)
+    except concurrent.futures.TimeoutError:  # pragma: no cover - the failure being guarded
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))  # unblock the reader
+        pytest.fail(f"reading {path} blocked")
+    finally:
+        pool.shutdown(wait=False)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    message = _load_within(fifo)
+    assert message.startswith(f"image {fifo} is a named pipe (FIFO), not a regular file;"), message
+
+
+def test_dev_zero_is_a_device_not_an_empty_file():
+    message = _load_within("/dev/zero")
+    assert message.startswith("image /dev/zero is a character device, not a regular file;"), message
+
+
+def test_a_symlink_loop_is_named_as_such(tmp_path):
+    os.symlink(tmp_path / "b.png", tmp_path / "a.png")
+    os.symlink(tmp_path / "a.png", tmp_path / "b.png")
+    message = _load_within(tmp_path / "a.png")
+    assert message.startswith(f"image {tmp_path / 'a.png'} is a symbolic link that loops back on itself"), message
+
+
+@pytest.mark.parametrize("content", [b"not an image", b"", None])
+def test_a_newline_in_the_name_gives_one_line(content, tmp_path):
+    path = tmp_path / "two\nlines.png"
+    if content is not None:  # None: the file does not exist
+        path.write_bytes(content)
+    message = _load_within(path)
+    assert f"{tmp_path}/two\\nlines.png" in message, message
+
+
+def test_a_blank_picture_with_a_newline_in_its_name_gives_one_line(tmp_path):
+    path = save(Image.new("L", (64, 64), 255), tmp_path / "blank\n.png")
+    message = _load_within(path)
+    assert message.startswith(f"no digit found in {tmp_path}/blank\\n.png:"), message
+
+
+def test_a_file_over_the_size_cap_is_refused_before_reading(tmp_path):
+    path = tmp_path / "sparse.png"
+    with open(path, "wb") as f:
+        f.write(_valid_png())
+        f.truncate(image.MAX_FILE_BYTES + 1)  # sparse: no real bytes on disk
+    message = _load_within(path)
+    assert message.startswith(f"image {path} is {image.MAX_FILE_BYTES + 1:,} bytes, over bp's limit of "
+                              f"{image.MAX_FILE_BYTES:,}; give the path of a picture file"), message
+
+
+def test_the_size_cap_lets_a_large_scan_through():
+    # A page scanned at 600 dpi (A4, 4960x7016 px) saved as uncompressed RGB,
+    # and the largest 16-bit RGB picture the pixel limit allows.
+    assert 4960 * 7016 * 3 < image.MAX_FILE_BYTES
+    assert image.MAX_PIXELS * 6 < image.MAX_FILE_BYTES
 
 
 def test_directory(tmp_path):

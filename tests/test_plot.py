@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import struct
 import sys
 
@@ -117,11 +118,149 @@ def test_cli_plot_of_a_folder_that_is_no_run(tmp_path):
     assert result.exit_code == 1 and "metrics.jsonl not found" in result.output
 
 
-def test_read_metrics_refuses_garbage(tmp_path):
+def test_read_metrics_reads_a_good_file(tmp_path):
     from bpcli.plot import read_metrics
 
-    (tmp_path / "metrics.jsonl").write_text("{not json\n")
-    with pytest.raises(BpError, match="cannot read"):
-        read_metrics(str(tmp_path))
-    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 0.5}) + "\n")
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 0.5}) + "\n\n")
     assert read_metrics(str(tmp_path)) == [{"epoch": 1, "train_loss": 0.5}]
+
+
+# A malformed metrics.jsonl: one line naming the file, the line and what is wrong.
+ROW = {"epoch": 2, "epochs": 3, "train_loss": 0.4, "train_accuracy": 0.9, "val_loss": 0.5, "val_accuracy": 0.85}
+GOOD = json.dumps({**ROW, "epoch": 1}) + "\n"
+BAD_METRICS = {
+    "not JSON": (GOOD + "{not json\n", "line 2 is not JSON (Expecting property name enclosed in double quotes, "
+                                        "column 2)"),
+    "a list": (GOOD + "[1, 2, 3]\n", "line 2 is a JSON array, not an object of one epoch's metrics"),
+    "a string number": (GOOD + json.dumps({**ROW, "val_loss": "0.5"}) + "\n",
+                        'line 2: val_loss is "0.5" (a string), not a number'),
+    "a list number": (GOOD + json.dumps({**ROW, "train_loss": [0.4]}) + "\n",
+                      "line 2: train_loss is an array, not a number"),
+    "a boolean": (GOOD + json.dumps({**ROW, "train_accuracy": True}) + "\n",
+                  "line 2: train_accuracy is true (a boolean), not a number"),
+    "no epoch": (GOOD + json.dumps({"train_loss": 0.3}) + "\n", "line 2: epoch is missing, not a whole number"),
+    "epoch a string": ('{"epoch": "one"}\n', 'line 1: epoch is "one" (a string), not a whole number'),
+    "epoch NaN": ('{"epoch": NaN}\n', "line 1: epoch is null, not a whole number"),
+    "not UTF-8": (GOOD + '{"epoch": 2, "x": "\xff"}\n', "line 2 is not UTF-8 text"),
+    "nested deep": ("[" * 30_000 + "]" * 30_000 + "\n", "line 1 is not a metrics row (nested too deeply)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_METRICS))
+def test_a_malformed_row_is_one_line_naming_file_and_line(case, tmp_path):
+    from bpcli.plot import read_metrics
+
+    text, expected = BAD_METRICS[case]
+    (tmp_path / "metrics.jsonl").write_bytes(text.encode("latin-1" if case == "not UTF-8" else "utf-8"))
+    with pytest.raises(BpError) as info:
+        read_metrics(str(tmp_path))
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'metrics.jsonl'} {expected}"), message
+    assert "\n" not in message and len(message) < 400
+
+
+def test_nan_and_infinity_are_missing_values_not_a_crash(tmp_path):
+    from bpcli.plot import read_metrics
+
+    (tmp_path / "metrics.jsonl").write_text(
+        GOOD + '{"epoch": 2, "train_loss": NaN, "train_accuracy": Infinity, "val_loss": -Infinity, '
+               '"val_accuracy": 1e999, "lr": NaN}\n')
+    rows = read_metrics(str(tmp_path))
+    assert rows[1] == {"epoch": 2, "train_loss": None, "train_accuracy": None, "val_loss": None,
+                       "val_accuracy": None, "lr": None}
+
+
+@NEEDS_MATPLOTLIB
+def test_learning_curves_of_rows_without_numbers(tmp_path):
+    from bpcli.plot import plot_learning_curves, read_metrics
+
+    (tmp_path / "metrics.jsonl").write_text(GOOD + '{"epoch": 2, "train_accuracy": NaN}\n')  # no train_loss
+    size = plot_learning_curves(read_metrics(str(tmp_path)), tmp_path / "lc.png")
+    assert png_size(tmp_path / "lc.png") == size == EXPECTED["learning_curves"]
+
+
+def test_an_empty_metrics_file_holds_no_epochs(tmp_path):
+    from bpcli.plot import read_metrics
+
+    (tmp_path / "metrics.jsonl").write_bytes(b"")
+    with pytest.raises(BpError, match=r"metrics\.jsonl holds no epochs; train the run for at least one epoch"):
+        read_metrics(str(tmp_path))
+
+
+def test_a_10_mb_line_is_refused_without_reading_it_whole(tmp_path):
+    from bpcli.plot import read_metrics
+
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        f.write(GOOD + '{"epoch": 2, "note": "' + "x" * 10_000_000 + '"}\n')  # valid JSON, absurd
+    with pytest.raises(BpError) as info:
+        read_metrics(str(tmp_path))
+    assert re.match(re.escape(f"{tmp_path / 'metrics.jsonl'} line 2 is over ") + r"[\d,]+ bytes; a bp metrics row",
+                    str(info.value)), str(info.value)
+
+
+def test_a_metrics_file_over_the_cap_is_refused_before_reading(tmp_path):
+    from bpcli.plot import MAX_METRICS_BYTES, read_metrics
+
+    with open(tmp_path / "metrics.jsonl", "wb") as f:
+        f.truncate(MAX_METRICS_BYTES + 1)  # sparse: no real bytes on disk
+    with pytest.raises(BpError) as info:
+        read_metrics(str(tmp_path))
+    assert str(info.value).startswith(f"metrics file {tmp_path / 'metrics.jsonl'} is "
+                                      f"{MAX_METRICS_BYTES + 1:,} bytes, over bp's limit")
+
+
+def test_a_metrics_fifo_is_refused_without_blocking(tmp_path):
+    """Under a timeout: a reader that opened the FIFO would wait for a writer forever."""
+    import concurrent.futures
+
+    from bpcli.plot import read_metrics
+
+    os.mkfifo(tmp_path / "metrics.jsonl")
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(read_metrics, str(tmp_path))
+    try:
+        with pytest.raises(BpError, match=r"metrics\.jsonl is a named pipe \(FIFO\), not a regular file"):
+            future.result(timeout=20)
+    except concurrent.futures.TimeoutError:  # pragma: no cover - the failure being guarded
+        os.close(os.open(tmp_path / "metrics.jsonl", os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading a FIFO metrics.jsonl blocked")
+    finally:
+        pool.shutdown(wait=False)
+
+
+# The run dir and its checkpoint: each problem one clean line.
+
+@pytest.mark.parametrize("kind", ["missing", "a file", "a FIFO", "a loop", "a newline"])
+def test_cli_plot_of_a_run_dir_that_is_no_folder(kind, tmp_path):
+    path = tmp_path / ("run\ndir" if kind == "a newline" else "run")
+    expected = {"missing": "not found", "a file": "is a file, not a folder",
+                "a FIFO": "is a named pipe (FIFO), not a folder",
+                "a loop": "is a symbolic link that loops back on itself", "a newline": "not found"}[kind]
+    if kind == "a file":
+        path.write_text("x")
+    elif kind == "a FIFO":
+        os.mkfifo(path)
+    elif kind == "a loop":
+        os.symlink(tmp_path / "other", path)
+        os.symlink(path, tmp_path / "other")
+    result = CliRunner().invoke(cli, ["plot", str(path)])
+    assert result.exit_code == 1, result.output
+    shown = str(path).replace("\n", "\\n")
+    assert result.output == f"Error: run dir {shown} {expected}; pass a folder written by bp train " \
+                            "(e.g. runs/latest)\n"
+
+
+def test_cli_plot_of_a_run_without_a_checkpoint(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(GOOD)
+    os.mkfifo(tmp_path / "best.npz")  # not a checkpoint either, and must not be opened
+    result = CliRunner().invoke(cli, ["plot", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: no best.npz or last.npz in {tmp_path}; pass a run dir written by bp train\n"
+
+
+def test_cli_plot_of_a_malformed_metrics_file(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(GOOD + "[]\n")
+    result = CliRunner().invoke(cli, ["plot", str(tmp_path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith(f"Error: {tmp_path / 'metrics.jsonl'} line 2 is a JSON array")
+    assert result.output.count("\n") == 1
