@@ -247,25 +247,22 @@ def gradcheck(config_file, sets, tolerance):
     click.echo(f"ok: max relative error {worst:.2e} <= {tolerance:g}")
 
 
-def _default_checkpoint():
-    from .rundir import latest_link
-
-    return os.path.join(latest_link(), "best.npz")
-
-
 def _load_model(path):
+    """The model a MODEL argument names (rundir.locate_model); when the default
+    (runs/latest) was used, say which run that is."""
     from .checkpoint import load_model
-    from .errors import CheckpointError
+    from .rundir import locate_model
 
+    ckpt, run_dir = locate_model(path)
     if path is None:
-        path = _default_checkpoint()
-        if not os.path.exists(path):
-            raise CheckpointError(f"no model at {path}: train one with 'bp train' or pass a checkpoint path")
-    return path, load_model(path)
+        from .fsutil import shown_path
+
+        click.echo(f"model: {shown_path(os.path.realpath(ckpt))} (runs/latest)", err=True)
+    return ckpt, load_model(ckpt)
 
 
 @cli.command()
-@click.argument("checkpoint", required=False, type=click.Path())
+@click.argument("checkpoint", metavar="[MODEL]", required=False, type=click.Path())
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
               help="val and train are the run's own split (its seed and data.validation).")
 @_data_dir_option(default="the checkpoint's data.dir")
@@ -277,7 +274,7 @@ def _load_model(path):
 def evaluate(checkpoint, split, data_dir, as_json, min_accuracy, min_digit_accuracy):
     """Score a checkpoint: accuracy, per-digit table, confusion matrix.
 
-    CHECKPOINT defaults to runs/latest/best.npz.
+    MODEL is a run dir (its best.npz) or a checkpoint file; default: runs/latest.
     """
     from .evaluate import evaluate_checkpoint, gate_failures, render_report
 
@@ -296,8 +293,8 @@ def evaluate(checkpoint, split, data_dir, as_json, min_accuracy, min_digit_accur
 
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--model", "checkpoint", type=click.Path(), default=None,
-              help="Checkpoint to use (default: runs/latest/best.npz).")
+@click.option("--model", "checkpoint", type=click.Path(), default=None, metavar="MODEL",
+              help="A run dir (its best.npz) or a checkpoint file (default: runs/latest).")
 @click.option("--top", type=click.IntRange(1, 10), default=1, show_default=True, help="Show the K most likely digits.")
 @click.option("--show", is_flag=True, help="Print the 28x28 input the model saw, as ASCII art.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list, an object per image.")
@@ -311,6 +308,7 @@ def predict(images, checkpoint, top, show, as_json):
     if as_json:
         _emit_json(results)
     else:
+        from .fsutil import shown_path
         from .image import ascii_art
 
         for r, x in zip(results, inputs):
@@ -320,7 +318,7 @@ def predict(images, checkpoint, top, show, as_json):
             ranked = sorted(range(10), key=lambda d: -r["probabilities"][d])[:top]
             others = "".join(f", {d} ({r['probabilities'][d]:.1%})" for d in ranked[1:])
             flag = "  uncertain" if r["uncertain"] else ""
-            click.echo(f"{r['image']}: {r['digit']} ({r['confidence']:.1%}){others}{flag}")
+            click.echo(f"{shown_path(r['image'])}: {r['digit']} ({r['confidence']:.1%}){others}{flag}")
             if show:
                 click.echo(ascii_art(x))
     if failed:
@@ -333,8 +331,8 @@ def predict(images, checkpoint, top, show, as_json):
               help="Explain MNIST image N of --split instead of an image file.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
               help="Where --index and the zoom-out batch come from.")
-@click.option("--model", "checkpoint", type=click.Path(), default=None,
-              help="Checkpoint to use (default: runs/latest/best.npz).")
+@click.option("--model", "checkpoint", type=click.Path(), default=None, metavar="MODEL",
+              help="A run dir (its best.npz) or a checkpoint file (default: runs/latest).")
 @click.option("--target", type=click.IntRange(0, 9), default=None, metavar="D",
               help="The digit the output should be (default: the true digit with --index, else the prediction).")
 @click.option("--top", type=click.IntRange(1, 100), default=5, show_default=True,

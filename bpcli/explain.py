@@ -37,6 +37,7 @@ import sys
 import numpy as np
 
 from .errors import ConfigError
+from .fsutil import shown_path
 from .metrics import to_float
 from .network import backward, cost, forward, one_hot, output_delta
 
@@ -339,7 +340,7 @@ def render_text(doc, unicode=True):
     lines = []
     src = doc.get("input") or {}
     if "image" in src:
-        what = f"{src['image']} (true digit unknown)"
+        what = f"{shown_path(src['image'])} (true digit unknown)"
     elif "index" in src:
         what = f"MNIST {src['split']} image {src['index']}, a {doc['label']}"
     else:

@@ -224,6 +224,33 @@ def point_latest(run_dir):
             os.unlink(tmp)  # a file system without symlinks: 'latest' is a convenience
 
 
+def locate_model(path=None):
+    """One rule for "a model" everywhere (evaluate, predict, explain, plot, export, serve):
+    -> ``(checkpoint path, run dir)``.
+
+    A run dir means its ``best.npz``; a checkpoint file means itself, in its run
+    (the folder holding it); nothing means ``<runs root>/latest``. Raises
+    CheckpointError saying what is missing and what to do.
+    """
+    from .errors import CheckpointError
+    from .fsutil import shown_path
+
+    if path is None:
+        link = latest_link()
+        if not os.path.isdir(link):
+            raise CheckpointError(f"no model yet: {link} does not exist; train one with 'bp train' "
+                                  "or pass a run dir or checkpoint")
+        path = link
+    if os.path.isdir(path):
+        ckpt = os.path.join(path, "best.npz")
+        if not os.path.exists(ckpt):
+            hint = (f"it holds a last.npz: pass {os.path.join(shown_path(path), 'last.npz')}, or resume it"
+                    if os.path.exists(os.path.join(path, "last.npz")) else "it has not finished an epoch")
+            raise CheckpointError(f"run dir {shown_path(path)} has no best.npz yet; {hint}")
+        return ckpt, path
+    return path, os.path.dirname(path) or "."
+
+
 def locate_resume(path):
     """--resume accepts a run dir or a checkpoint inside one: -> (run_dir, checkpoint path)."""
     if os.path.isdir(path):

@@ -242,9 +242,10 @@ def test_predict_text_top_and_show(smoke_run, mnist_env, tmp_path):
     result = CliRunner().invoke(cli, ["predict", str(tmp_path / "seven.png"), "--top", "3", "--show"],
                                 env=mnist_env)
     assert result.exit_code == 0, result.output
-    first = result.output.splitlines()[0]
+    first = result.stdout.splitlines()[0]
     assert first.startswith(f"{tmp_path / 'seven.png'}: 7 (") and first.count("%") == 3
-    assert len(result.output.splitlines()) == 1 + 28
+    assert len(result.stdout.splitlines()) == 1 + 28
+    assert result.stderr.startswith("model: ") and result.stderr.strip().endswith("best.npz (runs/latest)")
 
 
 @NEEDS_MNIST
@@ -305,7 +306,7 @@ def test_predict_refuses_pipes_devices_loops_and_odd_names_one_line_each(smoke_r
 
     text = bp(str(good), *bad)
     assert text.returncode == 1 and text.stdout.startswith(f"{good}: 1 (")
-    lines = text.stderr.splitlines()
-    assert len(lines) == len(bad), text.stderr
+    note, *lines = text.stderr.splitlines()
+    assert note.startswith("model: ") and len(lines) == len(bad), text.stderr
     for line, (path, what) in zip(lines, bad.items()):
         assert line.startswith("Error: ") and path.replace("\n", "\\n") in line and what in line, line
