@@ -23,7 +23,7 @@ from datetime import datetime
 import numpy as np
 
 from .augment import Augmenter
-from .checkpoint import load_model, read_checkpoint, save_checkpoint
+from .checkpoint import check_training_state, load_model, read_checkpoint, save_checkpoint
 from .config import from_values
 from .data import N_CLASSES, PIXELS, seeds, validation_split
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
@@ -280,11 +280,15 @@ class Run:
                         self._reorder_state(self.opt.state()) if with_optimizer else None)
 
     def restore(self, path):
-        arrays, meta = read_checkpoint(path)
+        # every array and value is checked against this run before any is taken over
+        arrays, meta = read_checkpoint(path, opt_state=self.opt.state())
+        if meta["sizes"] != self.spec.sizes:
+            raise CheckpointError(f"checkpoint {path} has layer sizes {meta['sizes']}, the config "
+                                  f"says {self.spec.sizes}; resume without changing model keys")
+        n = len(self.train_y)
+        check_training_state(meta, arrays, path, n_train=n,
+                             steps_per_epoch=-(-n // self.values["train"]["batch_size"]))
         try:
-            if meta["sizes"] != self.spec.sizes:
-                raise CheckpointError(f"checkpoint {path} has layer sizes {meta['sizes']}, the config "
-                                      f"says {self.spec.sizes}; resume without changing model keys")
             for l, (W, b) in enumerate(zip(self.Ws, self.bs)):
                 W[...] = self.model_order(arrays[f"W{l}"], inverse=True) if l == 0 else arrays[f"W{l}"]
                 b[...] = arrays[f"b{l}"]

@@ -14,7 +14,7 @@ from bpcli.network import Spec, init_params
 
 
 def meta_for(sizes, **extra):
-    model = {"activation": "relu", "output": "softmax", "loss": "cross_entropy"}
+    model = {"hidden": sizes[1:-1], "activation": "relu", "output": "softmax", "loss": "cross_entropy"}
     return {"config": {"model": model}, "sizes": sizes, "epoch": 1, **extra}
 
 
@@ -135,7 +135,7 @@ def make_pickle(path):
 
 BAD = {
     "missing": (lambda p: None, "not found"),
-    "directory": (lambda p: os.mkdir(p), "directory"),
+    "directory": (lambda p: os.mkdir(p), "is a folder"),
     "empty": (lambda p: p.write_bytes(b""), "empty file"),
     "not zip": (lambda p: p.write_bytes(b"hello, I am text"), "not an .npz archive"),
     "npy not npz": (lambda p: np.save(open(p, "wb"), np.zeros(3)), "not an .npz archive"),
@@ -155,7 +155,7 @@ BAD = {
                     "inconsistent"),
     "integer weights": (lambda p: write_npz(p, meta=bp_meta(),
                                             **{**good_arrays(), "W1": np.zeros((8, 10), np.int64)}),
-                        "not floating point"),
+                        "int64 values, not float32"),
     "no sizes": (lambda p: write_npz(p, meta=bp_meta(sizes=None), **good_arrays()), "incomplete"),
 }
 
