@@ -25,7 +25,7 @@ import numpy as np
 from .augment import Augmenter
 from .checkpoint import check_training_state, load_model, read_checkpoint, save_checkpoint
 from .config import from_values
-from .data import N_CLASSES, PIXELS, seeds, validation_split
+from .data import N_CLASSES, PIXELS, seeds, validation_split, verified_dir
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import write_text_atomic
 from .metrics import loss_and_accuracy
@@ -483,10 +483,11 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None):
 
 def resume_config(ckpt, flags):
     """The config to continue a run with: its own, where flags may only extend train.epochs."""
-    _, meta = read_checkpoint(ckpt, arrays=False)  # Run.restore reads the arrays
-    if "config" not in meta:
-        raise CheckpointError(f"checkpoint {ckpt} has no config; it cannot be resumed")
+    _, meta = read_checkpoint(ckpt, arrays=False)  # config checked; Run.restore reads the arrays
     cfg = from_values(meta["config"], f"{ckpt}")
+    if not verified_dir(cfg.flat["data.dir"]):  # a checkpoint never decides where bp downloads
+        chosen = os.environ.get("BP_DATA_DIR")
+        cfg.set("data.dir", chosen or "data", "$BP_DATA_DIR" if chosen else "default")
     for path, value in flags.items():
         if value is None:
             continue
