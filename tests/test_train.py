@@ -321,8 +321,11 @@ class StopAt(Progress):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+DELETE = object()
+
+
 def tamper(run_dir, dest, meta_changes=None, array_changes=None):
-    """Copy run_dir to dest with its last.npz's meta and arrays changed (None deletes)."""
+    """Copy run_dir to dest with its last.npz's meta and arrays changed (DELETE deletes)."""
     import shutil
 
     shutil.copytree(run_dir, dest)
@@ -332,7 +335,7 @@ def tamper(run_dir, dest, meta_changes=None, array_changes=None):
     meta = json.loads(arrays.pop("meta").tobytes())
     for changes, target in ((meta_changes, meta), (array_changes, arrays)):
         for key, value in (changes or {}).items():
-            if value is None:
+            if value is DELETE:
                 target.pop(key, None)
             else:
                 target[key] = value
@@ -354,7 +357,7 @@ TAMPERED = {
     "rng of another generator": ({"rng": {**PCG, "bit_generator": "MT19937"}}, None, "'rng'"),
     "rng state out of range": ({"rng": {**PCG, "state": {"state": 2**200, "inc": 1}}}, None, "'rng'"),
     "rng state a string": ({"rng": {**PCG, "state": {"state": "x", "inc": 1}}}, None, "'rng'"),
-    "epoch_rng missing mid-epoch": ({"epoch_rng": None}, None, "'epoch_rng'"),
+    "epoch_rng null mid-epoch": ({"epoch_rng": None}, None, "'epoch_rng'"),
     "epoch_rng a list": ({"epoch_rng": [1, 2]}, None, "'epoch_rng'"),
     "partial a string": ({"partial": "half"}, None, "'partial'"),
     "partial seen beyond the data": ({"partial": {"loss_sum": 1.0, "correct": 1, "seen": 10**9, "seconds": 1.0}},
@@ -363,7 +366,7 @@ TAMPERED = {
                               None, "'partial'"),
     "metrics not a list": ({"metrics": "all good"}, None, "'metrics'"),
     "metrics too short": ({"metrics": []}, None, "'metrics'"),
-    "best missing after an epoch": ({"best": None}, None, "'best'"),
+    "best null after an epoch": ({"best": None}, None, "'best'"),
     "best from the future": ({"best": {"epoch": 7, "val_accuracy": 0.5}}, None, "'best'"),
     "best accuracy a string": ({"best": {"epoch": 1, "val_accuracy": "high"}}, None, "'best'"),
     "train_seconds a string": ({"train_seconds": "long"}, None, "'train_seconds'"),
@@ -371,7 +374,7 @@ TAMPERED = {
     "threads zero": ({"threads": 0}, None, "'threads'"),
     "threads a string": ({"threads": "many"}, None, "'threads'"),
     "config field of the wrong type": ({"config": {"train": {"batch_size": "32"}}}, None, "train.batch_size"),
-    "optimizer state missing": (None, {"opt.v0": None}, "opt.v0"),
+    "optimizer state missing": (None, {"opt.v0": DELETE}, "opt.v0"),
     "optimizer state of the wrong shape": (None, {"opt.v1": np.zeros(3, np.float32)}, "opt.v1"),
     "optimizer state float64": (None, {"opt.v1": np.zeros(46, np.float64)}, "opt.v1 as float64"),
     "optimizer state nan": (None, {"opt.v1": np.full(46, np.nan, np.float32)}, "nan or inf values in opt.v1"),
@@ -393,7 +396,7 @@ def test_resuming_a_tampered_checkpoint_is_one_clean_error(case, cut_runs, data,
     ({"opt.t": np.array(-5, np.int64)}, "opt.t"),
     ({"opt.t": np.zeros(2, np.int64)}, r"opt.t of shape \(2,\)"),
     ({"opt.v0": np.full(24 * 784 + 12 * 24 + 10 * 12, -1.0, np.float32)}, "opt.v0"),
-    ({"opt.m1": None}, "opt.m1"),
+    ({"opt.m1": DELETE}, "opt.m1"),
 ])
 def test_resuming_tampered_adam_state_is_one_clean_error(changes, needle, cut_runs, data, tmp_path):
     run_dir = tamper(cut_runs["adam"], tmp_path / "run", None, changes)
