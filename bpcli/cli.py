@@ -76,6 +76,10 @@ def _data_dir_option(envvar="BP_DATA_DIR", default="./data"):
                         help=f"Where MNIST is cached (default: $BP_DATA_DIR, else {default}).")
 
 
+# a checkpoint's recorded data dir is untrusted: only read, never written to
+RUN_DATA_DIR = "./data; the run's own data dir is read if it already holds verified MNIST"
+
+
 def _emit_json(doc):
     from .jsonio import dumps
 
@@ -265,7 +269,7 @@ def _load_model(path):
 @click.argument("checkpoint", metavar="[MODEL]", required=False, type=click.Path())
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
               help="val and train are the run's own split (its seed and data.validation).")
-@_data_dir_option(default="the checkpoint's data.dir")
+@_data_dir_option(default=RUN_DATA_DIR)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--min-accuracy", type=click.FloatRange(0, 1), default=None, metavar="X",
               help="Exit 3 if overall accuracy is below X (a fraction).")
@@ -341,7 +345,7 @@ def predict(images, checkpoint, top, show, as_json):
               help="Zoom-out mini-batch of N images of all digits (0: skip it; an IMAGE then needs no MNIST).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
               help="Step size of the zoom-out SGD step (default: the checkpoint's train.lr).")
-@_data_dir_option(default="the checkpoint's data.dir")
+@_data_dir_option(default=RUN_DATA_DIR)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def explain(image, index, split, checkpoint, target, top, batch, lr, data_dir, as_json):
     """See backprop: how one example wants each weight and bias to move, then a mini-batch.
@@ -363,7 +367,7 @@ def explain(image, index, split, checkpoint, target, top, batch, lr, data_dir, a
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Where to write the PNG files (default: RUN_DIR/plots).")
-@_data_dir_option(default="the checkpoint's data.dir")
+@_data_dir_option(default=RUN_DATA_DIR)
 def plot(run_dir, out_dir, data_dir):
     """Draw a run as PNG files: learning curves, first-layer weights, confusion matrix, mistakes.
 

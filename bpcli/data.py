@@ -130,10 +130,44 @@ def load_mnist(data_dir, mirrors=None, offline=None, *, limit=None, progress=Non
     return MNIST(train_images, train_labels, test_images, test_labels)
 
 
-def load_mnist_for(values, data_dir=None):
-    """MNIST for a model: from ``data_dir`` if given, else where the run's config
-    (``values``, from a checkpoint) kept it, else ./data."""
-    return load_mnist(data_dir or values.get("data", {}).get("dir", "data"))
+TEST_FILES = (TEST_IMAGES, TEST_LABELS)
+
+
+def verified_dir(folder, names=tuple(download.MNIST_FILES)):
+    """``folder`` if it already holds every file in ``names``, each verified; else None.
+    Only reads: nothing is created, locked or fetched there."""
+    if not isinstance(folder, str) or not folder:
+        return None
+    for name in names:
+        if download.cache_problem(os.path.join(folder, name), download.MNIST_FILES[name]) is not None:
+            return None
+    return folder
+
+
+def load_mnist_for(values, data_dir=None, split=None):
+    """MNIST for a model whose run's config is ``values`` (from a checkpoint).
+
+    The data goes where the user says: ``data_dir`` (--data-dir), else
+    $BP_DATA_DIR, else ./data; only there is anything created or fetched.
+    A checkpoint is untrusted, so the data.dir it records never decides
+    where bp writes: with neither of the first two given it is read from
+    when it already holds verified files, and otherwise ignored.
+    split="test" needs only the two test files (the training arrays then
+    come back empty).
+    """
+    names = TEST_FILES if split == "test" else tuple(download.MNIST_FILES)
+    chosen = data_dir or os.environ.get("BP_DATA_DIR")
+    recorded = (values.get("data") or {}).get("dir") if isinstance(values, dict) else None
+    folder = None if chosen else verified_dir(recorded, names)
+    if folder is not None:
+        paths = {name: os.path.join(folder, name) for name in names}
+    else:
+        paths = download.ensure_mnist(chosen or "data", files={n: download.MNIST_FILES[n] for n in names})
+    test_images, test_labels = _read_pair(paths[TEST_IMAGES], paths[TEST_LABELS])
+    if split == "test":
+        empty = np.zeros((0, PIXELS), np.uint8)
+        return MNIST(empty, np.zeros(0, np.uint8), test_images, test_labels)
+    return MNIST(*_read_pair(paths[TRAIN_IMAGES], paths[TRAIN_LABELS]), test_images, test_labels)
 
 
 def split_validation(images, labels, n_val, rng):

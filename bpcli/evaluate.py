@@ -24,7 +24,7 @@ def split_arrays(data, values, split):
 
 def evaluate_checkpoint(path, model, split="test", data_dir=None):
     values = model.meta.get("config", {})
-    data = load_mnist_for(values, data_dir)
+    data = load_mnist_for(values, data_dir, split="test" if split == "test" else None)
     X, y = split_arrays(data, values, split)
     P = predict(model.Ws, model.bs, model.spec, X)
     return {"checkpoint": str(path), "split": split, **report(P, y, model.spec)}

@@ -266,7 +266,7 @@ def explain_model(model, checkpoint=None, *, image=None, index=None, split="test
     if index is not None or batch > 0:
         from .data import load_mnist_for
 
-        data = load_mnist_for(values, data_dir)
+        data = load_mnist_for(values, data_dir, split="test" if split == "test" else None)
         X, y = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
     if index is not None:
         if not 0 <= index < len(X):

@@ -315,7 +315,7 @@ def plot_run(run_dir, out_dir=None, *, data_dir=None, data=None):
     """Draw the four pictures of ``run_dir`` into ``out_dir`` (default run_dir/plots).
 
     The test set comes from ``data`` (an ``MNIST`` tuple) or is loaded from
-    ``data_dir`` (default: the run's data.dir). Returns a list of
+    ``data_dir`` (see ``data.load_mnist_for`` for the default). Returns a list of
     ``{"name", "path", "width", "height"}``, one per PNG.
     """
     _matplotlib()  # fail before any work when it is missing
@@ -329,7 +329,7 @@ def plot_run(run_dir, out_dir=None, *, data_dir=None, data=None):
     if data is None:
         from .data import load_mnist_for
 
-        data = load_mnist_for(model.meta.get("config", {}), data_dir)
+        data = load_mnist_for(model.meta.get("config", {}), data_dir, split="test")  # only test is drawn
     out_dir = out_dir or os.path.join(run_dir, "plots")
     try:
         os.makedirs(out_dir, exist_ok=True)

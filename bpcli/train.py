@@ -22,9 +22,9 @@ import numpy as np
 
 from . import jsonio, rundir
 from .augment import Augmenter
-from .checkpoint import load_model, read_checkpoint, save_checkpoint
+from .checkpoint import check_training_state, load_model, read_checkpoint, save_checkpoint
 from .config import from_values
-from .data import N_CLASSES, PIXELS, seeds, validation_split
+from .data import N_CLASSES, PIXELS, seeds, validation_split, verified_dir
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import write_text_atomic
 from .metrics import loss_and_accuracy
@@ -215,11 +215,15 @@ class Run:
                         self._reorder_state(self.opt.state()) if with_optimizer else None)
 
     def restore(self, path):
-        arrays, meta = read_checkpoint(path)
+        # every array and value is checked against this run before any is taken over
+        arrays, meta = read_checkpoint(path, opt_state=self.opt.state())
+        if meta["sizes"] != self.spec.sizes:
+            raise CheckpointError(f"checkpoint {path} has layer sizes {meta['sizes']}, the config "
+                                  f"says {self.spec.sizes}; resume without changing model keys")
+        n = len(self.train_y)
+        check_training_state(meta, arrays, path, n_train=n,
+                             steps_per_epoch=-(-n // self.values["train"]["batch_size"]))
         try:
-            if meta["sizes"] != self.spec.sizes:
-                raise CheckpointError(f"checkpoint {path} has layer sizes {meta['sizes']}, the config "
-                                      f"says {self.spec.sizes}; resume without changing model keys")
             for l, (W, b) in enumerate(zip(self.Ws, self.bs)):
                 W[...] = self.model_order(arrays[f"W{l}"], inverse=True) if l == 0 else arrays[f"W{l}"]
                 b[...] = arrays[f"b{l}"]
@@ -465,10 +469,11 @@ def _train_epochs(run, progress):
 
 def resume_config(ckpt, flags):
     """The config to continue a run with: its own, where flags may only extend train.epochs."""
-    _, meta = read_checkpoint(ckpt, arrays=False)  # Run.restore reads the arrays
-    if "config" not in meta:
-        raise CheckpointError(f"checkpoint {ckpt} has no config; it cannot be resumed")
+    _, meta = read_checkpoint(ckpt, arrays=False)  # config checked; Run.restore reads the arrays
     cfg = from_values(meta["config"], f"{ckpt}")
+    if not verified_dir(cfg.flat["data.dir"]):  # a checkpoint never decides where bp downloads
+        chosen = os.environ.get("BP_DATA_DIR")
+        cfg.set("data.dir", chosen or "data", "$BP_DATA_DIR" if chosen else "default")
     for path, value in flags.items():
         if value is None:
             continue

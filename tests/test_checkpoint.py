@@ -14,7 +14,7 @@ from bpcli.network import Spec, init_params
 
 
 def meta_for(sizes, **extra):
-    model = {"activation": "relu", "output": "softmax", "loss": "cross_entropy"}
+    model = {"hidden": sizes[1:-1], "activation": "relu", "output": "softmax", "loss": "cross_entropy"}
     return {"config": {"model": model}, "sizes": sizes, "epoch": 1, **extra}
 
 
@@ -135,7 +135,7 @@ def make_pickle(path):
 
 BAD = {
     "missing": (lambda p: None, "not found"),
-    "directory": (lambda p: os.mkdir(p), "directory"),
+    "directory": (lambda p: os.mkdir(p), "is a folder"),
     "empty": (lambda p: p.write_bytes(b""), "empty file"),
     "not zip": (lambda p: p.write_bytes(b"hello, I am text"), "not an .npz archive"),
     "npy not npz": (lambda p: np.save(open(p, "wb"), np.zeros(3)), "not an .npz archive"),
@@ -155,7 +155,7 @@ BAD = {
                     "inconsistent"),
     "integer weights": (lambda p: write_npz(p, meta=bp_meta(),
                                             **{**good_arrays(), "W1": np.zeros((8, 10), np.int64)}),
-                        "not floating point"),
+                        "int64 values, not float32"),
     "no sizes": (lambda p: write_npz(p, meta=bp_meta(sizes=None), **good_arrays()), "incomplete"),
 }
 
@@ -193,3 +193,179 @@ def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert result.output.startswith("Error: checkpoint") and result.output.count("\n") == 1
     assert not (tmp_path / "PWNED").exists()
+
+
+# --- a checkpoint is untrusted input ------------------------------------------------
+
+def meta_doc(**overrides):
+    """A bp checkpoint's metadata as a dict (784-8-10), with ``overrides`` applied."""
+    return {"format": "bp-checkpoint", "format_version": FORMAT_VERSION, **meta_for([784, 8, 10]), **overrides}
+
+
+def with_model(**model):
+    doc = meta_doc()
+    doc["config"]["model"].update(model)
+    return doc
+
+
+def forge(path, meta, **arrays):
+    """An .npz bp would recognise: ``meta`` (a dict, or the JSON text itself) plus ``arrays``."""
+    text = meta if isinstance(meta, str) else json.dumps(meta)
+    write_npz(path, meta=np.frombuffer(text.encode(), np.uint8), **arrays)
+
+
+def npy_header(shape, descr="<f4"):
+    """The bytes of a version 1.0 .npy header declaring ``shape`` and ``descr``, no data."""
+    import io
+
+    f = io.BytesIO()
+    np.lib.format.write_array_header_1_0(f, {"descr": descr, "fortran_order": False, "shape": shape})
+    return f.getvalue()  # the magic string included
+
+
+def npz_with(path, members):
+    """A zip of raw ``{member name: bytes}``: what np.savez writes, with nothing checked."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+def npy_bytes(arr):
+    import io
+
+    f = io.BytesIO()
+    np.save(f, arr)
+    return f.getvalue()
+
+
+def good_members(meta=None):
+    members = {"meta.npy": npy_bytes(np.frombuffer(json.dumps(meta or meta_doc()).encode(), np.uint8))}
+    members.update({f"{k}.npy": npy_bytes(v) for k, v in good_arrays().items()})
+    return members
+
+
+DEEP = 100_000
+
+FORGED = {
+    "unknown activation": (lambda p: forge(p, with_model(activation="swish"), **good_arrays()),
+                           "model.activation"),
+    "unknown loss": (lambda p: forge(p, with_model(loss="hinge"), **good_arrays()), "model.loss"),
+    "hidden of the wrong type": (lambda p: forge(p, with_model(hidden="eight"), **good_arrays()),
+                                 "model.hidden"),
+    "lr of the wrong type": (lambda p: forge(p, {**meta_doc(), "config": {**meta_doc()["config"],
+                                                                          "train": {"lr": "fast"}}},
+                                             **good_arrays()), "train.lr"),
+    "unknown config key": (lambda p: forge(p, {**meta_doc(), "config": {**meta_doc()["config"], "evil": 1}},
+                                           **good_arrays()), "evil"),
+    "config not a map": (lambda p: forge(p, meta_doc(config=[1, 2]), **good_arrays()), "map"),
+    "no config": (lambda p: forge(p, {k: v for k, v in meta_doc().items() if k != "config"}, **good_arrays()),
+                  "no config"),
+    "sizes disagree with the arrays": (lambda p: forge(p, meta_doc(sizes=[784, 9, 10]), **good_arrays()),
+                                       "layer sizes"),
+    "sizes not 784 in, 10 out": (lambda p: forge(p, meta_doc(sizes=[100, 8, 3]), **good_arrays()), "layer sizes"),
+    "sizes [784], no arrays": (lambda p: forge(p, {**with_model(hidden=[]), "sizes": [784]}), "layer sizes"),
+    "sizes of the wrong type": (lambda p: forge(p, meta_doc(sizes="784-8-10"), **good_arrays()), "layer sizes"),
+    "meta not a map": (lambda p: forge(p, "[1, 2, 3]", **good_arrays()), "not written by bp"),
+    "deeply nested metadata": (lambda p: forge(p, json.dumps(meta_doc())[:-1] + ', "x": '
+                                               + "[" * DEEP + "]" * DEEP + "}", **good_arrays()), "nested"),
+    "huge integer in metadata": (lambda p: forge(p, json.dumps(meta_doc())[:-1] + ', "x": ' + "9" * 10_000 + "}",
+                                                 **good_arrays()), "corrupt metadata"),
+    "oversized metadata": (lambda p: forge(p, meta_doc(junk="x" * (5 << 20)), **good_arrays()),
+                           "over bp's limit"),
+    "nan weights": (lambda p: forge(p, meta_doc(), **{**good_arrays(), "W1": np.full((8, 10), np.nan, np.float32)}),
+                    "diverged"),
+    "inf bias": (lambda p: forge(p, meta_doc(), **{**good_arrays(), "b0": np.full(8, np.inf, np.float32)}),
+                 "diverged"),
+    "float64 weights": (lambda p: forge(p, meta_doc(), **{**good_arrays(), "W0": np.zeros((784, 8))}),
+                        "float64 values, not float32"),
+    "a terabyte in a .npy header": (lambda p: npz_with(p, {**good_members(),
+                                                          "W0.npy": npy_header((10**6, 250_000))}),
+                                    r"shape \(1000000, 250000\)"),
+    "a terabyte claimed by the sizes": (
+        lambda p: npz_with(p, {**good_members({**with_model(hidden=[100_000] * 100),
+                                              "sizes": [784, *[100_000] * 100, 10]})}), "over bp's limit"),
+    "data shorter than its header": (lambda p: npz_with(p, {**good_members(),
+                                                           "W1.npy": npy_header((8, 10)) + b"\0" * 10}),
+                                     "truncated"),
+    "a zip directory of gigabytes": (lambda p: p.write_bytes(
+        b"PK\x03\x04" + b"\0" * 100 + b"PK\x05\x06" + b"\0" * 8 + (2**31).to_bytes(4, "little") + b"\0" * 6),
+        "over bp's limit"),
+}
+
+
+@pytest.mark.parametrize("case", list(FORGED))
+def test_forged_checkpoints_are_refused_in_one_line(case, tmp_path):
+    path = tmp_path / "forged.npz"
+    make, needle = FORGED[case]
+    make(path)
+    with pytest.raises(CheckpointError, match=needle) as info:
+        load_model(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message and len(message) < 600
+
+
+def test_a_long_forged_value_is_truncated_in_the_message(tmp_path):
+    forge(tmp_path / "f.npz", with_model(activation="relu" + "x" * 100_000), **good_arrays())
+    with pytest.raises(CheckpointError, match="model.activation") as info:
+        load_model(tmp_path / "f.npz")
+    assert len(str(info.value)) <= 300
+
+
+def test_unknown_members_are_never_read(tmp_path, monkeypatch):
+    """A member bp does not know stays unread, however big or broken it claims to be."""
+    import zipfile
+
+    path = tmp_path / "extra.npz"
+    npz_with(path, {**good_members(), "huge.npy": npy_header((10**6, 10**6)) + b"\0" * 64,
+                    "W7.npy": b"not even a .npy file", "opt.v0.npy": npy_header((10**12,))})
+    opened = []
+    real_open = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open",
+                        lambda self, name, *a, **k: opened.append(getattr(name, "filename", name))
+                        or real_open(self, name, *a, **k))
+    model = load_model(path)
+    assert model.spec.sizes == [784, 8, 10]
+    assert sorted(opened) == ["W0.npy", "W1.npy", "b0.npy", "b1.npy", "meta.npy"]
+
+
+def test_a_big_unknown_member_costs_no_memory(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "big.npz"
+    forge(path, meta_doc(), **good_arrays(), extra=np.ones(8 << 20, np.float32))  # 32 MB never needed
+    tracemalloc.start()
+    try:
+        load_model(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20  # the model is 25 kB
+
+
+def test_big_endian_and_fortran_order_weights_load_as_written(tmp_path):
+    arrays = {k: np.random.default_rng(0).standard_normal(v.shape).astype(np.float32) for k, v in good_arrays().items()}
+    odd = {"W0": arrays["W0"].astype(">f4"), "W1": np.asfortranarray(arrays["W1"])}
+    forge(tmp_path / "odd.npz", meta_doc(), **{**arrays, **odd})
+    model = load_model(tmp_path / "odd.npz")
+    for l in range(2):
+        assert np.array_equal(model.Ws[l], arrays[f"W{l}"]) and model.Ws[l].dtype == np.float32
+
+
+def test_metadata_read_alone_is_validated_too(tmp_path):
+    from bpcli.checkpoint import read_checkpoint
+
+    forge(tmp_path / "f.npz", with_model(activation="swish"))
+    with pytest.raises(CheckpointError, match="model.activation"):
+        read_checkpoint(tmp_path / "f.npz", arrays=False)
+
+
+def test_a_fifo_checkpoint_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "bpcli.cli", "evaluate", str(fifo)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: checkpoint") and "named pipe" in proc.stderr
+    assert proc.stderr.count("\n") == 1

@@ -310,3 +310,85 @@ def test_predict_refuses_pipes_devices_loops_and_odd_names_one_line_each(smoke_r
     assert note.startswith("model: ") and len(lines) == len(bad), text.stderr
     for line, (path, what) in zip(lines, bad.items()):
         assert line.startswith("Error: ") and path.replace("\n", "\\n") in line and what in line, line
+
+
+# --- a checkpoint never decides where bp writes -------------------------------------
+
+def _checkpoint_recording(path, data_dir):
+    from bpcli.checkpoint import save_checkpoint
+
+    Ws = [np.zeros((784, 8), np.float32), np.zeros((8, 10), np.float32)]
+    bs = [np.zeros(8, np.float32), np.zeros(10, np.float32)]
+    save_checkpoint(path, Ws, bs, {"config": {"data": {"dir": data_dir}, "model": {"hidden": [8]}},
+                                   "sizes": [784, 8, 10]})
+
+
+def _files(folder):
+    return sorted(p.name for p in Path(folder).iterdir() if not p.name.startswith("."))
+
+
+TEST_FILES = ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+@NEEDS_MNIST
+def test_a_checkpoints_data_dir_is_never_created_nor_downloaded_into(tmp_path, monkeypatch, make_server):
+    server = make_server()
+    server.add_dir(real_mnist_folder())
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("BP_DATA_DIR", raising=False)
+    _checkpoint_recording(work / "m.npz", "../elsewhere")
+    env = {"BP_MNIST_MIRROR": server.url, "BP_OFFLINE": ""}
+
+    result = CliRunner().invoke(cli, ["evaluate", "m.npz", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "elsewhere").exists()
+    assert _files(work / "data") == TEST_FILES  # ./data, and only what --split test needs
+    assert {path for path, n in server.hits.items() if n} == {f"/{name}.gz" for name in TEST_FILES}
+
+    result = CliRunner().invoke(cli, ["evaluate", "m.npz", "--data-dir", str(tmp_path / "flag")], env=env)
+    assert result.exit_code == 0, result.output
+    assert _files(tmp_path / "flag") == TEST_FILES
+    result = CliRunner().invoke(cli, ["evaluate", "m.npz"], env={**env, "BP_DATA_DIR": str(tmp_path / "env")})
+    assert result.exit_code == 0, result.output
+    assert _files(tmp_path / "env") == TEST_FILES
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@NEEDS_MNIST
+def test_a_checkpoints_data_dir_is_read_when_it_holds_verified_files(tmp_path, monkeypatch, make_server):
+    server = make_server()  # serves nothing: any download would fail
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("BP_DATA_DIR", raising=False)
+    from bpcli.download import ensure_mnist
+
+    ensure_mnist(tmp_path / "recorded", mirrors=[str(real_mnist_folder())], progress=False)
+    before = sorted(os.listdir(tmp_path / "recorded"))
+    _checkpoint_recording(work / "m.npz", str(tmp_path / "recorded"))
+    result = CliRunner().invoke(cli, ["evaluate", "m.npz", "--split", "train", "--json"],
+                                env={"BP_MNIST_MIRROR": server.url, "BP_OFFLINE": ""})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n"] == 55000
+    assert not (work / "data").exists() and not any(server.hits.values())
+    assert sorted(os.listdir(tmp_path / "recorded")) == before  # not even a lock file
+
+
+@NEEDS_MNIST
+def test_resuming_a_tampered_run_is_one_error_line(smoke_run, mnist_env, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run["run_dir"], run_dir)
+    with np.load(run_dir / "last.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays.pop("meta").tobytes())
+    meta["epoch"] = str(meta["epoch"])
+    with open(run_dir / "last.npz", "wb") as f:
+        np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    result = CliRunner().invoke(cli, ["train", "--resume", str(run_dir), "--quiet"], env=mnist_env)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: checkpoint") and "'epoch'" in result.output
+    assert result.output.count("\n") == 1

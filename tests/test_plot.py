@@ -90,7 +90,7 @@ def test_pictures_from_arrays(tmp_path):
 def test_cli_plot_defaults_to_run_dir_plots(run_dir, data, monkeypatch):
     import bpcli.data
 
-    monkeypatch.setattr(bpcli.data, "load_mnist", lambda *args, **kwargs: data)  # offline, tiny
+    monkeypatch.setattr(bpcli.data, "load_mnist_for", lambda *args, **kwargs: data)  # offline, tiny
     result = CliRunner().invoke(cli, ["plot", str(run_dir)])
     assert result.exit_code == 0, result.output
     for name, (w, h) in EXPECTED.items():

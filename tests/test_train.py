@@ -10,7 +10,7 @@ import pytest
 from bpcli import train as train_mod
 from bpcli.checkpoint import load_model, read_checkpoint
 from bpcli.config import resolve
-from bpcli.errors import BpError, ConfigError, TrainingDiverged
+from bpcli.errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from bpcli.rundir import create as new_run_dir
 from bpcli.train import Interrupted, Progress, train
 from synthetic import tiny_mnist
@@ -369,3 +369,121 @@ def test_checkpoints_respect_the_umask(data, tmp_path):
         os.umask(old)
     for name in ("best.npz", "last.npz", "config.yaml", "metrics.jsonl", "result.json"):
         assert os.stat(os.path.join(run_dir, name)).st_mode & 0o777 == 0o600, name
+
+
+# --- a tampered last.npz is refused before anything is taken over -------------------
+
+@pytest.fixture(scope="module")
+def cut_runs(data, tmp_path_factory):
+    """{optimizer: run dir} of runs interrupted mid-epoch 2 (step > 0, epoch_rng set)."""
+    runs = {}
+    for optimizer in ("sgd", "adam"):
+        tmp = tmp_path_factory.mktemp(optimizer)
+        cfg = resolve(None, [*BASE, "train.epochs=3", f"train.optimizer={optimizer}"])
+        steps = -(-600 // 32)
+        with pytest.raises(Interrupted):
+            train(cfg, data, str(tmp / "cut"), progress=StopAt(steps + 3))
+        runs[optimizer] = tmp / "cut"
+    return runs
+
+
+class StopAt(Progress):
+    """Progress that sends the run a stop request after ``n`` batches."""
+
+    def __init__(self, n):
+        super().__init__(quiet=True)
+        self.n = n
+
+    def step(self, loss=None):
+        self.n -= 1
+        if self.n == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+DELETE = object()
+
+
+def tamper(run_dir, dest, meta_changes=None, array_changes=None):
+    """Copy run_dir to dest with its last.npz's meta and arrays changed (DELETE deletes)."""
+    import shutil
+
+    shutil.copytree(run_dir, dest)
+    path = os.path.join(dest, "last.npz")
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays.pop("meta").tobytes())
+    for changes, target in ((meta_changes, meta), (array_changes, arrays)):
+        for key, value in (changes or {}).items():
+            if value is DELETE:
+                target.pop(key, None)
+            else:
+                target[key] = value
+    with open(path, "wb") as f:
+        np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    return dest
+
+
+PCG = {"bit_generator": "PCG64", "state": {"state": 1, "inc": 1}, "has_uint32": 0, "uinteger": 0}
+TAMPERED = {
+    "epoch negative": ({"epoch": -1}, None, "'epoch'"),
+    "epoch a string": ({"epoch": "1"}, None, "'epoch'"),
+    "epoch past the run": ({"epoch": 99}, None, "'epoch'"),
+    "step past the epoch": ({"step": 10**9}, None, "'step'"),
+    "step negative": ({"step": -1}, None, "'step'"),
+    "step a float": ({"step": 1.5}, None, "'step'"),
+    "rng a string": ({"rng": "seed"}, None, "'rng'"),
+    "rng empty": ({"rng": {}}, None, "'rng'"),
+    "rng of another generator": ({"rng": {**PCG, "bit_generator": "MT19937"}}, None, "'rng'"),
+    "rng state out of range": ({"rng": {**PCG, "state": {"state": 2**200, "inc": 1}}}, None, "'rng'"),
+    "rng state a string": ({"rng": {**PCG, "state": {"state": "x", "inc": 1}}}, None, "'rng'"),
+    "epoch_rng null mid-epoch": ({"epoch_rng": None}, None, "'epoch_rng'"),
+    "epoch_rng a list": ({"epoch_rng": [1, 2]}, None, "'epoch_rng'"),
+    "partial a string": ({"partial": "half"}, None, "'partial'"),
+    "partial seen beyond the data": ({"partial": {"loss_sum": 1.0, "correct": 1, "seen": 10**9, "seconds": 1.0}},
+                                     None, "'partial'"),
+    "partial loss a string": ({"partial": {"loss_sum": "x", "correct": 1, "seen": 2, "seconds": 1.0}},
+                              None, "'partial'"),
+    "metrics not a list": ({"metrics": "all good"}, None, "'metrics'"),
+    "metrics too short": ({"metrics": []}, None, "'metrics'"),
+    "best null after an epoch": ({"best": None}, None, "'best'"),
+    "best from the future": ({"best": {"epoch": 7, "val_accuracy": 0.5}}, None, "'best'"),
+    "best accuracy a string": ({"best": {"epoch": 1, "val_accuracy": "high"}}, None, "'best'"),
+    "train_seconds a string": ({"train_seconds": "long"}, None, "'train_seconds'"),
+    "train_seconds nan": ({"train_seconds": float("nan")}, None, "'train_seconds'"),
+    "threads zero": ({"threads": 0}, None, "'threads'"),
+    "threads a string": ({"threads": "many"}, None, "'threads'"),
+    "config field of the wrong type": ({"config": {"train": {"batch_size": "32"}}}, None, "train.batch_size"),
+    "optimizer state missing": (None, {"opt.v0": DELETE}, "opt.v0"),
+    "optimizer state of the wrong shape": (None, {"opt.v1": np.zeros(3, np.float32)}, "opt.v1"),
+    "optimizer state float64": (None, {"opt.v1": np.zeros(46, np.float64)}, "opt.v1 as float64"),
+    "optimizer state nan": (None, {"opt.v1": np.full(46, np.nan, np.float32)}, "nan or inf values in opt.v1"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+def test_resuming_a_tampered_checkpoint_is_one_clean_error(case, cut_runs, data, tmp_path):
+    meta_changes, array_changes, needle = TAMPERED[case]
+    run_dir = tamper(cut_runs["sgd"], tmp_path / "run", meta_changes, array_changes)
+    before = open(run_dir / "last.npz", "rb").read()
+    with pytest.raises(CheckpointError, match=needle) as info:
+        resume(data, run_dir)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 600
+    assert open(run_dir / "last.npz", "rb").read() == before
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"opt.t": np.array(-5, np.int64)}, "opt.t"),
+    ({"opt.t": np.zeros(2, np.int64)}, r"opt.t of shape \(2,\)"),
+    ({"opt.v0": np.full(24 * 784 + 12 * 24 + 10 * 12, -1.0, np.float32)}, "opt.v0"),
+    ({"opt.m1": DELETE}, "opt.m1"),
+])
+def test_resuming_tampered_adam_state_is_one_clean_error(changes, needle, cut_runs, data, tmp_path):
+    run_dir = tamper(cut_runs["adam"], tmp_path / "run", None, changes)
+    with pytest.raises(CheckpointError, match=needle):
+        resume(data, run_dir)
+
+
+def test_the_untampered_cut_runs_resume(cut_runs, data, tmp_path):
+    for optimizer, run_dir in cut_runs.items():
+        summary = resume(data, tamper(run_dir, tmp_path / optimizer))
+        assert summary["epochs"] == 3
