@@ -31,15 +31,18 @@ No download can hang. Every wait on a mirror is bounded:
   is over by then even at 500 ms round trips), its average must stay above
   ``min_speed`` (20 KB/s). A server dripping bytes just often enough to dodge
   the silence timeout is dropped; a slow but honest link is not: at 20 KB/s
-  the biggest file (9.9 MB) still arrives in about 8 minutes;
+  the biggest file (9.7 MB) still arrives in about 8 minutes;
 - in all: ``deadline`` (600 s) per file and mirror, above what the floor
-  allows for an honest 9.9 MB transfer; it ends streams whose bytes arrive
+  allows for an honest 9.7 MB transfer; it ends streams whose bytes arrive
   fast enough but never make progress (an endless gzip header).
 
 The speed and the deadline are checked between reads, and a read returns
 whatever has arrived (urllib3's ``read1``, urllib3 2.2 and later), so they
 act within one silence timeout. With an older urllib3 a read waits for a
-whole 64 KiB chunk and they act only per chunk.
+whole 64 KiB chunk and they act only per chunk. Outside these bounds: the
+name lookup (the system resolver's own timeouts), a connect timeout paid
+once per address a name resolves to, and the status line and headers, which
+http.client reads with only the silence timeout and its own size limits.
 
 What a failure says about the mirror decides what happens next:
 
@@ -436,6 +439,8 @@ def _timed_body(resp, limits, start):
         cause = err.args[0] if isinstance(err, requests.RequestException) and err.args else err
         if isinstance(cause, urllib3.exceptions.ReadTimeoutError):
             raise _Failed(f"stalled: no data for {_secs(limits.timeout[1])}", GIVE_UP) from None
+        if isinstance(cause, urllib3.exceptions.DecodeError):
+            raise _Failed("bad Content-Encoding data", THIS_FILE) from None
         raise _Failed(_short_reason(err), RETRY) from None
 
 
