@@ -15,11 +15,53 @@ How a file arrives (the model is pooch's ``core.py`` / ``downloaders.py``):
 - the bytes are gunzipped, checked and hashed while they stream into a temp
   file next to the final name, which is renamed into place only once the
   whole file is verified (``fsutil.atomic_path``);
-- transient failures (connection errors, timeouts, 5xx) are retried twice
-  with a short back-off; a 404 is not;
 - a lock file in the data dir makes parallel ``bp download`` runs (a CI
   matrix) wait for each other, so each file is fetched once;
 - ``offline`` never opens a socket: only local-directory mirrors are used.
+
+No download can hang. Every wait on a mirror is bounded:
+
+- connecting: ``timeout[0]`` (10 s: a lost SYN is resent after 1, 3 and
+  7 s, so a lossy path gets three retransmissions; a healthy CDN connects in
+  well under a second);
+- silence: ``timeout[1]`` (20 s) with no byte at all, before the answer or
+  in the middle of the body ("stalled"); covers a slow first byte and several
+  back-to-back TCP retransmissions, which is what a flaky network looks like;
+- speed: once the body has flowed for ``speed_grace`` (10 s: TCP slow start
+  is over by then even at 500 ms round trips), its average must stay above
+  ``min_speed`` (20 KB/s). A server dripping bytes just often enough to dodge
+  the silence timeout is dropped; a slow but honest link is not: at 20 KB/s
+  the biggest file (9.7 MB) still arrives in about 8 minutes;
+- in all: ``deadline`` (600 s) per file and mirror, above what the floor
+  allows for an honest 9.7 MB transfer; it ends streams whose bytes arrive
+  fast enough but never make progress (an endless gzip header).
+
+The speed and the deadline are checked between reads, and a read returns
+whatever has arrived (urllib3's ``read1``, urllib3 2.2 and later), so they
+act within one silence timeout. With an older urllib3 a read waits for a
+whole 64 KiB chunk and they act only per chunk. Outside these bounds: the
+name lookup (the system resolver's own timeouts), a connect timeout paid
+once per address a name resolves to, and the status line and headers, which
+http.client reads with only the silence timeout and its own size limits.
+
+What a failure says about the mirror decides what happens next:
+
+- quick and maybe passing (HTTP 5xx, 408, 429, connection refused or reset,
+  connection broken mid-transfer): retried on the same mirror after each
+  ``backoff`` delay (0.5 s, then 1 s); if it still fails the mirror is given
+  up for the rest of the command;
+- slow (no connection in time, no answer, stalled, too slow, past the
+  deadline): not retried, and the mirror is given up for the rest of the
+  command at once: it has already cost a timeout, the next mirror is the
+  better bet, and paying the same timeout again for each file (3 tries x 4
+  files) is what made a stalled mirror cost minutes;
+- about this one file (HTTP 404 or another 4xx, an HTML page, bad gzip,
+  wrong IDX header, wrong length, checksum mismatch): the next mirror is
+  tried for this file, but the mirror stays in use for the other files.
+  Mirrors really do differ file by file, and such a failure comes back
+  quickly, so trying the mirror again for the next file costs one request.
+
+A given-up mirror shows in the error as "(given up earlier: <why>)".
 
 ``requests`` and ``tqdm`` are imported only when a download actually starts;
 a warm cache costs one SHA-256 pass over each file (about 50 ms for all 55 MB
@@ -71,8 +113,12 @@ ROWS = COLS = 28
 IDX_MAGIC = {"images": 2051, "labels": 2049}
 MISSING = "missing"
 
-DEFAULT_TIMEOUT = (10, 30)      # seconds: (connect, read between bytes)
-DEFAULT_BACKOFF = (0.5, 1.0)    # sleep before each retry; its length is the number of retries
+# How long a mirror may take; the module docstring says why these numbers.
+DEFAULT_TIMEOUT = (10, 20)      # seconds: (connect, silence: no byte at all for this long)
+DEFAULT_MIN_SPEED = 20_000      # bytes/s a body must average once it has flowed for...
+DEFAULT_SPEED_GRACE = 10        # ...this many seconds
+DEFAULT_DEADLINE = 600          # seconds for one file from one mirror, all told
+DEFAULT_BACKOFF = (0.5, 1.0)    # sleep before each retry of a quick failure; its length is the number of retries
 LOCK_TIMEOUT = 600              # seconds to wait for another bp download in the same dir
 CHUNK = 1 << 16
 
@@ -108,14 +154,19 @@ def _header_problem(head, spec, what="IDX"):
     return f"not {what} {spec.kind} data (starts with {head[:8].hex()})"
 
 
-class _Failed(Exception):
-    """One mirror failed for one file. ``transient``: worth retrying; ``unreachable``: no connection at all."""
+# What a failure says about the mirror (the module docstring has the rules):
+THIS_FILE = "this file"     # only this file is bad there: keep the mirror for the others
+RETRY = "retry"             # may pass: retry after a back-off, then give the mirror up
+GIVE_UP = "give up"         # it cost a timeout: give the mirror up for the rest of the command
 
-    def __init__(self, reason, transient=False, unreachable=False):
+
+class _Failed(Exception):
+    """One mirror failed for one file; ``verdict`` (THIS_FILE, RETRY, GIVE_UP) is what that says about the mirror."""
+
+    def __init__(self, reason, verdict=THIS_FILE):
         super().__init__(reason)
         self.reason = reason
-        self.transient = transient
-        self.unreachable = unreachable
+        self.verdict = verdict
 
 
 class _Verifier:
@@ -288,10 +339,11 @@ def _url_for(base, name):
 
 
 def _short_reason(err):
-    """A few words for a requests exception; its str() is a paragraph."""
+    """A few words for a requests or urllib3 exception; its str() is a paragraph."""
     import requests
+    import urllib3
 
-    if isinstance(err, requests.exceptions.SSLError):
+    if isinstance(err, (requests.exceptions.SSLError, urllib3.exceptions.SSLError)):
         return "TLS/certificate error (behind a proxy? set REQUESTS_CA_BUNDLE)"
     if isinstance(err, requests.exceptions.ProxyError):
         return "proxy error (check HTTPS_PROXY / HTTP_PROXY)"
@@ -310,29 +362,86 @@ def _short_reason(err):
     ):
         if needle in text:
             return short
-    if isinstance(err, requests.exceptions.ChunkedEncodingError):
+    if isinstance(err, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)):
         return "connection broken mid-transfer"
     if isinstance(err, requests.ConnectionError):
         return "connection failed"
     return type(err).__name__
 
 
-def _http_chunks(get_session, url, timeout):
-    """Yield the body of ``url``; failures come out as ``_Failed`` with a short reason."""
+class _Limits(NamedTuple):
+    """How long one file may take from one URL mirror (see the module docstring)."""
+
+    timeout: tuple          # (connect, silence) in seconds, requests' ``timeout=``
+    min_speed: float        # bytes/s
+    speed_grace: float      # seconds of body before min_speed applies
+    deadline: float         # seconds, from the request to the last byte
+
+
+def _secs(seconds):
+    return f"{round(seconds, 1):g} s"
+
+
+def _speed(rate):
+    for unit, size in (("MB/s", 1e6), ("KB/s", 1e3)):
+        if rate >= size:
+            return f"{rate / size:.3g} {unit}"
+    return f"{rate:.0f} B/s"
+
+
+def _http_chunks(get_session, url, limits):
+    """Yield the body of ``url`` within ``limits``; failures come out as ``_Failed`` with a short reason."""
     import requests
 
-    connected = False
+    start = time.monotonic()
     try:
-        with get_session().get(url, stream=True, timeout=timeout) as resp:
-            connected = True
-            if resp.status_code != 200:
-                reason = f"HTTP {resp.status_code}" + (f" {resp.reason}" if resp.reason else "")
-                # Server trouble may pass; a 404 or 403 will not.
-                transient = resp.status_code >= 500 or resp.status_code in (408, 429)
-                raise _Failed(reason, transient=transient)
-            yield from resp.iter_content(CHUNK)
+        resp = get_session().get(url, stream=True, timeout=limits.timeout)
+    except requests.ConnectTimeout:
+        raise _Failed(f"no connection within {_secs(limits.timeout[0])}", GIVE_UP) from None
+    except requests.ReadTimeout:
+        raise _Failed(f"no answer within {_secs(limits.timeout[1])}", GIVE_UP) from None
     except requests.RequestException as err:
-        raise _Failed(_short_reason(err), transient=True, unreachable=not connected) from None
+        raise _Failed(_short_reason(err), RETRY) from None
+    with resp:
+        if resp.status_code != 200:
+            reason = f"HTTP {resp.status_code}" + (f" {resp.reason}" if resp.reason else "")
+            # Server trouble may pass; a 404 or 403 will not, but it may be this file alone.
+            passing = resp.status_code >= 500 or resp.status_code in (408, 429)
+            raise _Failed(reason, RETRY if passing else THIS_FILE)
+        yield from _timed_body(resp, limits, start)
+
+
+def _timed_body(resp, limits, start):
+    """Yield ``resp``'s body as it arrives; stop a stalled, too slow or endless one with ``_Failed``."""
+    import requests
+    import urllib3
+
+    read1 = getattr(resp.raw, "read1", None)
+    if read1 is not None:
+        # Returns as soon as any bytes are there, so the checks below run at
+        # least once per silence timeout, however slowly the bytes drip.
+        reads = iter(functools.partial(read1, CHUNK, decode_content=True), b"")
+    else:
+        # urllib3 < 2.2: each read waits for a whole chunk.
+        reads = resp.iter_content(CHUNK)
+    began, received = time.monotonic(), 0
+    try:
+        for chunk in reads:
+            received += len(chunk)
+            now = time.monotonic()
+            if now - start > limits.deadline:
+                raise _Failed(f"not done after {_secs(limits.deadline)}", GIVE_UP)
+            flowing = now - began
+            if flowing >= limits.speed_grace and received < limits.min_speed * flowing:
+                raise _Failed(f"too slow: {_speed(received / flowing)} after {_secs(flowing)}", GIVE_UP)
+            yield chunk
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
+        cause = err.args[0] if isinstance(err, requests.RequestException) and err.args else err
+        if isinstance(cause, urllib3.exceptions.ReadTimeoutError):
+            raise _Failed(f"stalled: no data for {_secs(limits.timeout[1])}", GIVE_UP) from None
+        if isinstance(cause, urllib3.exceptions.DecodeError):
+            raise _Failed("bad Content-Encoding data", THIS_FILE) from None
+        raise _Failed(_short_reason(err), RETRY) from None
 
 
 def _file_chunks(path):
@@ -355,7 +464,7 @@ def _dir_chunks(folder, name):
     raise _Failed(f"no {name}.gz or {name} there")
 
 
-def _sources(name, data_dir, mirrors, offline, get_session, timeout):
+def _sources(name, data_dir, mirrors, offline, get_session, limits):
     """``[(label, make_chunks)]`` to try for one file, in order."""
     sources = []
     # A .gz dropped into the data dir by hand (as the error message suggests)
@@ -368,7 +477,7 @@ def _sources(name, data_dir, mirrors, offline, get_session, timeout):
         if kind == "dir":
             sources.append((mirror, functools.partial(_dir_chunks, where, name)))
         elif not offline:
-            sources.append((mirror, functools.partial(_http_chunks, get_session, _url_for(where, name), timeout)))
+            sources.append((mirror, functools.partial(_http_chunks, get_session, _url_for(where, name), limits)))
     return sources
 
 
@@ -424,12 +533,12 @@ def _transfer(chunks, tmp, spec, bar):
 
 
 def _fetch_from(make_chunks, tmp, spec, bar, backoff):
-    """Fetch from one source, retrying transient failures after each back-off delay."""
+    """Fetch from one source, retrying quick failures that may pass after each back-off delay."""
     for delay in (*backoff, None):
         try:
             return _transfer(make_chunks(), tmp, spec, bar)
         except _Failed as err:
-            if not err.transient or delay is None:
+            if err.verdict != RETRY or delay is None:
                 raise
             time.sleep(delay)
 
@@ -437,23 +546,25 @@ def _fetch_from(make_chunks, tmp, spec, bar, backoff):
 def _fetch_file(name, spec, path, sources, dead, backoff, progress, note, offline):
     """Bring one verified file to ``path`` from the first source that has it; DataError if none does.
 
-    ``dead`` maps sources that could not be reached at all to why, so the
-    next files do not wait for the same timeouts again.
+    ``dead`` maps the sources given up on (timeouts, server trouble that
+    outlived its retries) to why, so the next files do not wait for them again.
     """
     tried = []
     for i, (label, make_chunks) in enumerate(sources):
         if label in dead:
-            tried.append(f"{label} ({dead[label]}, not retried)")
+            tried.append(f"{label} (given up earlier: {dead[label]})")
             continue
         try:
             with fsutil.atomic_path(path) as tmp, _bar(name, spec, progress) as bar:
                 _fetch_from(make_chunks, tmp, spec, bar, backoff)
         except _Failed as err:
             tried.append(f"{label} ({err.reason})")
-            if err.unreachable:
+            given_up = err.verdict != THIS_FILE
+            if given_up:
                 dead[label] = err.reason
             if i + 1 < len(sources):
-                note(f"{name}: {label} failed ({err.reason}); trying the next mirror")
+                also = "; not using it for the other files" if given_up else ""
+                note(f"{name}: {label} failed ({err.reason}){also}; trying the next mirror")
             continue
         return label
     data_dir = os.path.join(os.path.dirname(path) or ".", "")
@@ -578,7 +689,8 @@ def offline_from_env():
 
 
 def ensure_mnist(data_dir, mirrors=None, offline=None, force=False, progress=None, session=None, *,
-                 files=None, timeout=DEFAULT_TIMEOUT, backoff=DEFAULT_BACKOFF, lock_timeout=LOCK_TIMEOUT):
+                 files=None, timeout=DEFAULT_TIMEOUT, backoff=DEFAULT_BACKOFF, min_speed=DEFAULT_MIN_SPEED,
+                 speed_grace=DEFAULT_SPEED_GRACE, deadline=DEFAULT_DEADLINE, lock_timeout=LOCK_TIMEOUT):
     """Make sure the verified MNIST files are in ``data_dir``; return ``{name: path}``.
 
     data_dir: the cache folder, created if needed.
@@ -591,7 +703,8 @@ def ensure_mnist(data_dir, mirrors=None, offline=None, force=False, progress=Non
         None shows the bar only when stderr is a terminal.
     session: a ``requests.Session``-like object to fetch with (tests inject one).
     files: ``{name: FileSpec}`` to fetch instead of ``MNIST_FILES`` (tests use tiny files).
-    timeout, backoff, lock_timeout: see the module constants.
+    timeout, backoff, min_speed, speed_grace, deadline, lock_timeout: see
+        the module constants and docstring (tests pass tiny ones).
 
     Raises DataError (one line) when a file cannot be had from any mirror or
     the data dir cannot be written.
@@ -604,6 +717,8 @@ def ensure_mnist(data_dir, mirrors=None, offline=None, force=False, progress=Non
     data_dir = os.fspath(data_dir)
     paths = {name: os.path.join(data_dir, name) for name in files}
     note = _notes(progress)
+    timeout = (timeout, timeout) if isinstance(timeout, (int, float)) else tuple(timeout)
+    limits = _Limits(timeout, min_speed, speed_grace, deadline)
 
     # Files only ever appear under their final names whole and verified, so a
     # valid cache needs no lock, and works in a read-only data dir.
@@ -611,7 +726,7 @@ def ensure_mnist(data_dir, mirrors=None, offline=None, force=False, progress=Non
     if not todo:
         return paths
     if offline and not any(
-        _sources(name, data_dir, mirrors, offline=True, get_session=None, timeout=None) for name in todo
+        _sources(name, data_dir, mirrors, offline=True, get_session=None, limits=None) for name in todo
     ):
         if all(problem is None for problem in todo.values()):
             raise DataError("--force with --offline needs a local --mirror DIR holding the .gz files to fetch from")
@@ -632,7 +747,7 @@ def ensure_mnist(data_dir, mirrors=None, offline=None, force=False, progress=Non
             for name, problem in todo.items():
                 if problem not in (None, MISSING):
                     note(f"{paths[name]} is bad ({problem}); fetching it again")
-                sources = _sources(name, data_dir, mirrors, offline, get_session, timeout)
+                sources = _sources(name, data_dir, mirrors, offline, get_session, limits)
                 label = _fetch_file(name, files[name], paths[name], sources, dead, backoff, progress, note, offline)
                 note(f"{name}: verified, from {label}")
     except OSError as err:

@@ -8,6 +8,7 @@ import collections
 import gzip
 import hashlib
 import http.server
+import itertools
 import os
 import socket
 import struct
@@ -80,7 +81,12 @@ class MirrorServer:
       reset      promise the full length, send half, close the connection
       encoded    send the gzip bytes with ``Content-Encoding: gzip``
       trickle    send the first half, then hang until the server closes (a download to kill)
-    ``hits`` counts requests per path; ``delay`` (s) slows every answer.
+      silent     read the request, never answer (until the server closes)
+      stall      same as trickle: half the body, then nothing, the socket kept open
+      trickle10  send the body 10 bytes per ``tick`` (s), over and over, until the server closes
+      endless    a gzip header whose comment never ends, ``tick_bytes`` per tick (fast, yet no data)
+    ``hits`` counts requests per path; ``delay`` (s) slows every answer. Every
+    hanging answer ends when the server closes, so no test leaves a thread behind.
     """
 
     def __init__(self):
@@ -89,6 +95,8 @@ class MirrorServer:
         self.hits = collections.Counter()
         self.delay = 0.0
         self.slow_seconds = 3.0
+        self.tick = 0.05
+        self.tick_bytes = 4096
         self._stop = threading.Event()
         self._lock = threading.Lock()
         owner = self
@@ -157,7 +165,26 @@ class MirrorServer:
         if todo == "slow":
             self._stop.wait(self.slow_seconds)
             return self._send(handler, 200, body)
-        if todo in ("reset", "trickle"):  # promise the full length, send half, then ...
+        if todo == "silent":
+            self._stop.wait()
+            return None
+        if todo in ("trickle10", "endless"):
+            # No Content-Length: the body runs until the connection closes, i.e. never.
+            handler.close_connection = True
+            handler.send_response(200)
+            handler.end_headers()
+            if todo == "trickle10":
+                pieces = (body[i:i + 10] for i in itertools.cycle(range(0, len(body), 10)))
+            else:
+                # gzip magic, deflate, FLG.FCOMMENT, then a comment that never reaches its NUL
+                handler.wfile.write(b"\x1f\x8b\x08\x10" + bytes(6))
+                pieces = itertools.repeat(b"x" * self.tick_bytes)
+            for piece in pieces:
+                handler.wfile.write(piece)
+                handler.wfile.flush()
+                if self._stop.wait(self.tick):
+                    return None
+        if todo in ("reset", "trickle", "stall"):  # promise the full length, send half, then ...
             handler.send_response(200)
             handler.send_header("Content-Length", str(len(body)))
             handler.end_headers()
@@ -167,7 +194,7 @@ class MirrorServer:
                 handler.close_connection = True
                 handler.connection.shutdown(socket.SHUT_RDWR)
             else:  # ... hang until the server closes
-                self._stop.wait(60)
+                self._stop.wait()
             return None
         if todo == "encoded":
             return self._send(handler, 200, body, [("Content-Encoding", "gzip")])

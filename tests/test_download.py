@@ -11,7 +11,10 @@ import json
 import os
 import tempfile
 import subprocess
+import re
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -153,16 +156,19 @@ def test_default_backoff_sleeps_half_then_one_second(tmp_path, tiny_mnist, tiny_
 
 # --- every way a mirror can fail ---------------------------------------------
 
-# behaviour served for every file -> (words in the reason, requests for the first file)
+# behaviour served for every file -> (words in the reason, requests for the first file,
+# requests for the whole command). A failure about one file leaves the mirror in use for
+# the others (one request per file); one that may pass is retried twice, then the mirror
+# is given up; one that cost a timeout gives the mirror up at once.
 FAILURES = {
-    "404": ("HTTP 404", 1),
-    "500": ("HTTP 500", 3),
-    "garbage": ("not gzip or IDX", 1),
-    "html": ("HTML page", 1),
-    "truncated": ("truncated gzip", 1),
-    "wrong": ("checksum mismatch", 1),
-    "reset": ("connection", 3),
-    "slow": ("timed out", 3),
+    "404": ("HTTP 404", 1, 4),
+    "500": ("HTTP 500", 3, 3),
+    "garbage": ("not gzip or IDX", 1, 4),
+    "html": ("HTML page", 1, 4),
+    "truncated": ("truncated gzip", 1, 4),
+    "wrong": ("checksum mismatch", 1, 4),
+    "reset": ("connection", 3, 3),
+    "slow": ("no answer within 0.3 s", 1, 1),
 }
 
 
@@ -182,6 +188,7 @@ def test_bad_mirror_is_skipped_for_a_good_one(tmp_path, tiny_mnist, tiny_server,
                  backoff=(0, 0), timeout=(2, 0.3), progress=False)
     assert_cached(tmp_path, contents)
     assert bad.hits[f"/{NAMES[0]}.gz"] == FAILURES[behaviour][1]
+    assert sum(bad.hits.values()) == FAILURES[behaviour][2], bad.hits
     assert leftovers(tmp_path) == []
 
 
@@ -218,7 +225,161 @@ def test_unreachable_mirror_is_not_retried_for_every_file(tmp_path, tiny_mnist, 
     _break_all(slow, specs, "slow")
     ensure_mnist(tmp_path, mirrors=[slow.url, tiny_server.url], files=specs,
                  backoff=(0, 0), timeout=(2, 0.3), progress=False)
-    assert sum(slow.hits.values()) == 3        # all for the first file
+    assert sum(slow.hits.values()) == 1        # one timeout, not one per try and file
+
+
+# --- mirrors that hang ---------------------------------------------------------------
+
+# Tiny limits: a silence of 0.5 s, 5 KB/s after 0.5 s of body, 1 s per file. The tiny
+# files come over loopback in milliseconds, far inside all of them.
+HANG_LIMITS = {"timeout": (2, 0.5), "min_speed": 5_000, "speed_grace": 0.5, "deadline": 1, "backoff": (0, 0)}
+HANG_GUARD = 30     # s: only code that hangs gets anywhere near this
+
+# behaviour served for every file -> the reason the mirror is given up
+HANGS = {
+    "silent": "no answer within 0.5 s",
+    "stall": "stalled: no data for 0.5 s",
+    "trickle10": "too slow: ",
+    "endless": "not done after 1 s",
+}
+
+
+def fetch_or_hang(*args, **kwargs):
+    """``ensure_mnist`` in a thread, failing the test if it is still running after HANG_GUARD s."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["paths"] = ensure_mnist(*args, **kwargs)
+        except Exception as err:        # handed to the test below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(HANG_GUARD)
+    if thread.is_alive():
+        pytest.fail(f"ensure_mnist still running after {HANG_GUARD} s: the download hangs")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["paths"]
+
+
+def hanging_server(make_server, contents, behaviour):
+    server = make_server()
+    server.add_gz(contents)
+    for name in contents:
+        server.behaviour[f"/{name}.gz"] = behaviour
+    return server
+
+
+@pytest.mark.parametrize("behaviour", list(HANGS))
+def test_hanging_mirror_is_given_up_after_one_request(tmp_path, tiny_mnist, tiny_server, make_server,
+                                                      behaviour, capsys):
+    contents, specs = tiny_mnist
+    bad = hanging_server(make_server, contents, behaviour)
+    fetch_or_hang(tmp_path, mirrors=[bad.url, tiny_server.url], files=specs, progress=None, **HANG_LIMITS)
+    assert_cached(tmp_path, contents)                       # the second mirror delivered every file
+    assert all(tiny_server.hits[f"/{name}.gz"] == 1 for name in specs)
+    assert sum(bad.hits.values()) == 1, bad.hits           # given up after its first failure
+    assert leftovers(tmp_path) == []
+    notes = capsys.readouterr().err
+    assert f"{bad.url} failed ({HANGS[behaviour]}" in notes and "not using it for the other files" in notes
+
+
+@pytest.mark.parametrize("behaviour", list(HANGS))
+def test_only_a_hanging_mirror_gives_one_line_naming_why(tmp_path, tiny_mnist, make_server, behaviour):
+    contents, specs = tiny_mnist
+    bad = hanging_server(make_server, contents, behaviour)
+    with pytest.raises(DataError) as info:
+        fetch_or_hang(tmp_path, mirrors=[bad.url], files=specs, progress=False, **HANG_LIMITS)
+    message = one_line(str(info.value))
+    assert f"could not fetch {NAMES[0]}" in message and f"{bad.url} ({HANGS[behaviour]}" in message
+    assert sum(bad.hits.values()) == 1, bad.hits
+    assert leftovers(tmp_path) == []
+    assert not any((tmp_path / name).exists() for name in specs)
+
+
+def test_too_slow_says_how_slow(tmp_path, tiny_mnist, make_server):
+    contents, specs = tiny_mnist
+    bad = hanging_server(make_server, contents, "trickle10")      # 10 bytes per 0.05 s: ~200 B/s
+    with pytest.raises(DataError) as info:
+        fetch_or_hang(tmp_path, mirrors=[bad.url], files=specs, progress=False, **HANG_LIMITS)
+    assert re.search(r"\(too slow: \d+ B/s after [0-9.]+ s\)", str(info.value)), str(info.value)
+
+
+def test_error_names_every_hanging_mirror_and_why(tmp_path, tiny_mnist, make_server):
+    contents, specs = tiny_mnist
+    servers = {behaviour: hanging_server(make_server, contents, behaviour) for behaviour in HANGS}
+    empty = make_server()           # 404 for everything
+    with pytest.raises(DataError) as info:
+        fetch_or_hang(tmp_path, mirrors=[s.url for s in servers.values()] + [empty.url], files=specs,
+                      progress=False, **HANG_LIMITS)
+    message = one_line(str(info.value))
+    for behaviour, server in servers.items():
+        assert f"{server.url} ({HANGS[behaviour]}" in message
+    assert f"{empty.url} (HTTP 404" in message and "--mirror" in message
+    assert leftovers(tmp_path) == []
+
+
+def test_a_hanging_mirror_is_given_up_for_the_later_files_too(tmp_path, tiny_mnist, make_server, tiny_server):
+    # It hangs only on the second file: the third and fourth must not ask it again.
+    contents, specs = tiny_mnist
+    bad = make_server()
+    bad.add_gz(contents)
+    bad.behaviour[f"/{NAMES[1]}.gz"] = "stall"
+    fetch_or_hang(tmp_path, mirrors=[bad.url, tiny_server.url], files=specs, progress=False, **HANG_LIMITS)
+    assert_cached(tmp_path, contents)
+    assert [bad.hits[f"/{name}.gz"] for name in NAMES] == [1, 1, 0, 0]
+    assert [tiny_server.hits[f"/{name}.gz"] for name in NAMES] == [0, 1, 1, 1]
+
+
+def test_a_mirror_that_gives_up_late_says_so_for_each_file(tmp_path, tiny_mnist, make_server):
+    contents, specs = tiny_mnist
+    bad = make_server()
+    bad.add_gz(contents)
+    bad.behaviour[f"/{NAMES[1]}.gz"] = "silent"
+    good_for_two = make_server()
+    good_for_two.add_gz({name: contents[name] for name in NAMES[:2]})
+    with pytest.raises(DataError) as info:
+        fetch_or_hang(tmp_path, mirrors=[bad.url, good_for_two.url], files=specs, progress=False, **HANG_LIMITS)
+    message = one_line(str(info.value))
+    assert f"could not fetch {NAMES[2]}" in message
+    assert f"{bad.url} (given up earlier: no answer within 0.5 s)" in message
+    assert f"{good_for_two.url} (HTTP 404" in message
+    assert sum(bad.hits.values()) == 2 and leftovers(tmp_path) == []
+
+
+@pytest.fixture
+def unanswered_port_url():
+    """An http URL on 127.0.0.1 whose listen queue is full: a connection attempt gets no answer."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    queued = []
+    while True:                 # fill the queue until a connection attempt goes unanswered
+        client = socket.socket()
+        client.settimeout(0.5)
+        try:
+            client.connect(("127.0.0.1", port))
+        except OSError:
+            client.close()
+            break
+        queued.append(client)
+        if len(queued) > 64:
+            pytest.fail("the listen queue never filled")
+    yield f"http://127.0.0.1:{port}/"
+    for s in queued + [server]:
+        s.close()
+
+
+def test_no_connection_in_time_gives_the_mirror_up(tmp_path, tiny_mnist, tiny_server, unanswered_port_url, capsys):
+    contents, specs = tiny_mnist
+    limits = {**HANG_LIMITS, "timeout": (0.5, 0.5)}
+    fetch_or_hang(tmp_path, mirrors=[unanswered_port_url, tiny_server.url], files=specs, progress=None, **limits)
+    assert_cached(tmp_path, contents)
+    notes = capsys.readouterr().err
+    assert notes.count(f"{unanswered_port_url} failed (no connection within 0.5 s)") == 1, notes
 
 
 # --- the cache ------------------------------------------------------------------
