@@ -71,7 +71,7 @@ BAD = [
     (["--set", "train.augment={shfit: 2}"], "train.augment", "did you mean 'shift'"),
     (["--set", "train.augment={rotate: -5}"], "train.augment", ">= 0"),
     (["--set", "train.augment=yes"], "train.augment", "map of transforms"),
-    (["--set", "train.augment={scale: 1.0}"], "train.augment", "< 1"),
+    (["--set", "train.augment={scale: 1.0}"], "train.augment", "<= 0.9"),
     (["--set", "train.lr=[1"], "train.lr", "YAML"),
 ]
 
