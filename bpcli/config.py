@@ -12,6 +12,7 @@ import difflib
 import functools
 import math
 import os
+import reprlib
 
 from .errors import ConfigError
 from .fsutil import open_untrusted, shown_path, truncate
@@ -59,11 +60,23 @@ DEFAULTS = {
 # ---------------------------------------------------------------------------
 # The rules, declared once: key -> check(value) returning an error or None.
 
+def _short_repr():
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxlong, r.maxother = 2, 60, 40, 60
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 6
+    return r
+
+
+_SHORT_REPR = _short_repr()
+
+
 def shown(value, limit=60):
     """A user's value as it can go inside a one-line message: its repr, control
-    characters escaped, cut to ``limit`` characters (a 1 MB list is not echoed)."""
+    characters escaped, cut to ``limit`` characters. reprlib looks at a few items
+    of a few levels only, so even a value whose full repr would take gigabytes
+    (a list of aliases to lists of aliases) costs nothing to show."""
     try:
-        text = repr(value)
+        text = _SHORT_REPR.repr(value)
     except ValueError:  # an int past Python's 4,300-digit str() limit
         text = f"an integer of {value.bit_length():,} bits"
     return truncate(text.encode("unicode_escape", "backslashreplace").decode("ascii")
@@ -442,17 +455,18 @@ def read_file(path):
 # repeated here; tests/test_config.py holds the count to a measured training run.
 
 # float32 per parameter: theta, the gradient, up to two optimizer moments (Adam's
-# m and v), Adam's scratch, and the copies of the W0 block of m and v a checkpoint
-# save makes (Run._reorder_state)
-BYTES_PER_PARAM = 4 * 7
+# m and v), Adam's scratch, and the copies a checkpoint save makes (the weight
+# parts of m and v in Run._reorder_state, W0 in pixel order in Run.model_params)
+BYTES_PER_PARAM = 4 * 8
 TALLY_EVERY = 20  # train.TALLY_EVERY: batches of outputs kept until they are tallied
 # Augmenter, per image: the zero-padded 31x31 copy; fx, fy, tmp, qx, qy, 4 corner
 # planes (9 x 784); idx as intp (2 x 784); two elastic work arrays of 2 fields each
 AUGMENT_FLOATS_PER_IMAGE = 31 * 31 + 9 * 784 + 2 * 784 + 4 * 784
 EVAL_BATCH = 2000  # metrics.EVAL_BATCH: evaluation's rows per forward pass
 # the images, uint8: as loaded (train + test), the training split's copy and the
-# training copy with the inked pixels first
-DATA_BYTES = 3 * N_TRAIN * 784 + 10_000 * 784
+# training copy with the inked pixels first; float32 (N_TRAIN, 10): the epoch's
+# targets and the tally's temporaries (at most 4, over at most every example)
+DATA_BYTES = 3 * N_TRAIN * 784 + 10_000 * 784 + 5 * 4 * N_TRAIN * 10
 
 
 def training_bytes(flat):
@@ -467,7 +481,7 @@ def training_bytes(flat):
         784                                      # Step.inputs: the batch as float32
         + 2 * sum(widths)                        # Step.a[1:] and Step.delta[1:]
         + widest                                 # f'(a) of one layer, made during backward
-        + 5 * TALLY_EVERY * 10                   # outputs kept for the tally, and the tally's temporaries
+        + TALLY_EVERY * 10                       # a[L] of the batches kept for the tally
     )
     if flat["model.dropout"]:
         # a dropped copy fed forward and a kept mask per hidden layer; the mask's random draw
