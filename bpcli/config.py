@@ -211,7 +211,7 @@ def augment(v):
 
 # Bounds beyond "what the type allows", each because something past it breaks:
 N_TRAIN = 60_000      # MNIST's training images: a batch or a validation split cannot be larger
-MAX_EPOCHS = 1_000_000  # ~ years of training; an int past float range (1e308) crashed the schedules
+MAX_EPOCHS = 1_000_000  # months to years of training; an int past 1e308 crashed the schedules
 MAX_SEED = 2**128 - 1   # SeedSequence mixes a seed into 128 bits: larger seeds add no streams
 
 RULES = {
@@ -513,15 +513,16 @@ def check_model_size(cfg):
     if need <= 0.8 * have:
         return
     hidden = shown(cfg.flat["model.hidden"])
-    gib = f"about {need / 2**30:,.1f} GiB to train; this machine has {have / 2**30:,.1f} GiB"
+    machine = f"this machine has {have / 2**30:,.1f} GiB"
     if part["parameters"] >= part["batch"]:
         raise ConfigError(
             f"config key 'model.hidden' ({cfg.source['model.hidden']}) {hidden} makes "
-            f"{part['n_params']:,} parameters, which need {gib}: use smaller layers")
+            f"{part['n_params']:,} parameters, which need about {need / 2**30:,.1f} GiB to train; "
+            f"{machine}: use smaller layers")
     raise ConfigError(
         f"config key 'train.batch_size' ({cfg.source['train.batch_size']}) {cfg.flat['train.batch_size']:,} "
-        f"with model.hidden {hidden} needs {gib} ({part['batch'] / 2**30:,.1f} GiB of it for each batch's "
-        f"activations and gradients): use a smaller batch or smaller layers")
+        f"with model.hidden {hidden} needs about {need / 2**30:,.1f} GiB to train ({part['batch'] / 2**30:,.1f} "
+        f"GiB of it for each batch's activations and gradients); {machine}: use a smaller batch or smaller layers")
 
 
 def check_combinations(cfg):

@@ -400,6 +400,13 @@ def test_memory_check_comes_before_any_run_dir_or_data(monkeypatch, tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
 
 
+def test_the_memory_count_uses_the_trainers_constants():
+    from bpcli import metrics, train
+
+    assert config_mod.TALLY_EVERY == train.TALLY_EVERY
+    assert config_mod.EVAL_BATCH == metrics.EVAL_BATCH
+
+
 @pytest.mark.parametrize("sets", [
     ["train.batch_size=2048", "model.hidden=[512, 256]", "train.optimizer=adam", "model.dropout=0.5",
      "train.augment={elastic: 34, shift: 2}"],
