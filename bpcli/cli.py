@@ -147,20 +147,43 @@ def _config_options(f):
 def _hidden(value):
     """'256,128' -> [256, 128] for --hidden; '' -> [] (no hidden layer)."""
     from .errors import ConfigError
+    from .fsutil import shown_path
 
     if value is None:
         return None
     try:
         return [int(v) for v in value.replace(" ", "").split(",") if v]
     except ValueError:
-        raise ConfigError(f"--hidden expects comma-separated layer sizes like 256,128, got {value!r}") from None
+        raise ConfigError(f"--hidden expects comma-separated layer sizes like 256,128, "
+                          f"got '{shown_path(value, 60)}'") from None
+
+
+class Finite(click.FloatRange):
+    """A float option that must be a finite number, optionally in a range (FloatRange's
+    arguments). click's FloatRange lets nan through (every comparison with nan is
+    false) and, without bounds, inf: as a gate or a tolerance either passes anything."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        from .fsutil import shown_path
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"'{shown_path(str(value), 40)}' is not a number.", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 @cli.command()
 @_config_options
 @click.option("--epochs", type=int, default=None, help="train.epochs")
 @click.option("--batch-size", type=int, default=None, help="train.batch_size")
-@click.option("--lr", type=float, default=None, help="train.lr, the learning rate")
+@click.option("--lr", type=Finite(0, min_open=True), default=None, help="train.lr, the learning rate")
 @click.option("--hidden", default=None, metavar="256,128", help="model.hidden, comma-separated sizes")
 @click.option("--seed", type=int, default=None, help="seed for init, split, shuffling and dropout")
 @click.option("--run-dir", type=click.Path(), default=None,
@@ -230,7 +253,7 @@ def config_cmd(config_file, sets, sources):
 
 @cli.command()
 @_config_options
-@click.option("--tolerance", type=float, default=1e-6, show_default=True,
+@click.option("--tolerance", type=Finite(0), default=1e-6, show_default=True,
               help="Largest acceptable relative error.")
 def gradcheck(config_file, sets, tolerance):
     """Check backprop against finite differences on a small net built from the config."""
@@ -271,9 +294,9 @@ def _load_model(path):
               help="val and train are the run's own split (its seed and data.validation).")
 @_data_dir_option(default=RUN_DATA_DIR)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.option("--min-accuracy", type=click.FloatRange(0, 1), default=None, metavar="X",
+@click.option("--min-accuracy", type=Finite(0, 1), default=None, metavar="X",
               help="Exit 3 if overall accuracy is below X (a fraction).")
-@click.option("--min-digit-accuracy", type=click.FloatRange(0, 1), default=None, metavar="X",
+@click.option("--min-digit-accuracy", type=Finite(0, 1), default=None, metavar="X",
               help="Exit 3 if any digit's accuracy is below X.")
 def evaluate(checkpoint, split, data_dir, as_json, min_accuracy, min_digit_accuracy):
     """Score a checkpoint: accuracy, per-digit table, confusion matrix.
@@ -343,7 +366,7 @@ def predict(images, checkpoint, top, show, as_json):
               help="How many weights, units and gradient components to list.")
 @click.option("--batch", type=click.IntRange(0), default=64, show_default=True, metavar="N",
               help="Zoom-out mini-batch of N images of all digits (0: skip it; an IMAGE then needs no MNIST).")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--lr", type=Finite(0, min_open=True), default=None,
               help="Step size of the zoom-out SGD step (default: the checkpoint's train.lr).")
 @_data_dir_option(default=RUN_DATA_DIR)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")

@@ -9,10 +9,13 @@ values are ``ConfigError`` (exit 2) naming the key and the closest valid one.
 
 import copy
 import difflib
+import functools
 import math
 import os
+import reprlib
 
 from .errors import ConfigError
+from .fsutil import open_untrusted, shown_path, truncate
 
 # Every key bp knows, with its default. The YAML key, the config field, the
 # flag and the checkpoint key are spelled the same.
@@ -57,6 +60,29 @@ DEFAULTS = {
 # ---------------------------------------------------------------------------
 # The rules, declared once: key -> check(value) returning an error or None.
 
+def _short_repr():
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxlong, r.maxother = 2, 60, 40, 60
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 6
+    return r
+
+
+_SHORT_REPR = _short_repr()
+
+
+def shown(value, limit=60):
+    """A user's value as it can go inside a one-line message: its repr, control
+    characters escaped, cut to ``limit`` characters. reprlib looks at a few items
+    of a few levels only, so even a value whose full repr would take gigabytes
+    (a list of aliases to lists of aliases) costs nothing to show."""
+    try:
+        text = _SHORT_REPR.repr(value)
+    except ValueError:  # an int past Python's 4,300-digit str() limit
+        text = f"an integer of {value.bit_length():,} bits"
+    return truncate(text.encode("unicode_escape", "backslashreplace").decode("ascii")
+                    if not text.isprintable() else text, limit)
+
+
 def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -65,14 +91,15 @@ def _is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def integer(lo=None, hi=None):
+def integer(lo=None, hi=None, why=""):
+    """An int in [lo, hi]; ``why`` says what the upper bound is (a user hitting it wonders)."""
     def check(v):
         if not _is_int(v):
-            return f"must be an integer, got {v!r}"
+            return f"must be an integer, got {shown(v)}"
         if lo is not None and v < lo:
-            return f"must be >= {lo}, got {v}"
+            return f"must be >= {lo:,}, got {shown(v)}"
         if hi is not None and v > hi:
-            return f"must be <= {hi}, got {v}"
+            return f"must be <= {hi:,}, got {shown(v)}{why and f' ({why})'}"
         return None
     return check
 
@@ -80,13 +107,17 @@ def integer(lo=None, hi=None):
 def number(lo=None, hi=None, lo_open=False, hi_open=False):
     def check(v):
         if not _is_number(v):
-            return f"must be a number, got {v!r}"
-        if not math.isfinite(v):
-            return f"must be finite, got {v}"
+            return f"must be a number, got {shown(v)}"
+        try:
+            finite = math.isfinite(v)
+        except OverflowError:  # an int beyond float's range (1.8e308)
+            finite = False
+        if not finite:
+            return f"must be finite, got {shown(v)}"
         if lo is not None and (v <= lo if lo_open else v < lo):
-            return f"must be {'>' if lo_open else '>='} {lo}, got {v}"
+            return f"must be {'>' if lo_open else '>='} {lo}, got {shown(v)}"
         if hi is not None and (v >= hi if hi_open else v > hi):
-            return f"must be {'<' if hi_open else '<='} {hi}, got {v}"
+            return f"must be {'<' if hi_open else '<='} {hi}, got {shown(v)}"
         return None
     return check
 
@@ -102,45 +133,63 @@ def optional(check):
 def choice(*options):
     def check(v):
         if v not in options:
-            near = difflib.get_close_matches(str(v), options, n=1)
+            near = difflib.get_close_matches(v, options, n=1) if isinstance(v, str) else []
             hint = f" (did you mean {near[0]!r}?)" if near else ""
-            return f"must be one of {', '.join(options)}, got {v!r}{hint}"
+            return f"must be one of {', '.join(options)}, got {shown(v)}{hint}"
         return None
     return check
 
 
 def boolean(v):
-    return None if isinstance(v, bool) else f"must be true or false, got {v!r}"
+    return None if isinstance(v, bool) else f"must be true or false, got {shown(v)}"
 
 
 def string(v):
-    return None if isinstance(v, str) and v else f"must be a non-empty string, got {v!r}"
+    return None if isinstance(v, str) and v else f"must be a non-empty string, got {shown(v)}"
 
 
 MAX_UNITS = 100_000  # per hidden layer; larger is a typo, not a model for 784 inputs
+# Hidden layers: every layer costs a fixed few Python calls and prepared products
+# per step and two arrays in each checkpoint, whatever its width, so a million
+# one-unit layers fit in memory yet never finish a step. Backprop through a plain
+# MLP stops training long before 100 layers (the gradient vanishes or explodes
+# layer by layer); 100 is generous.
+MAX_LAYERS = 100
 
 
 def layer_sizes(v):
     if not isinstance(v, list) or not all(_is_int(n) for n in v):
-        return f"must be a list of integers like [256, 128], got {v!r}"
+        return f"must be a list of integers like [256, 128], got {shown(v)}"
+    if len(v) > MAX_LAYERS:
+        return f"has {len(v):,} hidden layers; use at most {MAX_LAYERS}"
     if any(n < 1 for n in v):
-        return f"layer sizes must be >= 1, got {v}"
+        return f"layer sizes must be >= 1, got {shown(v)}"
     if any(n > MAX_UNITS for n in v):
         biggest = max(v)
-        need = (784 * biggest + biggest) * 4 * 3 / 2**30
-        return (f"a layer of {biggest:,} units needs over {need:,.1f} GiB for weights, gradients "
+        need = 785 * 4 * 3 * float(min(biggest, 10**30)) / 2**30  # a float, however long the int
+        return (f"a layer of {shown(biggest)} units needs over {need:,.1f} GiB for weights, gradients "
                 f"and momentum; use at most {MAX_UNITS:,} units per layer")
     return None
 
 
-# train.augment: false, or a map of transforms -> a check of each one's value
+# train.augment: false, or a map of transforms -> a check of each one's value.
+# The bounds are where the transform still makes sense and bpcli/augment.py still
+# computes it; past them it breaks, not just distorts:
 AUGMENT = {
     "shift": number(lo=0.0, hi=14.0),           # largest shift in pixels, each axis
     "rotate": number(lo=0.0, hi=180.0),         # largest rotation in degrees
-    "scale": number(lo=0.0, hi=1.0, hi_open=True),  # largest relative change of size
+    # largest relative change of size. The warp divides by the factor 1 + u, u in
+    # [-scale, scale], computed in float32: from scale ~ 1 - 2**-25 on that factor
+    # can round to exactly 0, and 0/0 source points crashed the bilinear read. At
+    # 0.9 a digit may shrink to a tenth of its size (a dot), which is far enough.
+    "scale": number(lo=0.0, hi=0.9),
     "shear": number(lo=0.0, hi=2.0),            # largest shear factor
     "elastic": number(lo=0.0, hi=100.0),        # elastic distortion strength alpha, pixels
-    "elastic_sigma": number(lo=0.0, lo_open=True, hi=28.0),  # smoothness of the elastic field
+    # smoothness of the elastic field, pixels. Below a tenth of a pixel the Gaussian
+    # is the identity to float32 precision (exp(-50)), so smaller values change
+    # nothing; below ~1e-162 sigma**2 underflows to 0, the Gaussian becomes 0/0 =
+    # nan and training crashed (1e-300: IndexError in the bilinear read).
+    "elastic_sigma": number(lo=0.1, hi=28.0),
 }
 
 
@@ -148,22 +197,27 @@ def augment(v):
     if v is False or v is None:
         return None
     if not isinstance(v, dict):
-        return f"must be false or a map of transforms like {{shift: 2, rotate: 10}}, got {v!r}"
+        return f"must be false or a map of transforms like {{shift: 2, rotate: 10}}, got {shown(v)}"
     for key, value in v.items():
         if key not in AUGMENT:
             near = difflib.get_close_matches(str(key), list(AUGMENT), n=1)
             hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(AUGMENT)}"
-            return f"has an unknown transform '{_shown(key)}'{hint}"
+            return f"has an unknown transform {shown(key)}{hint}"
         problem = AUGMENT[key](value)
         if problem:
             return f"transform '{key}' {problem}"
     return None
 
 
+# Bounds beyond "what the type allows", each because something past it breaks:
+N_TRAIN = 60_000      # MNIST's training images: a batch or a validation split cannot be larger
+MAX_EPOCHS = 1_000_000  # months to years of training; an int past 1e308 crashed the schedules
+MAX_SEED = 2**128 - 1   # SeedSequence mixes a seed into 128 bits: larger seeds add no streams
+
 RULES = {
-    "seed": integer(lo=0),
+    "seed": integer(lo=0, hi=MAX_SEED, why="a seed is at most 128 bits"),
     "data.dir": string,
-    "data.validation": integer(lo=0, hi=59_999),
+    "data.validation": integer(lo=0, hi=N_TRAIN - 1),
     "data.limit": optional(integer(lo=1)),
     "model.hidden": layer_sizes,
     "model.activation": choice("sigmoid", "tanh", "relu", "leaky_relu"),
@@ -171,8 +225,11 @@ RULES = {
     "model.loss": choice("cross_entropy", "mse"),
     "model.init": choice("auto", "he", "xavier", "normal"),
     "model.dropout": number(lo=0.0, hi=1.0, hi_open=True),
-    "train.epochs": integer(lo=1),
-    "train.batch_size": integer(lo=1),
+    "train.epochs": integer(lo=1, hi=MAX_EPOCHS, why="that many epochs would never finish"),
+    # the step allocates (batch, width) arrays per layer up front: past the whole
+    # training set they are never filled, only paid for
+    "train.batch_size": integer(lo=1, hi=N_TRAIN, why="MNIST has 60,000 training images; "
+                                                      "a larger batch is never filled"),
     "train.optimizer": choice("sgd", "adam"),
     "train.lr": number(lo=0.0, lo_open=True),
     "train.momentum": number(lo=0.0, hi=1.0, hi_open=True),
@@ -181,7 +238,7 @@ RULES = {
     "train.beta2": number(lo=0.0, hi=1.0, hi_open=True),
     "train.weight_decay": number(lo=0.0),
     "train.schedule": choice("constant", "step", "cosine"),
-    "train.step_size": integer(lo=1),
+    "train.step_size": integer(lo=1, hi=MAX_EPOCHS),  # epochs; as for train.epochs
     "train.gamma": number(lo=0.0, hi=1.0, lo_open=True),
     "train.warmup_epochs": number(lo=0.0),
     "train.label_smoothing": number(lo=0.0, hi=1.0, hi_open=True),
@@ -214,17 +271,12 @@ def unflatten(flat):
     return tree
 
 
-def _shown(key):
-    """A user's key as it can be printed on one line (control characters escaped)."""
-    return str(key).encode("unicode_escape").decode("ascii")
-
-
 def _unknown_key(path, where):
-    near = difflib.get_close_matches(path, list(RULES), n=1, cutoff=0.5)
+    near = difflib.get_close_matches(path, list(RULES), n=1, cutoff=0.5) if len(path) < 100 else []
     if not near:  # 'lr' alone should still find 'train.lr'
         near = [k for k in RULES if k.rsplit(".", 1)[-1] == path.rsplit(".", 1)[-1]][:1]
     hint = f"; did you mean '{near[0]}'?" if near else "; run 'bp config' to see every key"
-    return ConfigError(f"unknown config key '{_shown(path)}' ({where}){hint}")
+    return ConfigError(f"unknown config key {shown(path)} ({where}){hint}")
 
 
 class Config:
@@ -250,7 +302,7 @@ class Config:
         if path not in RULES:
             # 'model: 3' would reach here as 'model' with a non-map value
             if any(k.startswith(path + ".") for k in RULES):
-                raise ConfigError(f"config key '{_shown(path)}' ({where}) must be a map, got {value!r}")
+                raise ConfigError(f"config key '{path}' ({where}) must be a map, got {shown(value)}")
             raise _unknown_key(path, where)
         problem = RULES[path](value)
         if problem:
@@ -279,20 +331,66 @@ class Config:
         return "\n".join(lines) + "\n"
 
 
-def _yaml_load(text):
-    """yaml.safe_load, but '1e-3' is a number (YAML 1.1 wants '1.0e-3'; people write 1e-3)."""
+MAX_CONFIG_BYTES = 64 * 1024  # bp's configs are a few hundred bytes; a --set value too
+MAX_DEPTH = 32  # nesting of lists and maps; bp's deepest key (train.augment) is 3 deep
+
+
+@functools.lru_cache(maxsize=None)
+def _loader():
+    """yaml.SafeLoader for untrusted text, built on first use (PyYAML is not imported
+    by ``bp --help``). On top of safe_load:
+
+    * '1e-3' is a number (YAML 1.1 wants '1.0e-3'; people write 1e-3);
+    * aliases (``*name``) are refused: a 386-byte "billion laughs" document of
+      nested aliases expands to billions of nodes, and bp's configs use none.
+      Refusing them all is simpler, and safer, than bounding their expansion;
+    * nesting deeper than MAX_DEPTH is refused before the composer's recursion
+      gets anywhere near Python's limit (10 KB of '[' was a RecursionError);
+    * an integer too long for Python's int() (4,300 digits) is a YAML error, not
+      a ValueError.
+    """
     import re
 
     import yaml
+    from yaml.composer import ComposerError
+    from yaml.constructor import ConstructorError
 
     class Loader(yaml.SafeLoader):
-        pass
+        depth = 0
 
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise ComposerError(None, None, f"aliases (*{truncate(event.anchor, 40)}) are not "
+                                    "allowed in a bp config; write the value out", event.start_mark)
+            if self.depth >= MAX_DEPTH:
+                raise ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                    self.peek_event().start_mark)
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+        def construct_yaml_int(self, node):
+            try:
+                return super().construct_yaml_int(node)
+            except ValueError:
+                raise ConstructorError(None, None, f"integer of {len(node.value):,} digits is too long",
+                                       node.start_mark) from None
+
+    Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
         re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
         list("-+0123456789"))
-    return yaml.load(text, Loader=Loader)
+    return Loader
+
+
+def _yaml_load(text):
+    import yaml
+
+    return yaml.load(text, Loader=_loader())
 
 
 def parse_set(assignment):
@@ -302,40 +400,98 @@ def parse_set(assignment):
     key, sep, raw = assignment.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"--set expects KEY=VALUE like train.lr=0.05, got {assignment!r}")
+        raise ConfigError(f"--set expects KEY=VALUE like train.lr=0.05, got {shown(assignment)}")
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"--set {shown(key)}: the value is {len(raw):,} characters, over bp's limit "
+                          f"of {MAX_CONFIG_BYTES:,}; put long settings in a config file")
     try:
         value = _yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({_yaml_reason(err)})") from None
+        raise ConfigError(f"--set {shown(key)}: value {shown(raw)} is not valid YAML "
+                          f"({_yaml_reason(err)})") from None
     return key, value
 
 
 def _yaml_reason(err):
-    return str(err).splitlines()[0]
+    """What PyYAML found wrong, on one line and short (its text may quote the input)."""
+    reason = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return shown_path(reason, limit=120)
 
 
 def read_file(path):
-    """Parse a YAML config file into a map (empty file = no overrides)."""
+    """Parse a YAML config file into a map (empty file = no overrides).
+
+    The file is untrusted: opened by ``fsutil.open_untrusted`` (a FIFO or a
+    device is refused, not waited on) and at most MAX_CONFIG_BYTES are read.
+    """
     import yaml
 
+    f, _ = open_untrusted(path, "config file", ConfigError, max_bytes=MAX_CONFIG_BYTES,
+                          hint="; pass a YAML file like configs/smoke.yaml")
+    shown_name = shown_path(path)
+    with f:
+        try:
+            data = f.read(MAX_CONFIG_BYTES + 1)  # a file that grew after the size check
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {shown_name}: {err.strerror or err}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {shown_name} is over bp's limit of {MAX_CONFIG_BYTES:,} bytes")
     try:
-        with open(path, encoding="utf-8") as f:
-            tree = _yaml_load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found; see configs/ for examples") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory; pass a .yaml file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read config file {path}: {err}") from None
+        tree = _yaml_load(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"cannot read config file {shown_name}: it is not UTF-8 text "
+                          f"(byte {err.object[err.start]:#04x} at offset {err.start})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}: "
-                          f"{getattr(err, 'problem', None) or _yaml_reason(err)}") from None
+        raise ConfigError(f"config file {shown_name} is not valid YAML{where}: {_yaml_reason(err)}") from None
     return {} if tree is None else tree
 
 
-BYTES_PER_PARAM = 4 * 5  # float32 weights, gradient, momentum/Adam moments and scratch
+# ---------------------------------------------------------------------------
+# What training allocates, counted from bpcli/train.py (Run, Run.train_epoch),
+# bpcli/step.py (Step), bpcli/augment.py (Augmenter) and bpcli/metrics.py. This
+# module cannot import them (numpy: 'bp --help' stays cheap), so the constants are
+# repeated here; tests/test_config.py holds the count to a measured training run.
+
+# float32 per parameter: theta, the gradient, up to two optimizer moments (Adam's
+# m and v), Adam's scratch, and the copies a checkpoint save makes (the weight
+# parts of m and v in Run._reorder_state, W0 in pixel order in Run.model_params)
+BYTES_PER_PARAM = 4 * 8
+TALLY_EVERY = 20  # train.TALLY_EVERY: batches of outputs kept until they are tallied
+# Augmenter, per image: the zero-padded 31x31 copy; fx, fy, tmp, qx, qy, 4 corner
+# planes (9 x 784); idx as intp (2 x 784); two elastic work arrays of 2 fields each
+AUGMENT_FLOATS_PER_IMAGE = 31 * 31 + 9 * 784 + 2 * 784 + 4 * 784
+EVAL_BATCH = 2000  # metrics.EVAL_BATCH: evaluation's rows per forward pass
+# the images, uint8: as loaded (train + test), the training split's copy and the
+# training copy with the inked pixels first; float32 (N_TRAIN, 10): the epoch's
+# targets and the tally's temporaries (at most 4, over at most every example)
+DATA_BYTES = 3 * N_TRAIN * 784 + 10_000 * 784 + 5 * 4 * N_TRAIN * 10
+
+
+def training_bytes(flat):
+    """Bytes ``bp train`` needs under the flat config ``flat``, by part: parameters
+    (with optimizer state), data, the per-batch buffers of one epoch's step, and
+    evaluation's buffers (alive after the epoch's step is freed, so not added to it)."""
+    hidden = flat["model.hidden"]
+    widths = [*hidden, 10]                       # every layer's output: a[l], delta[l]
+    widest = max(widths)
+    n_params = sum(m * n + n for m, n in zip([784, *hidden], widths))
+    floats_per_row = (
+        784                                      # Step.inputs: the batch as float32
+        + 2 * sum(widths)                        # Step.a[1:] and Step.delta[1:]
+        + widest                                 # f'(a) of one layer, made during backward
+        + TALLY_EVERY * 10                       # a[L] of the batches kept for the tally
+    )
+    if flat["model.dropout"]:
+        # a dropped copy fed forward and a kept mask per hidden layer; the mask's random draw
+        floats_per_row += 2 * sum(hidden) + 2 * max(hidden, default=0)
+    if flat["train.augment"]:
+        floats_per_row += AUGMENT_FLOATS_PER_IMAGE
+    batch = flat["train.batch_size"] * (4 * floats_per_row + 784)  # + the uint8 pixels of the batch
+    evaluation = EVAL_BATCH * 4 * (784 + 2 * sum(widths))          # network.forward keeps every a[l]
+    return {"parameters": n_params * BYTES_PER_PARAM, "data": DATA_BYTES, "batch": batch,
+            "evaluation": evaluation, "n_params": n_params}
 
 
 def _memory_bytes():
@@ -346,29 +502,50 @@ def _memory_bytes():
 
 
 def check_model_size(cfg):
-    """Refuse, before anything is allocated, a network that cannot fit in this machine's memory."""
-    sizes = [784, *cfg.flat["model.hidden"], 10]
-    n_params = sum(m * n + n for m, n in zip(sizes[:-1], sizes[1:]))
-    need = n_params * BYTES_PER_PARAM
+    """Refuse, before anything is allocated or created, a config whose training
+    cannot fit in this machine's memory: the parameters grow with model.hidden,
+    the step's buffers with train.batch_size times the layers' widths."""
     have = _memory_bytes()
-    if have and need > 0.8 * have:
+    if not have:
+        return
+    part = training_bytes(cfg.flat)
+    need = part["parameters"] + part["data"] + max(part["batch"], part["evaluation"])
+    if need <= 0.8 * have:
+        return
+    hidden = shown(cfg.flat["model.hidden"])
+    machine = f"this machine has {have / 2**30:,.1f} GiB"
+    if part["parameters"] >= part["batch"]:
         raise ConfigError(
-            f"config key 'model.hidden' ({cfg.source['model.hidden']}) {cfg.flat['model.hidden']} makes "
-            f"{n_params:,} parameters, which need about {need / 2**30:,.1f} GiB to train; this machine has "
-            f"{have / 2**30:,.1f} GiB: use smaller layers")
+            f"config key 'model.hidden' ({cfg.source['model.hidden']}) {hidden} makes "
+            f"{part['n_params']:,} parameters, which need about {need / 2**30:,.1f} GiB to train; "
+            f"{machine}: use smaller layers")
+    raise ConfigError(
+        f"config key 'train.batch_size' ({cfg.source['train.batch_size']}) {cfg.flat['train.batch_size']:,} "
+        f"with model.hidden {hidden} needs about {need / 2**30:,.1f} GiB to train ({part['batch'] / 2**30:,.1f} "
+        f"GiB of it for each batch's activations and gradients); {machine}: use a smaller batch or smaller layers")
+
+
+def check_combinations(cfg):
+    """Rules between keys, checked once every source is applied."""
+    limit, validation = cfg.flat["data.limit"], cfg.flat["data.validation"]
+    if limit is not None and validation >= limit:
+        raise ConfigError(
+            f"config key 'data.validation' ({cfg.source['data.validation']}) {validation:,} leaves no "
+            f"training images out of data.limit {limit:,}; hold out fewer (at most {limit - 1:,})")
 
 
 def resolve(config_file=None, sets=(), flags=None):
     """defaults < file < --set < named flags. ``flags`` maps key paths to values (None = not given)."""
     cfg = Config()
     if config_file:
-        cfg.update(read_file(config_file), os.fspath(config_file))
+        cfg.update(read_file(config_file), shown_path(config_file))
     for assignment in sets:
         key, value = parse_set(assignment)
         cfg.set(key, value, "--set")
     for path, value in (flags or {}).items():
         if value is not None:
             cfg.set(path, value, "flag --" + path.rsplit(".", 1)[-1].replace("_", "-"))
+    check_combinations(cfg)
     check_model_size(cfg)
     return cfg
 

@@ -392,3 +392,68 @@ def test_resuming_a_tampered_run_is_one_error_line(smoke_run, mnist_env, tmp_pat
     assert result.exit_code == 1
     assert result.output.startswith("Error: checkpoint") and "'epoch'" in result.output
     assert result.output.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------
+# Numeric flags and configs as hostile input (issue 12)
+
+def _offline_env(tmp_path):
+    """No model, no data, no network: whatever a command does first with them shows."""
+    return {"BP_RUNS_DIR": str(tmp_path / "runs"), "BP_DATA_DIR": str(tmp_path / "data"), "BP_OFFLINE": "1"}
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--lr", "nan"],
+    ["train", "--lr", "inf"],
+    ["evaluate", "--min-accuracy", "nan"],
+    ["evaluate", "--min-digit-accuracy", "nan"],
+    ["evaluate", "--min-accuracy", "-inf"],
+    ["gradcheck", "--tolerance", "nan"],
+    ["gradcheck", "--tolerance", "inf"],
+    ["explain", "--lr", "nan"],
+    ["explain", "--lr", "inf"],
+])
+def test_nan_and_inf_in_float_flags_are_usage_errors(tmp_path, args):
+    result = CliRunner().invoke(cli, args, env=_offline_env(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{args[1]}'" in result.output and "not a finite number" in result.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_float_flags_still_take_numbers_and_say_what_is_wrong(tmp_path):
+    env = _offline_env(tmp_path)
+    ok = CliRunner().invoke(cli, ["gradcheck", "--tolerance", "1e-4"], env=env)
+    assert ok.exit_code == 0, ok.output
+    negative = CliRunner().invoke(cli, ["gradcheck", "--tolerance", "-1"], env=env)
+    assert negative.exit_code == 2 and "x>=0" in negative.output
+    word = CliRunner().invoke(cli, ["evaluate", "--min-accuracy", "x" * 10_000], env=env)
+    assert word.exit_code == 2 and "is not a number" in word.output and len(word.output) < 400
+
+
+def test_a_huge_batch_size_is_refused_before_a_run_dir_or_data(tmp_path):
+    env = _offline_env(tmp_path)
+    result = CliRunner().invoke(cli, ["train", "--batch-size", "1000000000"], env=env)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "'train.batch_size' (flag --batch-size)" in lines[0]
+    assert "60,000 training images" in lines[0]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_validation_not_below_limit_is_refused_before_a_run_dir_or_data(tmp_path):
+    env = _offline_env(tmp_path)
+    result = CliRunner().invoke(cli, ["train", "--set", "data.limit=100", "--set", "data.validation=100"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "data.validation" in result.output and "data.limit 100" in result.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_a_fifo_given_to_train_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "c.yaml"
+    os.mkfifo(fifo)
+    env = _offline_env(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "bpcli.cli", "train", "-c", str(fifo)], env={**os.environ, **env},
+                          cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "named pipe" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()
