@@ -35,6 +35,11 @@ class BpGroup(click.Group):
         except KeyboardInterrupt:
             raise _exception("interrupted; nothing was left half-written (files are written whole or "
                              "not at all)", INTERRUPTED) from None
+        except click.ClickException as err:  # click's own usage errors echo the user's value
+            from .fsutil import truncate
+
+            err.message = truncate(" ".join(str(err.message).splitlines()), 300)
+            raise
 
     def main(self, *args, **kwargs):
         """click's main, then stdout flushed while an error can still be reported:
@@ -179,23 +184,38 @@ class Finite(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+def _named_flags(f):
+    """train's named flags, each a shorthand for one config key (bp config takes them too)."""
+    f = click.option("--seed", type=int, default=None, help="seed for init, split, shuffling and dropout")(f)
+    f = click.option("--hidden", default=None, metavar="256,128", help="model.hidden, comma-separated sizes")(f)
+    f = click.option("--lr", type=Finite(0, min_open=True), default=None, help="train.lr, the learning rate")(f)
+    f = click.option("--batch-size", type=int, default=None, help="train.batch_size")(f)
+    f = click.option("--epochs", type=int, default=None, help="train.epochs")(f)
+    return f
+
+
+def _flags(epochs, batch_size, lr, hidden, seed):
+    """The named flags as config keys (None: not given)."""
+    return {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
+            "model.hidden": _hidden(hidden), "seed": seed}
+
+
 @cli.command()
 @_config_options
-@click.option("--epochs", type=int, default=None, help="train.epochs")
-@click.option("--batch-size", type=int, default=None, help="train.batch_size")
-@click.option("--lr", type=Finite(0, min_open=True), default=None, help="train.lr, the learning rate")
-@click.option("--hidden", default=None, metavar="256,128", help="model.hidden, comma-separated sizes")
-@click.option("--seed", type=int, default=None, help="seed for init, split, shuffling and dropout")
+@_named_flags
 @click.option("--run-dir", type=click.Path(), default=None,
               help="Where to write the run (default: $BP_RUNS_DIR or ./runs, then a timestamp).")
 @click.option("--resume", type=click.Path(exists=False), default=None, metavar="RUN_DIR|CKPT",
               help="Continue a run in place from its last.npz (its config, its RNG state).")
+@click.option("--init", "init_model", type=click.Path(), default=None, metavar="MODEL",
+              help="Start a new run from this model's weights (a run dir or checkpoint; the config's "
+                   "network must match), with a fresh optimizer: fine-tuning.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --run-dir.")
 @_data_dir_option(envvar=None)
 @_threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the results.")
-def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resume, force, data_dir,
+def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resume, init_model, force, data_dir,
           threads, quiet, as_json):
     """Train an MLP on MNIST by backprop and mini-batch SGD."""
     set_threads(threads)
@@ -205,12 +225,12 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
     from .data import load_mnist
     from .errors import ConfigError
 
-    flags = {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
-             "model.hidden": _hidden(hidden), "seed": seed}
+    flags = _flags(epochs, batch_size, lr, hidden, seed)
+    init = None
     if resume:
-        if config_file or sets or run_dir or force:
+        if config_file or sets or run_dir or force or init_model:
             raise ConfigError("--resume continues a run with its own config and run dir; "
-                              "drop -c/--set/--run-dir/--force (only --epochs may extend it)")
+                              "drop -c/--set/--run-dir/--force/--init (only --epochs may extend it)")
         run_dir, ckpt = rundir.locate_resume(resume)
         if os.path.isdir(run_dir):
             rundir.lock(run_dir)  # first: a run still training is never resumed a second time
@@ -221,6 +241,8 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
         rundir.check(run_dir, force)  # before any data is loaded or fetched
         if run_dir and os.path.isdir(run_dir):
             rundir.lock(run_dir)  # an existing run dir in use is refused before the data is loaded too
+        if init_model:
+            init = train_mod.initial_model(init_model, cfg)  # checked before any data is loaded
     if data_dir:
         cfg.set("data.dir", data_dir, "flag --data-dir")
     values = cfg.values
@@ -232,7 +254,11 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
                   f"{values['model']['activation']}, {values['model']['output']} + {values['model']['loss']}, "
                   f"{values['train']['epochs']} epochs")
     summary = train_mod.train(cfg, data, run_dir, resume_from=ckpt, progress=progress,
-                              threads=blas_threads())
+                              threads=blas_threads(), init=init)
+    if summary["test_accuracy"] < train_mod.CHANCE_LEVEL:  # loud even with --quiet: exit 0 hides it
+        click.echo(f"Warning: test accuracy {summary['test_accuracy']:.1%} is chance level: the network learned "
+                   f"nothing. Is the learning rate ({values['train']['lr']:g}) too high? Try --lr "
+                   f"{values['train']['lr'] / 10:g}", err=True)
     if as_json:
         _emit_json(summary)
     else:
@@ -242,12 +268,14 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
 
 @cli.command("config")
 @_config_options
+@_named_flags
 @click.option("--sources", is_flag=True, help="Comment each value with where it came from.")
-def config_cmd(config_file, sets, sources):
-    """Print the effective config as YAML (defaults < file < --set)."""
+def config_cmd(config_file, sets, epochs, batch_size, lr, hidden, seed, sources):
+    """Print the effective config as YAML (defaults < file < --set < named flags): what
+    `bp train` with the same arguments would run."""
     from . import config as config_mod
 
-    cfg = config_mod.resolve(config_file, sets)
+    cfg = config_mod.resolve(config_file, sets, _flags(epochs, batch_size, lr, hidden, seed))
     click.echo(cfg.to_yaml(with_sources=sources), nl=False)
 
 
@@ -255,23 +283,29 @@ def config_cmd(config_file, sets, sources):
 @_config_options
 @click.option("--tolerance", type=Finite(0), default=1e-6, show_default=True,
               help="Largest acceptable relative error.")
-def gradcheck(config_file, sets, tolerance):
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (exit 1 still when it fails).")
+def gradcheck(config_file, sets, tolerance, as_json):
     """Check backprop against finite differences on a small net built from the config."""
     from . import config as config_mod
     from .gradcheck import check_config
 
     cfg = config_mod.resolve(config_file, sets)
     result = check_config(cfg.values)
-    click.echo(f"network {'-'.join(map(str, result['sizes']))} "
-               f"({result['activation']}, {result['output']} + {result['loss']}), float64, "
-               f"{result['n']} examples")
-    for layer in result["layers"]:
-        click.echo(f"layer {layer['layer']}: max relative error W {layer['W']:.2e}  b {layer['b']:.2e}")
     worst = result["max_error"]
-    if worst > tolerance:
+    result.update(tolerance=tolerance, ok=bool(worst <= tolerance))
+    if as_json:
+        _emit_json(result)
+    else:
+        click.echo(f"network {'-'.join(map(str, result['sizes']))} "
+                   f"({result['activation']}, {result['output']} + {result['loss']}), float64, "
+                   f"{result['n']} examples")
+        for layer in result["layers"]:
+            click.echo(f"layer {layer['layer']}: max relative error W {layer['W']:.2e}  b {layer['b']:.2e}")
+    if not result["ok"]:
         raise click.ClickException(f"backprop disagrees with finite differences: max relative error "
                                    f"{worst:.2e} > {tolerance:g}")
-    click.echo(f"ok: max relative error {worst:.2e} <= {tolerance:g}")
+    if not as_json:
+        click.echo(f"ok: max relative error {worst:.2e} <= {tolerance:g}")
 
 
 def _load_model(path):

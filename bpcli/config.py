@@ -271,8 +271,38 @@ def unflatten(flat):
     return tree
 
 
+# What other tools call bp's keys: a suggestion by meaning, where spelling finds nothing
+# close ('learning_rate' is nearer 'weight_decay' than 'lr' letter by letter).
+SYNONYMS = {
+    "learning_rate": "train.lr", "eta": "train.lr", "alpha": "train.lr",
+    "layers": "model.hidden", "hidden_layers": "model.hidden", "hidden_layer_sizes": "model.hidden",
+    "units": "model.hidden", "sizes": "model.hidden", "width": "model.hidden",
+    "batch": "train.batch_size", "batchsize": "train.batch_size", "minibatch": "train.batch_size",
+    "mini_batch_size": "train.batch_size",
+    "epoch": "train.epochs", "n_epochs": "train.epochs", "num_epochs": "train.epochs",
+    "max_iter": "train.epochs", "iterations": "train.epochs",
+    "l2": "train.weight_decay", "decay": "train.weight_decay", "wd": "train.weight_decay",
+    "lambda": "train.weight_decay", "lmbda": "train.weight_decay",
+    "nonlinearity": "model.activation", "act": "model.activation", "activation_function": "model.activation",
+    "cost": "model.loss", "criterion": "model.loss", "objective": "model.loss",
+    "solver": "train.optimizer", "optim": "train.optimizer",
+    "scheduler": "train.schedule", "lr_schedule": "train.schedule", "lr_scheduler": "train.schedule",
+    "warmup": "train.warmup_epochs", "smoothing": "train.label_smoothing",
+    "augmentation": "train.augment", "augmentations": "train.augment", "aug": "train.augment",
+    "early_stopping": "train.patience", "n_iter_no_change": "train.patience",
+    "random_state": "seed", "random_seed": "seed",
+    "val": "data.validation", "valid": "data.validation", "validation_size": "data.validation",
+    "n_samples": "data.limit", "max_samples": "data.limit",
+    "initializer": "model.init", "weight_init": "model.init", "keep_prob": "model.dropout",
+    "beta_1": "train.beta1", "beta_2": "train.beta2",
+}
+
+
 def _unknown_key(path, where):
-    near = difflib.get_close_matches(path, list(RULES), n=1, cutoff=0.5) if len(path) < 100 else []
+    leaf = path.rsplit(".", 1)[-1].lower().replace("-", "_")
+    near = [SYNONYMS[leaf]] if leaf in SYNONYMS else []
+    if not near and len(path) < 100:
+        near = difflib.get_close_matches(path, list(RULES), n=1, cutoff=0.5)
     if not near:  # 'lr' alone should still find 'train.lr'
         near = [k for k in RULES if k.rsplit(".", 1)[-1] == path.rsplit(".", 1)[-1]][:1]
     hint = f"; did you mean '{near[0]}'?" if near else "; run 'bp config' to see every key"

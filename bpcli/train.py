@@ -166,6 +166,7 @@ class Run:
         self.epoch_rng_state = None
         self.train_seconds = 0.0
         self.threads = None       # BLAS threads asked for (None: the library's default)
+        self.init = None          # where the weights came from with --init: {"checkpoint", "epoch"}
 
     def model_order(self, W0, inverse=False):
         """W0 (or any array shaped like it) from training row order to the true pixel order.
@@ -206,6 +207,7 @@ class Run:
             "rng": self.rng.bit_generator.state,
             "epoch_rng": self.epoch_rng_state,
             "threads": self.threads,
+            "init": self.init,
             "cpu_count": os.cpu_count(),
         }
 
@@ -213,6 +215,12 @@ class Run:
         Ws, bs = self.model_params()
         save_checkpoint(os.path.join(self.run_dir, name), Ws, bs, self.meta(),
                         self._reorder_state(self.opt.state()) if with_optimizer else None)
+
+    def load_params(self, Ws, bs):
+        """Take over weights and biases given in the true pixel order (a checkpoint's)."""
+        for l, (W, b) in enumerate(zip(self.Ws, self.bs)):
+            W[...] = self.model_order(Ws[l], inverse=True) if l == 0 else Ws[l]
+            b[...] = bs[l]
 
     def restore(self, path):
         # every array and value is checked against this run before any is taken over
@@ -224,9 +232,8 @@ class Run:
         check_training_state(meta, arrays, path, n_train=n,
                              steps_per_epoch=-(-n // self.values["train"]["batch_size"]))
         try:
-            for l, (W, b) in enumerate(zip(self.Ws, self.bs)):
-                W[...] = self.model_order(arrays[f"W{l}"], inverse=True) if l == 0 else arrays[f"W{l}"]
-                b[...] = arrays[f"b{l}"]
+            self.load_params([arrays[f"W{l}"] for l in range(len(self.Ws))],
+                             [arrays[f"b{l}"] for l in range(len(self.bs))])
             state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
             self.opt.load_state(self._reorder_state(state, inverse=True))
             self.epoch, self.step = meta["epoch"], meta["step"]
@@ -235,6 +242,7 @@ class Run:
             self.train_seconds = meta["train_seconds"]
             self.rng.bit_generator.state = meta["rng"]
             self.epoch_rng_state = meta["epoch_rng"]
+            self.init = meta.get("init")
         except (KeyError, ValueError, TypeError) as err:
             raise CheckpointError(f"checkpoint {path} cannot be resumed ({type(err).__name__}: {err}); "
                                   "it lacks training state (best.npz cannot be resumed: use last.npz)") from None
@@ -380,13 +388,32 @@ class Run:
         return m
 
 
-def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None):
+CHANCE_LEVEL = 0.2  # test accuracy below this: the network learned (next to) nothing (10 classes: 0.1)
+
+
+def initial_model(path, cfg):
+    """--init MODEL: the model a new run starts from, checked against the run's config:
+    the same layer sizes and activation (the optimizer starts afresh)."""
+    from .rundir import locate_model
+
+    ckpt, _ = locate_model(path)
+    model = load_model(ckpt)
+    spec = spec_from_config(cfg.values)
+    if model.spec.sizes != spec.sizes or model.spec.activation != spec.activation:
+        raise ConfigError(f"--init {path} is a {'-'.join(map(str, model.spec.sizes))} {model.spec.activation} "
+                          f"network, the config asks for {'-'.join(map(str, spec.sizes))} {spec.activation}; "
+                          "fine-tuning needs the same model.hidden and model.activation")
+    return ckpt, model
+
+
+def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, init=None):
     """Train under ``cfg`` into ``run_dir``; returns the summary PRODUCT.md's --json prints.
 
     The run dir is held (``rundir.lock``) throughout; ``result.json`` in it says how
     the run ended (finished with this summary, interrupted, diverged) before this
     returns or raises. ``threads`` is only recorded (checkpoint meta, summary):
-    the caller pins BLAS.
+    the caller pins BLAS. ``init`` is ``(checkpoint path, Model)`` to start from
+    (``initial_model``), for a new run only.
     """
     progress = progress or Progress(quiet=True)
     with rundir.held(run_dir):
@@ -394,6 +421,10 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None):
         run.threads = threads
         if resume_from:
             run.restore(resume_from)
+        elif init:
+            ckpt, model = init
+            run.load_params(model.Ws, model.bs)
+            run.init = {"checkpoint": os.path.abspath(ckpt), "epoch": model.meta.get("epoch")}
         # on resume too when --epochs extended the run: config.yaml says what the run is
         config_path, text = os.path.join(run_dir, "config.yaml"), cfg.to_yaml()
         if not resume_from or _read_text(config_path) != text:
@@ -416,8 +447,18 @@ def _read_text(path):
         return None
 
 
+def _finished(run_dir):
+    """Whether the run's result.json says it finished (all its epochs, or stopped early)."""
+    import json
+
+    try:
+        return json.loads(_read_text(os.path.join(run_dir, "result.json")) or "{}").get("state") == "finished"
+    except (ValueError, AttributeError, RecursionError):
+        return False
+
+
 def _write_result(run, doc):
-    doc = {**doc, "epochs_done": run.epoch, "epochs_planned": run.values["train"]["epochs"]}
+    doc = {**doc, "epochs_done": run.epoch, "epochs_planned": run.values["train"]["epochs"], "init": run.init}
     write_text_atomic(os.path.join(run.run_dir, "result.json"), jsonio.dumps(doc, indent=2) + "\n")
 
 
@@ -471,6 +512,7 @@ def resume_config(ckpt, flags):
     """The config to continue a run with: its own, where flags may only extend train.epochs."""
     _, meta = read_checkpoint(ckpt, arrays=False)  # config checked; Run.restore reads the arrays
     cfg = from_values(meta["config"], f"{ckpt}")
+
     if not verified_dir(cfg.flat["data.dir"]):  # a checkpoint never decides where bp downloads
         chosen = os.environ.get("BP_DATA_DIR")
         cfg.set("data.dir", chosen or "data", "$BP_DATA_DIR" if chosen else "default")
@@ -484,4 +526,11 @@ def resume_config(ckpt, flags):
             raise ConfigError(f"--epochs {value} is fewer than the run's {meta['config']['train']['epochs']}; "
                               "--resume may only extend train.epochs")
         cfg.set(path, value, "flag --epochs")
+    run_dir = os.path.dirname(os.path.abspath(ckpt))
+    epoch = meta.get("epoch")  # (a tampered one is left to Run.restore's full check)
+    if flags.get("train.epochs") is None and _finished(run_dir) and type(epoch) is int and epoch > 0:
+        epochs = meta["config"]["train"]["epochs"]
+        raise ConfigError(f"run {run_dir} has finished ({epochs} epochs): nothing to resume; extend it with "
+                          f"--resume {run_dir} --epochs N (N > {epochs}), or start a new run from its weights "
+                          f"with bp train --init {run_dir}")
     return cfg

@@ -457,3 +457,100 @@ def test_a_fifo_given_to_train_is_refused_without_blocking(tmp_path):
                           cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "named pipe" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+# --- the paths a user walks (issue 13) ------------------------------------------------
+
+@pytest.mark.parametrize("key,meant", [("train.learning_rate", "train.lr"), ("eta", "train.lr"),
+                                       ("model.layers", "model.hidden"), ("train.l2", "train.weight_decay"),
+                                       ("n_epochs", "train.epochs"), ("train.lrr", "train.lr")])
+def test_unknown_keys_are_suggested_by_meaning_too(key, meant):
+    result = CliRunner().invoke(cli, ["config", "--set", f"{key}=1"])
+    assert result.exit_code == 2 and f"did you mean '{meant}'?" in result.output, result.output
+
+
+def test_every_synonym_names_a_real_key():
+    from bpcli.config import RULES, SYNONYMS
+
+    assert set(SYNONYMS.values()) <= set(RULES)
+
+
+def test_config_previews_trains_named_flags():
+    import yaml
+
+    result = CliRunner().invoke(cli, ["config", "--epochs", "3", "--lr", "0.2", "--hidden", "32,16",
+                                      "--batch-size", "64", "--seed", "7", "--set", "train.lr=0.5"])
+    assert result.exit_code == 0, result.output
+    values = yaml.safe_load(result.stdout)
+    assert values["train"]["epochs"] == 3 and values["train"]["lr"] == 0.2  # the flag beats --set
+    assert values["model"]["hidden"] == [32, 16] and values["train"]["batch_size"] == 64 and values["seed"] == 7
+
+
+def test_gradcheck_json():
+    result = CliRunner().invoke(cli, ["gradcheck", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is True and doc["max_error"] <= doc["tolerance"] == 1e-6
+    assert [layer["layer"] for layer in doc["layers"]] == [1, 2, 3]
+
+
+def test_gradcheck_json_still_fails_on_a_wrong_gradient(monkeypatch):
+    import bpcli.network as network
+
+    monkeypatch.setitem(network.ACTIVATIONS, "relu", (network.relu, lambda a: np.ones_like(a)))
+    result = CliRunner().invoke(cli, ["gradcheck", "--json"])
+    assert result.exit_code == 1 and json.loads(result.stdout)["ok"] is False
+
+
+@NEEDS_MNIST
+def test_a_run_at_chance_level_warns_loudly(mnist_env, tmp_path):
+    config = Path(__file__).parents[1] / "configs" / "smoke.yaml"
+    result = CliRunner().invoke(cli, ["train", "-c", str(config), "--lr", "1e6", "--quiet", "--json",
+                                      "--run-dir", str(tmp_path / "r")], env=mnist_env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["test_accuracy"] < 0.2
+    assert "Warning: test accuracy" in result.stderr and "chance level" in result.stderr
+
+
+@NEEDS_MNIST
+def test_init_fine_tunes_from_a_model_and_records_it(smoke_run, mnist_env, tmp_path):
+    config = str(Path(__file__).parents[1] / "configs" / "smoke.yaml")
+    base = smoke_run["run_dir"]
+    result = CliRunner().invoke(cli, ["train", "-c", config, "--init", base, "--epochs", "1", "--lr", "0.01",
+                                      "--run-dir", str(tmp_path / "tuned"), "--quiet", "--json"], env=mnist_env)
+    assert result.exit_code == 0, result.output
+    tuned = json.loads(result.stdout)
+    assert tuned["test_accuracy"] >= smoke_run["test_accuracy"] - 0.01  # it started from a trained net
+    from bpcli.checkpoint import read_checkpoint
+
+    meta = read_checkpoint(tmp_path / "tuned" / "best.npz", arrays=False)[1]
+    assert meta["init"]["checkpoint"] == str((Path(base) / "best.npz").resolve())
+    assert json.loads((tmp_path / "tuned" / "result.json").read_text())["init"] == meta["init"]
+    other = CliRunner().invoke(cli, ["train", "-c", config, "--hidden", "32", "--init", base, "--quiet"],
+                               env=mnist_env)
+    assert other.exit_code == 2 and "784-64-10 relu network" in other.output
+
+
+@NEEDS_MNIST
+def test_resuming_a_finished_run_says_how_to_extend_it(smoke_run, mnist_env):
+    result = CliRunner().invoke(cli, ["train", "--resume", smoke_run["run_dir"]], env=mnist_env)
+    assert result.exit_code == 2 and "nothing to resume" in result.output and "--epochs N" in result.output
+    assert "--init" in result.output
+
+
+def test_a_huge_value_in_a_click_option_is_cut():
+    result = CliRunner().invoke(cli, ["train", "--epochs", "x" * 5000])
+    assert result.exit_code == 2 and len(result.output) < 600 and "…" in result.output
+
+
+def test_model_is_a_run_dir_or_a_checkpoint_everywhere(smoke_run, mnist_env, tmp_path):
+    run_dir = smoke_run["run_dir"]
+    by_dir = CliRunner().invoke(cli, ["evaluate", run_dir, "--json"], env=mnist_env)
+    by_file = CliRunner().invoke(cli, ["evaluate", str(Path(run_dir) / "best.npz"), "--json"], env=mnist_env)
+    assert by_dir.exit_code == 0, by_dir.output
+    assert json.loads(by_dir.stdout)["accuracy"] == json.loads(by_file.stdout)["accuracy"]
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    (empty / "last.npz").write_bytes(b"x")
+    result = CliRunner().invoke(cli, ["evaluate", str(empty)], env=mnist_env)
+    assert result.exit_code == 1 and "has no best.npz yet" in result.output and "last.npz" in result.output
