@@ -140,8 +140,17 @@ def blas_threads():
     return int(value) if value and value.isdigit() else None
 
 
+def _complete_keys(ctx, param, incomplete):
+    """Shell completion of --set: every config key, ready for its value."""
+    from click.shell_completion import CompletionItem
+
+    from .config import RULES
+
+    return [CompletionItem(f"{key}=", type="plain") for key in RULES if key.startswith(incomplete)]
+
+
 def _config_options(f):
-    f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+    f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", shell_complete=_complete_keys,
                      help="Override any config key, value parsed as YAML (repeatable): "
                           "--set model.hidden=[64,32]")(f)
     f = click.option("-c", "--config", "config_file", type=click.Path(dir_okay=True), default=None,
@@ -360,7 +369,10 @@ def evaluate(checkpoint, split, data_dir, as_json, min_accuracy, min_digit_accur
 @click.option("--show", is_flag=True, help="Print the 28x28 input the model saw, as ASCII art.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list, an object per image.")
 def predict(images, checkpoint, top, show, as_json):
-    """Classify your own digit images (PNG, JPEG, BMP, GIF, TIFF, WebP)."""
+    """Classify your own digit images (PNG, JPEG, BMP, GIF, TIFF, WebP).
+
+    IMAGE is a picture file, a folder (its pictures, sorted by name) or - (a picture on
+    standard input)."""
     from .predict import predict_images
 
     _, model = _load_model(checkpoint)

@@ -29,6 +29,7 @@ only in the commands that read images.
 """
 
 import contextlib
+import io
 import math
 import os
 import struct
@@ -101,7 +102,7 @@ def load_digit(path):
     missing, not an image, damaged, absurdly large, or shows no digit.
     """
     *first, last = read_gray(path)
-    name = shown_path(path)
+    name = "standard input" if os.fspath(path) == STDIN else shown_path(path)
     for gray in first:
         # A transparent picture is tried over white, then over black (light
         # ink on a transparent canvas vanishes over white).
@@ -125,6 +126,8 @@ def read_gray(path):
     before a byte is read) and Pillow reads that open file, so what was
     checked is what is decoded.
     """
+    if os.fspath(path) == STDIN:
+        return _read_open_file(io.BytesIO(_read_stdin()), "the image on standard input")
     shown = shown_path(path)
     f, size = open_untrusted(path, "image", ImageError, max_bytes=MAX_FILE_BYTES,
                              hint=f"; give the path of a picture file ({_FORMATS_HINT}, up to "
@@ -133,6 +136,27 @@ def read_gray(path):
         if size == 0:
             raise ImageError(f"cannot read image {shown}: the file is empty; save the picture again")
         return _read_open_file(f, shown)
+
+
+STDIN = "-"  # as an image path: the picture's bytes on standard input (`cat digit.png | bp predict -`)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _read_stdin():
+    """The bytes on standard input, at most MAX_FILE_BYTES of them."""
+    data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+    if not data:
+        raise ImageError("no image on standard input: pipe a picture into it, e.g. cat digit.png | bp predict -")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"the image on standard input is over {MAX_FILE_BYTES // 2**20} MB; "
+                         "pass a smaller picture")
+    return data
+
+
+def images_in(folder):
+    """The picture files directly in ``folder`` (by suffix), sorted by name."""
+    return sorted(entry.path for entry in os.scandir(folder)
+                  if entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file())
 
 
 def _read_open_file(f, shown):

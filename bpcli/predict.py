@@ -1,20 +1,44 @@
 """``bp predict``: classify people's own digit images with a trained model."""
 
+import os
+
 import numpy as np
 
 from .errors import ImageError
-from .image import load_digit
+from .fsutil import shown_path
+from .image import STDIN, images_in, load_digit
 
 UNCERTAIN_BELOW = 0.5
+
+
+def expand(paths):
+    """The images to classify: a folder means its pictures (sorted by name); ``-`` is the
+    picture on standard input; anything else is a file. -> list of (path, error or None)."""
+    out = []
+    for path in paths:
+        if path != STDIN and os.path.isdir(path):
+            try:
+                found = images_in(path)
+            except OSError as err:
+                out.append((path, f"cannot list folder {shown_path(path)}: {err.strerror}"))
+                continue
+            if not found:
+                out.append((path, f"folder {shown_path(path)} holds no pictures (png, jpg, bmp, gif, tiff, webp)"))
+            out.extend((p, None) for p in found)
+        else:
+            out.append((path, None))
+    return out
 
 
 def predict_images(model, paths):
     """(results, inputs): one PRODUCT.md result per image, in order, and the 784-pixel
     input the model saw (None for an image that could not be read, whose result
-    carries ``digit: None`` and an error)."""
+    carries ``digit: None`` and an error). Folders and ``-`` as in ``expand``."""
     results, inputs = [], []
-    for path in paths:
+    for path, problem in expand(paths):
         try:
+            if problem:
+                raise ImageError(problem)
             inputs.append(load_digit(path))
             results.append({"image": path})
         except ImageError as err:

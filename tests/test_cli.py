@@ -554,3 +554,39 @@ def test_model_is_a_run_dir_or_a_checkpoint_everywhere(smoke_run, mnist_env, tmp
     (empty / "last.npz").write_bytes(b"x")
     result = CliRunner().invoke(cli, ["evaluate", str(empty)], env=mnist_env)
     assert result.exit_code == 1 and "has no best.npz yet" in result.output and "last.npz" in result.output
+
+
+def test_shell_completion_completes_set_with_config_keys():
+    env = {**os.environ, "_BP_COMPLETE": "bash_complete", "COMP_WORDS": "bp train --set train.l", "COMP_CWORD": "3"}
+    out = subprocess.run([sys.executable, "-m", "bpcli.cli"], env=env, capture_output=True, text=True).stdout
+    assert set(out.split()) == {"plain,train.lr=", "plain,train.label_smoothing="}
+    env.update(_BP_COMPLETE="bash_source")
+    script = subprocess.run([sys.executable, "-m", "bpcli.cli"], env=env, capture_output=True, text=True).stdout
+    assert "_bp_completion" in script and "complete" in script
+
+
+@NEEDS_MNIST
+def test_predict_takes_a_folder_and_standard_input(smoke_run, mnist_env, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    one = np.pad(np.full((60, 12), 255, np.uint8), 40)
+    for name in ("b.png", "a.jpg"):
+        Image.fromarray(one).save(folder / name)
+    (folder / "notes.txt").write_text("not a picture")
+    (tmp_path / "empty").mkdir()
+    model = ["--model", smoke_run["run_dir"]]
+    result = CliRunner().invoke(cli, ["predict", str(folder), "--json", *model], env=mnist_env)
+    assert result.exit_code == 0, result.output
+    assert [d["image"] for d in json.loads(result.stdout)] == [str(folder / "a.jpg"), str(folder / "b.png")]
+    piped = CliRunner().invoke(cli, ["predict", "-", "--json", *model], env=mnist_env,
+                               input=(folder / "b.png").read_bytes())
+    assert piped.exit_code == 0, piped.output
+    doc, = json.loads(piped.stdout)
+    assert doc["image"] == "-" and doc["digit"] == json.loads(result.stdout)[1]["digit"]
+    empty = CliRunner().invoke(cli, ["predict", str(tmp_path / "empty"), "-", "--json", *model], env=mnist_env,
+                               input=b"")
+    assert empty.exit_code == 1
+    errors = [d["error"] for d in json.loads(empty.stdout)]
+    assert "holds no pictures" in errors[0] and "no image on standard input" in errors[1]
