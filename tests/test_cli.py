@@ -257,8 +257,9 @@ def test_predict_reports_good_images_and_fails_on_bad_ones(smoke_run, mnist_env,
     (tmp_path / "fake.png").write_bytes(b"not an image at all")
     (tmp_path / "empty.png").write_bytes(b"")
     Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
+    (tmp_path / "no-pictures").mkdir()  # (a folder means its pictures: this one has none)
     bad = [tmp_path / "fake.png", tmp_path / "empty.png", tmp_path / "blank.png", tmp_path / "missing.png",
-           tmp_path]
+           tmp_path / "no-pictures"]
     result = CliRunner().invoke(cli, ["predict", "--json", str(good), *map(str, bad)], env=mnist_env)
     assert result.exit_code == 1
     docs = json.loads(result.stdout)
