@@ -154,7 +154,7 @@ def _config_options(f):
                      help="Override any config key, value parsed as YAML (repeatable): "
                           "--set model.hidden=[64,32]")(f)
     f = click.option("-c", "--config", "config_file", type=click.Path(dir_okay=True), default=None,
-                     help="YAML file of overrides (see configs/).")(f)
+                     help="YAML file of overrides, or a built-in recipe's name (bp config --list).")(f)
     return f
 
 
@@ -279,11 +279,21 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
 @_config_options
 @_named_flags
 @click.option("--sources", is_flag=True, help="Comment each value with where it came from.")
-def config_cmd(config_file, sets, epochs, batch_size, lr, hidden, seed, sources):
+@click.option("--list", "list_recipes", is_flag=True, help="List the built-in recipes (-c NAME) instead.")
+def config_cmd(config_file, sets, epochs, batch_size, lr, hidden, seed, sources, list_recipes):
     """Print the effective config as YAML (defaults < file < --set < named flags): what
-    `bp train` with the same arguments would run."""
+    `bp train` with the same arguments would run. -c takes a file or a built-in recipe's name."""
     from . import config as config_mod
 
+    if list_recipes:
+        rows = config_mod.recipe_table()
+        width = max(len(r["network"]) for r in rows)
+        click.echo(f"{'recipe':<14}{'network':<{width + 2}}{'parameters':>11}{'epochs':>8}  measured")
+        for r in rows:
+            click.echo(f"{r['name']:<14}{r['network']:<{width + 2}}{r['parameters']:>11,}{r['epochs']:>8}  "
+                       f"{r['measured'] or '-'}{'  (augmented)' if r['augmented'] else ''}")
+        click.echo("\nbp train -c NAME trains one; bp train with no -c trains 'default'.")
+        return
     cfg = config_mod.resolve(config_file, sets, _flags(epochs, batch_size, lr, hidden, seed))
     click.echo(cfg.to_yaml(with_sources=sources), nl=False)
 

@@ -17,7 +17,8 @@ import reprlib
 from .errors import ConfigError
 from .fsutil import open_untrusted, shown_path, truncate
 
-# Every key bp knows, with its default. The YAML key, the config field, the
+# Every key bp knows, with its default. The defaults are the recipe configs/default.yaml
+# (tests/test_config.py holds the two equal), so a bare `bp train` trains the main job. The YAML key, the config field, the
 # flag and the checkpoint key are spelled the same.
 DEFAULTS = {
     "seed": 0,                      # one seed fixes init, split, shuffling and dropout
@@ -27,7 +28,7 @@ DEFAULTS = {
         "limit": None,              # use only the first N training images (quick runs)
     },
     "model": {
-        "hidden": [256, 128],       # hidden layer sizes; input 784 and output 10 are fixed
+        "hidden": [512, 256],       # hidden layer sizes; input 784 and output 10 are fixed
         "activation": "relu",       # sigmoid | tanh | relu | leaky_relu
         "output": "softmax",        # softmax | sigmoid
         "loss": "cross_entropy",    # cross_entropy | mse (the quadratic cost (a - y)^2)
@@ -35,7 +36,7 @@ DEFAULTS = {
         "dropout": 0.0,             # probability of dropping a hidden unit while training
     },
     "train": {
-        "epochs": 15,
+        "epochs": 27,
         "batch_size": 128,
         "optimizer": "sgd",         # sgd | adam
         "lr": 0.1,                  # learning rate: the size of each step against the gradient
@@ -43,7 +44,7 @@ DEFAULTS = {
         "nesterov": True,           # sgd only
         "beta1": 0.9,               # adam only
         "beta2": 0.999,             # adam only
-        "weight_decay": 0.0,        # L2 penalty on the weights
+        "weight_decay": 5e-4,       # L2 penalty on the weights
         "schedule": "cosine",       # constant | step | cosine
         "step_size": 5,             # step schedule: epochs between decays
         "gamma": 0.1,               # step schedule: factor per decay
@@ -51,7 +52,8 @@ DEFAULTS = {
         "label_smoothing": 0.0,     # targets (1 - e) one-hot + e / 10 instead of one-hot
         "max_norm": None,           # cap each unit's incoming weight vector at this length
         "patience": None,           # stop after this many epochs without a better validation accuracy
-        "augment": False,           # false, or a map of transforms: shift, rotate, scale, shear,
+        "augment": {"shift": 2, "rotate": 10, "scale": 0.1, "shear": 0.1},
+                                    # false, or a map of transforms: shift, rotate, scale, shear,
                                     # elastic, elastic_sigma (see bpcli/augment.py)
     },
 }
@@ -448,6 +450,45 @@ def _yaml_reason(err):
     return shown_path(reason, limit=120)
 
 
+RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")  # shipped in the package
+
+
+def recipes():
+    """The built-in recipes: name -> path of its YAML file, sorted by name."""
+    try:
+        names = sorted(n for n in os.listdir(RECIPES) if n.endswith(".yaml"))
+    except OSError:
+        return {}
+    return {n[:-len(".yaml")]: os.path.join(RECIPES, n) for n in names}
+
+
+def locate_config(name_or_path):
+    """-c X: a file at X wins; else X (with or without .yaml) names a built-in recipe.
+    -> (path to read, how messages name it)."""
+    text = os.fspath(name_or_path)
+    if os.path.lexists(text) or os.sep in text:
+        return text, shown_path(text)
+    name = text[:-len(".yaml")] if text.endswith(".yaml") else text
+    found = recipes().get(name)
+    return (found, f"recipe {name}") if found else (text, shown_path(text))
+
+
+def recipe_table():
+    """One row per built-in recipe: name, network, parameters, epochs, augmented, and
+    the accuracy and time measured for it (its '# measured:' comment line)."""
+    rows = []
+    for name, path in recipes().items():
+        values = resolve(path).values
+        m, t = values["model"], values["train"]
+        sizes = [784, *m["hidden"], 10]
+        with open(path, encoding="utf-8") as f:
+            measured = next((line.split(":", 1)[1].strip() for line in f if line.startswith("# measured:")), None)
+        rows.append({"name": name, "network": "-".join(map(str, sizes)) + f" {m['activation']}",
+                     "parameters": sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])),
+                     "epochs": t["epochs"], "augmented": bool(t["augment"]), "measured": measured})
+    return rows
+
+
 def read_file(path):
     """Parse a YAML config file into a map (empty file = no overrides).
 
@@ -457,7 +498,8 @@ def read_file(path):
     import yaml
 
     f, _ = open_untrusted(path, "config file", ConfigError, max_bytes=MAX_CONFIG_BYTES,
-                          hint="; pass a YAML file like configs/smoke.yaml")
+                          hint=f"; pass a YAML file or a built-in recipe ({', '.join(recipes())}; "
+                               "bp config --list)")
     shown_name = shown_path(path)
     with f:
         try:
@@ -568,7 +610,8 @@ def resolve(config_file=None, sets=(), flags=None):
     """defaults < file < --set < named flags. ``flags`` maps key paths to values (None = not given)."""
     cfg = Config()
     if config_file:
-        cfg.update(read_file(config_file), shown_path(config_file))
+        path, where = locate_config(config_file)
+        cfg.update(read_file(path), where)
     for assignment in sets:
         key, value = parse_set(assignment)
         cfg.set(key, value, "--set")

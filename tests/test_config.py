@@ -434,3 +434,56 @@ def test_the_memory_count_covers_a_measured_training_run(tmp_path, sets):
         tracemalloc.stop()
     assert peak <= counted, (peak / 2**20, counted / 2**20)
     assert peak >= 0.4 * counted, (peak / 2**20, counted / 2**20)  # a count, not a guess 10x too big
+
+
+# --- built-in recipes ------------------------------------------------------------
+
+def test_the_built_in_defaults_are_the_default_recipe():
+    """A bare `bp train` (say after pipx install) trains the README's main job."""
+    from bpcli.config import resolve
+
+    assert resolve("default").values == resolve(None).values
+
+
+def test_a_recipe_is_named_or_a_path_wins(tmp_path, monkeypatch):
+    from bpcli.config import resolve
+
+    assert resolve("seed").values["model"]["hidden"] == [16, 16]
+    assert resolve("seed.yaml").values == resolve("seed").values
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "seed").write_text("model: {hidden: [7]}\n")
+    assert resolve("seed").values["model"]["hidden"] == [7]  # a file of that name wins
+
+
+def test_every_recipe_says_what_it_measured():
+    from bpcli.config import recipe_table
+
+    rows = recipe_table()
+    assert {r["name"] for r in rows} >= {"seed", "nielsen", "nielsen-ce-l2", "fast", "simard-affine", "default",
+                                        "best", "smoke"}
+    for r in rows:
+        assert r["measured"] and "% test in" in r["measured"], r
+
+
+def test_an_installed_bp_carries_its_recipes(tmp_path):
+    """pip install (not -e) of a clean copy ships the recipes: -c seed works outside the repo."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--target", str(target), str(repo)], check=True, capture_output=True, timeout=300)
+    assert sorted(p.name for p in (target / "bpcli" / "configs").glob("*.yaml")) == \
+        sorted(p.name for p in (repo / "bpcli" / "configs").glob("*.yaml"))
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "bpcli.cli", "config", "-c", "seed"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "hidden: [16, 16]  " not in out.stdout and "hidden: [16, 16]" in out.stdout
+    listed = subprocess.run([sys.executable, "-m", "bpcli.cli", "config", "--list"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "784-16-16-10 sigmoid" in listed.stdout
+    shutil.rmtree(target)
