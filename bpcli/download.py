@@ -1,10 +1,33 @@
-"""Fetch, verify and cache the four MNIST files: the only module that talks to the network.
+"""Fetch, verify and cache the four files of MNIST or a drop-in (``bpcli/datasets.py``):
+the only module that talks to the network.
 
 The cache holds the *decompressed* IDX files under their plain names
 (``data/train-images-idx3-ubyte`` …), so loading them is one read and no
 gunzip. A file is trusted only once the SHA-256 of its IDX bytes and its IDX
 header check out: when it arrives, and again every time it is used, so a
 cached file that has gone bad is fetched again rather than trained on.
+
+How a file is pinned. MNIST's four files, and Fashion-MNIST's two label files,
+by the SHA-256 of their decompressed IDX content: it holds whatever gzip
+wrapper a mirror uses, and it is what gets checked again at every use. The
+only published checksums of Fashion-MNIST's image files, and the only ones at
+all for KMNIST (torchvision's; CODH publishes none), are MD5s of the .gz
+files, and nobody here could compute the content's SHA-256 (the image files
+are not on these machines; a hash copied from a stranger's repository and
+never checked is no pin). So those files are pinned by the MD5 of the .gz:
+it is taken over the bytes as they stream in, before gunzip, and a file that
+does not arrive as exactly that .gz is refused, whatever its content. MD5 is
+broken for collisions, not for second preimages: nobody can make a different
+file with a published MD5, which is all a pin needs. Once a file has matched,
+the SHA-256 of its content is written beside it (``NAME.sha256``) and the
+cached file is checked against that at every use, as MNIST's are; a file
+without that record was not verified by bp and is not used. Labels are
+pinned by content wherever possible, because they were at hand.
+
+A cached file that fails verification is moved aside to ``NAME.rejected``,
+never deleted (it may be someone's other dataset put in the wrong folder);
+only the newest rejected copy is kept, so a file that keeps going bad cannot
+fill the disk.
 
 How a file arrives (the model is pooch's ``core.py`` / ``downloaders.py``):
 

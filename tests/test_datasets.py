@@ -232,9 +232,12 @@ def tiny_env(tmp_path, monkeypatch, make_server, clean_bp_env, no_internet):
     return server
 
 
-def _tiny_run(server, tmp_path, *extra):
+def _tiny_run(server, tmp_path, *extra, flag=True):
+    """A tiny run's dir; the mirror given by --mirror, or (flag False) by $BP_MNIST_MIRROR."""
+    mirror = ["--mirror", server.url] if flag else []
     result = CliRunner().invoke(cli, ["train", "--set", "data.validation=1", "--epochs", "1", "--batch-size", "2",
-                                      "--hidden", "8", "--quiet", "--json", "--mirror", server.url, *extra])
+                                      "--hidden", "8", "--quiet", "--json", *mirror, *extra],
+                                env={} if flag else {"BP_MNIST_MIRROR": server.url})
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)["run_dir"]
 
@@ -267,9 +270,7 @@ def test_a_run_evaluated_from_another_folder_reads_its_data_and_downloads_nothin
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     monkeypatch.chdir(tmp_path / "a")
-    run = _tiny_run(tiny_env, tmp_path)   # ./data, from folder a
-    recorded = (Path(run) / "config.yaml").read_text()
-    assert f"dir: {tmp_path / 'a' / 'data'}" in recorded
+    run = _tiny_run(tiny_env, tmp_path, flag=False)   # ./data, from folder a
     hits = sum(tiny_env.hits.values())
     monkeypatch.chdir(tmp_path / "b")
     monkeypatch.setenv("BP_MNIST_MIRROR", tiny_env.url)   # the base code would have fetched from here
@@ -278,11 +279,13 @@ def test_a_run_evaluated_from_another_folder_reads_its_data_and_downloads_nothin
         assert result.exit_code == 0, result.output
     assert not (tmp_path / "b" / "data").exists()   # no stray data/.lock, nothing downloaded
     assert sum(tiny_env.hits.values()) == hits
+    # because the run recorded where its data was, not a path relative to where it ran
+    assert f"dir: {tmp_path / 'a' / 'data'}" in (Path(run) / "config.yaml").read_text()
 
 
 def test_bp_data_dir_beats_a_runs_recorded_dir_when_resuming(tiny_env, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run = _tiny_run(tiny_env, tmp_path)   # ./data, verified
+    run = _tiny_run(tiny_env, tmp_path, flag=False)   # ./data, verified
     monkeypatch.setenv("BP_DATA_DIR", str(tmp_path / "env-data"))
     monkeypatch.setenv("BP_MNIST_MIRROR", tiny_env.url)
     result = CliRunner().invoke(cli, ["train", "--resume", run, "--epochs", "2", "--quiet"])
