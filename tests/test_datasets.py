@@ -5,7 +5,6 @@ fetching command follows (--data-dir > $BP_DATA_DIR > ./data, --mirror, --offlin
 import gzip
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
