@@ -82,7 +82,23 @@ def _data_dir_option(envvar="BP_DATA_DIR", default="./data"):
 
 
 # a checkpoint's recorded data dir is untrusted: only read, never written to
-RUN_DATA_DIR = "./data; the run's own data dir is read if it already holds verified MNIST"
+RUN_DATA_DIR = "./data; the run's own data dir is read if it already holds the verified files"
+
+
+def _fetch_options(f):
+    """--mirror and --offline, for every command that may fetch data."""
+    f = click.option("--offline", is_flag=True,
+                     help="Never open a connection ($BP_OFFLINE=1); fail on missing files.")(f)
+    f = click.option("--mirror", "mirrors", multiple=True, metavar="URL|DIR",
+                     help="Fetch from this base URL or local folder instead of the built-in list "
+                          "(repeatable; also $BP_MNIST_MIRROR, comma-separated; "
+                          "$BP_FASHION_MNIST_MIRROR, $BP_KMNIST_MIRROR for the others).")(f)
+    return f
+
+
+def _fetching(mirrors, offline):
+    """ensure_mnist's mirrors and offline from the flags: None lets the environment decide."""
+    return {"mirrors": list(mirrors) or None, "offline": True if offline else None}
 
 
 def _emit_json(doc):
@@ -99,21 +115,15 @@ def cli():
 
 @cli.command()
 @_data_dir_option()
-@click.option("--mirror", "mirrors", multiple=True, metavar="URL|DIR",
-              help="Fetch from this base URL or local folder instead of the built-in list "
-                   "(repeatable; also $BP_MNIST_MIRROR, comma-separated).")
+@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist", "kmnist"]), default="mnist",
+              show_default=True, help="Which dataset (config data.dataset); each has its own folder and mirrors.")
+@_fetch_options
 @click.option("--force", is_flag=True, help="Fetch again even if the cache is valid.")
-@click.option("--offline", is_flag=True, help="Never open a connection ($BP_OFFLINE=1); fail on missing files.")
-def download(data_dir, mirrors, force, offline):
-    """Download and verify MNIST into the data dir."""
+def download(data_dir, dataset, mirrors, offline, force):
+    """Download and verify MNIST (or --dataset) into the data dir."""
     from . import download as dl
 
-    paths = dl.ensure_mnist(
-        data_dir or "data",
-        mirrors=dl.resolve_mirrors(mirrors),
-        offline=True if offline else None,  # None: $BP_OFFLINE decides
-        force=force,
-    )
+    paths = dl.ensure_mnist(data_dir or "data", dataset=dataset, force=force, **_fetching(mirrors, offline))
     for name, path in paths.items():
         click.echo(f"{name}: {path}")
 
@@ -221,17 +231,18 @@ def _flags(epochs, batch_size, lr, hidden, seed):
                    "network must match), with a fresh optimizer: fine-tuning.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --run-dir.")
 @_data_dir_option(envvar=None)
+@_fetch_options
 @_threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the results.")
 def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resume, init_model, force, data_dir,
-          threads, quiet, as_json):
+          mirrors, offline, threads, quiet, as_json):
     """Train an MLP on MNIST by backprop and mini-batch SGD."""
     set_threads(threads)
     from . import config as config_mod
     from . import rundir
     from . import train as train_mod
-    from .data import load_mnist
+    from .data import load_mnist, settle_data_dir
     from .errors import ConfigError
 
     flags = _flags(epochs, batch_size, lr, hidden, seed)
@@ -252,10 +263,10 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
             rundir.lock(run_dir)  # an existing run dir in use is refused before the data is loaded too
         if init_model:
             init = train_mod.initial_model(init_model, cfg)  # checked before any data is loaded
-    if data_dir:
-        cfg.set("data.dir", data_dir, "flag --data-dir")
+    settle_data_dir(cfg, data_dir)
     values = cfg.values
-    data = load_mnist(values["data"]["dir"], progress=False if quiet else None)
+    data = load_mnist(values["data"]["dir"], progress=False if quiet else None, dataset=values["data"]["dataset"],
+                      **_fetching(mirrors, offline))
     if not resume:
         run_dir = rundir.create(run_dir, force)
     progress = train_mod.Progress(quiet=quiet)
@@ -346,12 +357,13 @@ def _load_model(path):
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
               help="val and train are the run's own split (its seed and data.validation).")
 @_data_dir_option(default=RUN_DATA_DIR)
+@_fetch_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--min-accuracy", type=Finite(0, 1), default=None, metavar="X",
               help="Exit 3 if overall accuracy is below X (a fraction).")
 @click.option("--min-digit-accuracy", type=Finite(0, 1), default=None, metavar="X",
               help="Exit 3 if any digit's accuracy is below X.")
-def evaluate(checkpoint, split, data_dir, as_json, min_accuracy, min_digit_accuracy):
+def evaluate(checkpoint, split, data_dir, mirrors, offline, as_json, min_accuracy, min_digit_accuracy):
     """Score a checkpoint: accuracy, per-digit table, confusion matrix.
 
     MODEL is a run dir (its best.npz) or a checkpoint file; default: runs/latest.
@@ -359,7 +371,7 @@ def evaluate(checkpoint, split, data_dir, as_json, min_accuracy, min_digit_accur
     from .evaluate import evaluate_checkpoint, gate_failures, render_report
 
     path, model = _load_model(checkpoint)
-    doc = evaluate_checkpoint(path, model, split, data_dir=data_dir)
+    doc = evaluate_checkpoint(path, model, split, data_dir=data_dir, **_fetching(mirrors, offline))
     if as_json:
         _emit_json(doc)
     else:
@@ -391,6 +403,7 @@ def predict(images, checkpoint, top, show, as_json):
     if as_json:
         _emit_json(results)
     else:
+        from .datasets import of_config
         from .fsutil import shown_path
         from .image import ascii_art
 
@@ -398,10 +411,11 @@ def predict(images, checkpoint, top, show, as_json):
             if r["digit"] is None:
                 click.echo(f"Error: {r['error']}", err=True)
                 continue
+            names = of_config(model.meta.get("config", {})).classes
             ranked = sorted(range(10), key=lambda d: -r["probabilities"][d])[:top]
-            others = "".join(f", {d} ({r['probabilities'][d]:.1%})" for d in ranked[1:])
+            others = "".join(f", {names[d]} ({r['probabilities'][d]:.1%})" for d in ranked[1:])
             flag = "  uncertain" if r["uncertain"] else ""
-            click.echo(f"{shown_path(r['image'])}: {r['digit']} ({r['confidence']:.1%}){others}{flag}")
+            click.echo(f"{shown_path(r['image'])}: {r['label']} ({r['confidence']:.1%}){others}{flag}")
             if show:
                 click.echo(ascii_art(x))
     if failed:
@@ -425,8 +439,9 @@ def predict(images, checkpoint, top, show, as_json):
 @click.option("--lr", type=Finite(0, min_open=True), default=None,
               help="Step size of the zoom-out SGD step (default: the checkpoint's train.lr).")
 @_data_dir_option(default=RUN_DATA_DIR)
+@_fetch_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def explain(image, index, split, checkpoint, target, top, batch, lr, data_dir, as_json):
+def explain(image, index, split, checkpoint, target, top, batch, lr, data_dir, mirrors, offline, as_json):
     """See backprop: how one example wants each weight and bias to move, then a mini-batch.
 
     IMAGE is your own digit picture; or pass --index N for an MNIST image.
@@ -435,7 +450,7 @@ def explain(image, index, split, checkpoint, target, top, batch, lr, data_dir, a
 
     path, model = _load_model(checkpoint)
     doc = explain_model(model, path, image=image, index=index, split=split, target=target, top=top,
-                        batch=batch, lr=lr, data_dir=data_dir)
+                        batch=batch, lr=lr, data_dir=data_dir, **_fetching(mirrors, offline))
     if as_json:
         _emit_json(doc)
     else:
@@ -447,14 +462,15 @@ def explain(image, index, split, checkpoint, target, top, batch, lr, data_dir, a
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Where to write the PNG files (default: RUN_DIR/plots).")
 @_data_dir_option(default=RUN_DATA_DIR)
-def plot(run_dir, out_dir, data_dir):
+@_fetch_options
+def plot(run_dir, out_dir, data_dir, mirrors, offline):
     """Draw a run as PNG files: learning curves, first-layer weights, confusion matrix, mistakes.
 
     Needs matplotlib: pip install -e '.[plot]'.
     """
     from .plot import plot_run
 
-    for picture in plot_run(run_dir, out_dir, data_dir=data_dir):
+    for picture in plot_run(run_dir, out_dir, data_dir=data_dir, **_fetching(mirrors, offline)):
         click.echo(f"{picture['path']} ({picture['width']}x{picture['height']})")
 
 

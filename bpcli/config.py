@@ -14,6 +14,7 @@ import math
 import os
 import reprlib
 
+from .datasets import NAMES as DATASET_NAMES
 from .errors import ConfigError
 from .fsutil import open_untrusted, shown_path, truncate
 
@@ -23,7 +24,8 @@ from .fsutil import open_untrusted, shown_path, truncate
 DEFAULTS = {
     "seed": 0,                      # one seed fixes init, split, shuffling and dropout
     "data": {
-        "dir": "data",              # MNIST cache; $BP_DATA_DIR or --data-dir override it
+        "dir": "data",              # the data cache; $BP_DATA_DIR, then --data-dir, override it
+        "dataset": "mnist",         # mnist | fashion-mnist | kmnist: IDX drop-ins, each verified
         "validation": 5000,         # held out of the 60k training images; 0 trains on all
         "limit": None,              # use only the first N training images (quick runs)
     },
@@ -219,6 +221,7 @@ MAX_SEED = 2**128 - 1   # SeedSequence mixes a seed into 128 bits: larger seeds 
 RULES = {
     "seed": integer(lo=0, hi=MAX_SEED, why="a seed is at most 128 bits"),
     "data.dir": string,
+    "data.dataset": choice(*DATASET_NAMES),
     "data.validation": integer(lo=0, hi=N_TRAIN - 1),
     "data.limit": optional(integer(lo=1)),
     "model.hidden": layer_sizes,
@@ -317,10 +320,6 @@ class Config:
     def __init__(self):
         self.flat = flatten(copy.deepcopy(DEFAULTS))
         self.source = {k: "default" for k in self.flat}
-        data_dir = os.environ.get("BP_DATA_DIR")
-        if data_dir:
-            self.flat["data.dir"] = data_dir
-            self.source["data.dir"] = "$BP_DATA_DIR"
 
     def update(self, tree, where):
         """Apply a (possibly nested) map of overrides, checking every key and value."""
@@ -607,11 +606,18 @@ def check_combinations(cfg):
 
 
 def resolve(config_file=None, sets=(), flags=None):
-    """defaults < file < --set < named flags. ``flags`` maps key paths to values (None = not given)."""
+    """defaults < file < --set < named flags, and $BP_DATA_DIR above the file for data.dir.
+    ``flags`` maps key paths to values (None = not given)."""
     cfg = Config()
     if config_file:
         path, where = locate_config(config_file)
         cfg.update(read_file(path), where)
+    # Where the data is cached belongs to the machine, not the recipe: the
+    # environment beats a file's data.dir (a run's recorded config.yaml included);
+    # --set and --data-dir, given on this command line, beat the environment.
+    data_dir = os.environ.get("BP_DATA_DIR")
+    if data_dir:
+        cfg.set("data.dir", data_dir, "$BP_DATA_DIR")
     for assignment in sets:
         key, value = parse_set(assignment)
         cfg.set(key, value, "--set")

@@ -1,8 +1,14 @@
-"""MNIST as arrays: read the cached IDX files, check them, split off a validation set.
+"""MNIST (or a drop-in: ``bpcli/datasets.py``) as arrays: read the cached IDX files,
+check them, split off a validation set.
 
 This is the data API for the rest of bp. ``load_mnist`` first asks
 ``download.ensure_mnist`` for verified files (fetching what is missing),
-then reads them. Images stay uint8, ``(n, 784)``, row-major 28 x 28 pixels,
+then reads them.
+
+Which data dir, for every command: ``--data-dir`` > ``$BP_DATA_DIR`` > ``./data``.
+A run records the absolute dir it used, so that its model can later be scored
+from any folder; that recorded dir is only ever read, and only when it already
+holds the verified files (``load_mnist_for``). Images stay uint8, ``(n, 784)``, row-major 28 x 28 pixels,
 0 = background: 47 MB for the training set, against 188 MB as float32, so
 scaling to [0, 1] is left to whoever makes the batches.
 
@@ -19,13 +25,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import download
+from . import datasets, download
+from .datasets import TEST_FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS  # noqa: F401
 from .errors import ConfigError, DataError
-
-TRAIN_IMAGES = "train-images-idx3-ubyte"
-TRAIN_LABELS = "train-labels-idx1-ubyte"
-TEST_IMAGES = "t10k-images-idx3-ubyte"
-TEST_LABELS = "t10k-labels-idx1-ubyte"
 
 PIXELS = download.ROWS * download.COLS
 N_CLASSES = 10
@@ -109,9 +111,12 @@ def _read_pair(images_path, labels_path):
     return images, labels
 
 
-def load_mnist(data_dir, mirrors=None, offline=None, *, limit=None, progress=None, session=None, files=None):
+def load_mnist(data_dir, mirrors=None, offline=None, *, limit=None, progress=None, session=None, files=None,
+               dataset="mnist"):
     """Fetch what is missing into ``data_dir``, verify, and return the four arrays as an ``MNIST``.
 
+    dataset: which of ``datasets.DATASETS`` (config ``data.dataset``); its files
+        are cached in its own folder of the data dir (``datasets.cache_dir``).
     limit: keep only the first ``limit`` training examples (config
         ``data.limit``; None keeps all 60000). Applied before any
         validation split; the test set is never cut.
@@ -121,7 +126,8 @@ def load_mnist(data_dir, mirrors=None, offline=None, *, limit=None, progress=Non
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"data.limit must be a positive whole number or null, got {limit!r}")
     paths = download.ensure_mnist(
-        data_dir, mirrors=mirrors, offline=offline, progress=progress, session=session, files=files
+        data_dir, mirrors=mirrors, offline=offline, progress=progress, session=session, files=files,
+        dataset=dataset,
     )
     train_images, train_labels = _read_pair(paths[TRAIN_IMAGES], paths[TRAIN_LABELS])
     test_images, test_labels = _read_pair(paths[TEST_IMAGES], paths[TEST_LABELS])
@@ -130,22 +136,30 @@ def load_mnist(data_dir, mirrors=None, offline=None, *, limit=None, progress=Non
     return MNIST(train_images, train_labels, test_images, test_labels)
 
 
-TEST_FILES = (TEST_IMAGES, TEST_LABELS)
-
-
-def verified_dir(folder, names=tuple(download.MNIST_FILES)):
-    """``folder`` if it already holds every file in ``names``, each verified; else None.
-    Only reads: nothing is created, locked or fetched there."""
+def verified_dir(folder, names=tuple(download.MNIST_FILES), dataset="mnist"):
+    """``folder`` if the data dir ``folder`` already holds every file of ``dataset`` in ``names``,
+    each verified; else None. Only reads: nothing is created, locked or fetched there."""
     if not isinstance(folder, str) or not folder:
         return None
+    files = download.files_of(dataset)
+    cache = datasets.cache_dir(folder, datasets.get(dataset))
     for name in names:
-        if download.cache_problem(os.path.join(folder, name), download.MNIST_FILES[name]) is not None:
+        if download.cache_problem(os.path.join(cache, name), files[name]) is not None:
             return None
     return folder
 
 
-def load_mnist_for(values, data_dir=None, split=None):
-    """MNIST for a model whose run's config is ``values`` (from a checkpoint).
+def settle_data_dir(cfg, flag=None):
+    """Fix the data dir of a run about to train into ``cfg``: ``flag`` (--data-dir) if
+    given, else what the config says ($BP_DATA_DIR above a file's data.dir), made
+    absolute so the run's recorded config.yaml names the same folder from anywhere."""
+    if flag:
+        cfg.set("data.dir", flag, "flag --data-dir")
+    cfg.set("data.dir", os.path.abspath(cfg.flat["data.dir"]), cfg.source["data.dir"])
+
+
+def load_mnist_for(values, data_dir=None, split=None, *, mirrors=None, offline=None):
+    """The dataset a model was trained on (its run's config ``values``, from a checkpoint).
 
     The data goes where the user says: ``data_dir`` (--data-dir), else
     $BP_DATA_DIR, else ./data; only there is anything created or fetched.
@@ -153,16 +167,20 @@ def load_mnist_for(values, data_dir=None, split=None):
     where bp writes: with neither of the first two given it is read from
     when it already holds verified files, and otherwise ignored.
     split="test" needs only the two test files (the training arrays then
-    come back empty).
+    come back empty). mirrors, offline: as for ``download.ensure_mnist``.
     """
-    names = TEST_FILES if split == "test" else tuple(download.MNIST_FILES)
+    dataset = datasets.of_config(values).name
+    names = TEST_FILES if split == "test" else tuple(datasets.get(dataset).files)
     chosen = data_dir or os.environ.get("BP_DATA_DIR")
     recorded = (values.get("data") or {}).get("dir") if isinstance(values, dict) else None
-    folder = None if chosen else verified_dir(recorded, names)
+    folder = None if chosen else verified_dir(recorded, names, dataset)
     if folder is not None:
-        paths = {name: os.path.join(folder, name) for name in names}
+        cache = datasets.cache_dir(folder, datasets.get(dataset))
+        paths = {name: os.path.join(cache, name) for name in names}
     else:
-        paths = download.ensure_mnist(chosen or "data", files={n: download.MNIST_FILES[n] for n in names})
+        files = download.files_of(dataset)
+        paths = download.ensure_mnist(chosen or "data", mirrors=mirrors, offline=offline, dataset=dataset,
+                                      files={n: files[n] for n in names})
     test_images, test_labels = _read_pair(paths[TEST_IMAGES], paths[TEST_LABELS])
     if split == "test":
         empty = np.zeros((0, PIXELS), np.uint8)

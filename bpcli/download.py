@@ -1,10 +1,33 @@
-"""Fetch, verify and cache the four MNIST files: the only module that talks to the network.
+"""Fetch, verify and cache the four files of MNIST or a drop-in (``bpcli/datasets.py``):
+the only module that talks to the network.
 
 The cache holds the *decompressed* IDX files under their plain names
 (``data/train-images-idx3-ubyte`` …), so loading them is one read and no
 gunzip. A file is trusted only once the SHA-256 of its IDX bytes and its IDX
 header check out: when it arrives, and again every time it is used, so a
 cached file that has gone bad is fetched again rather than trained on.
+
+How a file is pinned. MNIST's four files, and Fashion-MNIST's two label files,
+by the SHA-256 of their decompressed IDX content: it holds whatever gzip
+wrapper a mirror uses, and it is what gets checked again at every use. The
+only published checksums of Fashion-MNIST's image files, and the only ones at
+all for KMNIST (torchvision's; CODH publishes none), are MD5s of the .gz
+files, and nobody here could compute the content's SHA-256 (the image files
+are not on these machines; a hash copied from a stranger's repository and
+never checked is no pin). So those files are pinned by the MD5 of the .gz:
+it is taken over the bytes as they stream in, before gunzip, and a file that
+does not arrive as exactly that .gz is refused, whatever its content. MD5 is
+broken for collisions, not for second preimages: nobody can make a different
+file with a published MD5, which is all a pin needs. Once a file has matched,
+the SHA-256 of its content is written beside it (``NAME.sha256``) and the
+cached file is checked against that at every use, as MNIST's are; a file
+without that record was not verified by bp and is not used. Labels are
+pinned by content wherever possible, because they were at hand.
+
+A cached file that fails verification is moved aside to ``NAME.rejected``,
+never deleted (it may be someone's other dataset put in the wrong folder);
+only the newest rejected copy is kept, so a file that keeps going bad cannot
+fill the disk.
 
 How a file arrives (the model is pooch's ``core.py`` / ``downloaders.py``):
 
@@ -82,32 +105,21 @@ import time
 import zlib
 from typing import NamedTuple
 
-from . import __version__, fsutil
+from . import __version__, datasets, fsutil
+from .datasets import FileSpec  # noqa: F401 (part of this module's interface)
 from .errors import BpError, ConfigError, DataError
 
 
-class FileSpec(NamedTuple):
-    """What one MNIST file must be: the SHA-256 of its IDX bytes, "images" or "labels", and how many."""
-
-    sha256: str
-    kind: str
-    count: int
+# The pins and mirrors live in the datasets table; MNIST's keep their old names here.
+MNIST_FILES = datasets.DATASETS["mnist"].files
+DEFAULT_MIRRORS = list(datasets.DATASETS["mnist"].mirrors)
 
 
-# PRODUCT.md "Data integrity": hashes of the decompressed IDX content, because
-# the gzip wrappers differ between mirrors.
-MNIST_FILES = {
-    "train-images-idx3-ubyte": FileSpec("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", "images", 60000),
-    "train-labels-idx1-ubyte": FileSpec("65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", "labels", 60000),
-    "t10k-images-idx3-ubyte": FileSpec("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", "images", 10000),
-    "t10k-labels-idx1-ubyte": FileSpec("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", "labels", 10000),
-}
-
-# yann.lecun.com answers 403 to most clients, so it is left out.
-DEFAULT_MIRRORS = [
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-]
+def files_of(dataset):
+    """``{name: FileSpec}`` of a dataset (a name or a Dataset): for MNIST, ``MNIST_FILES``,
+    which tests swap for tiny files."""
+    ds = datasets.get(dataset) if isinstance(dataset, str) or dataset is None else dataset
+    return MNIST_FILES if ds.name == "mnist" else ds.files
 
 ROWS = COLS = 28
 IDX_MAGIC = {"images": 2051, "labels": 2049}
@@ -198,13 +210,18 @@ class _Verifier:
         self.sha.update(data)
         self.size += len(data)
 
-    def finish(self):
+    def finish(self, sha256=None):
+        """Check the whole file against ``spec.sha256``, else ``sha256`` (a record, see
+        ``recorded_sha256``); with neither, only the structure. Returns the SHA-256 seen."""
         if self.size == 0:
             raise _Failed("empty")
         if self.size < self.expected_size:
             raise _Failed(f"truncated ({self.size} of {self.expected_size} bytes)")
-        if self.sha.hexdigest() != self.spec.sha256:
+        digest = self.sha.hexdigest()
+        expected = self.spec.sha256 or sha256
+        if expected is not None and digest != expected:
             raise _Failed("checksum mismatch")
+        return digest
 
 
 class _Gunzip:
@@ -252,11 +269,33 @@ class _Gunzip:
         return b""
 
 
+RECORD = ".sha256"     # next to a file pinned by its .gz's MD5: the SHA-256 of the IDX that passed
+
+
+def record_path(path):
+    return os.fspath(path) + RECORD
+
+
+def recorded_sha256(path):
+    """The content SHA-256 recorded when the file at ``path`` arrived and its .gz's MD5 matched, or None."""
+    try:
+        f, _ = fsutil.open_untrusted(record_path(path), "checksum record", BpError, max_bytes=4096)
+        with f:
+            words = f.read(4096).decode("ascii", "replace").split()
+    except (BpError, OSError):
+        return None
+    if words and re.fullmatch(r"[0-9a-f]{64}", words[0]):
+        return words[0]
+    return None
+
+
 def cache_problem(path, spec):
     """Why the cached file at ``path`` cannot be used, or None if it is valid.
 
     Returns ``MISSING`` when there is no file. The size is checked first
-    (free), then header and SHA-256 over the whole file.
+    (free), then header and SHA-256 over the whole file: against the pinned
+    one, or for a file pinned by its .gz's MD5, against the record written
+    when that MD5 matched (no record: not verified, so not used).
     """
     try:
         st = os.stat(path)
@@ -268,12 +307,18 @@ def cache_problem(path, spec):
         return "not a regular file"
     if st.st_size != idx_size(spec):
         return f"wrong size ({st.st_size} bytes, expected {idx_size(spec)})"
+    recorded = None
+    if spec.sha256 is None:
+        recorded = recorded_sha256(path)
+        if recorded is None:
+            return (f"not verified: it is pinned by the MD5 of its publisher's .gz, and no {RECORD} "
+                    "record says that matched")
     verifier = _Verifier(spec)
     try:
         with open(path, "rb") as f:
             for block in iter(functools.partial(f.read, 1 << 20), b""):
                 verifier.update(block)
-        verifier.finish()
+        verifier.finish(recorded)
     except OSError as err:
         return f"unreadable: {err.strerror}"
     except _Failed as err:
@@ -317,17 +362,20 @@ def _parse_mirror(mirror):
     raise ConfigError(f"unsupported mirror {mirror!r}: give an http(s):// URL, a file:// URL or a local directory")
 
 
-def resolve_mirrors(cli_mirrors=()):
-    """The mirrors to try, in order: ``--mirror`` values, else ``$BP_MNIST_MIRROR`` (comma-separated), else the built-in list.
+def resolve_mirrors(cli_mirrors=(), dataset="mnist"):
+    """The mirrors to try, in order: ``--mirror`` values, else the dataset's variable
+    (``$BP_MNIST_MIRROR``, ``$BP_FASHION_MNIST_MIRROR``, ``$BP_KMNIST_MIRROR``;
+    comma-separated), else its built-in list.
 
     Raises ConfigError (a usage error) for a mirror that is neither an
     http(s)/file URL nor a directory path.
     """
-    mirrors = [m.strip() for m in cli_mirrors if m.strip()]
+    ds = datasets.get(dataset)
+    mirrors = [m.strip() for m in cli_mirrors or () if m.strip()]
     if not mirrors:
-        mirrors = [m.strip() for m in os.environ.get("BP_MNIST_MIRROR", "").split(",") if m.strip()]
+        mirrors = [m.strip() for m in os.environ.get(ds.mirror_env, "").split(",") if m.strip()]
     if not mirrors:
-        mirrors = list(DEFAULT_MIRRORS)
+        mirrors = list(ds.mirrors)
     for mirror in mirrors:
         _parse_mirror(mirror)
     return mirrors
@@ -515,11 +563,19 @@ def _bar(name, spec, progress):
 
 
 def _transfer(chunks, tmp, spec, bar):
-    """Gunzip, verify and write one stream into ``tmp``; raise ``_Failed`` if the bytes are wrong."""
+    """Gunzip, verify and write one stream into ``tmp``; return the IDX content's SHA-256.
+
+    Raises ``_Failed`` if the bytes are wrong. A file pinned only by the MD5
+    of its publisher's .gz must arrive as exactly that .gz: the MD5 is taken
+    over the bytes as they come, before gunzip.
+    """
     decoder, verifier = _Gunzip(), _Verifier(spec)
+    md5 = hashlib.md5(usedforsecurity=False) if spec.sha256 is None else None
     bar.reset(total=verifier.expected_size)
     with contextlib.closing(chunks), open(tmp, "wb") as out:
         for chunk in chunks:
+            if md5 is not None:
+                md5.update(chunk)
             data = decoder.feed(chunk)
             if decoder.gzipped is False:
                 verifier.what = "gzip or IDX"
@@ -529,7 +585,14 @@ def _transfer(chunks, tmp, spec, bar):
         data = decoder.finish()
         verifier.update(data)
         out.write(data)
-        verifier.finish()
+        digest = verifier.finish()
+    if md5 is not None and md5.hexdigest() != spec.gz_md5:
+        # a re-gzipped or plain copy may hold the right images, but nothing here can tell
+        raise _Failed("not the publisher's .gz (MD5 mismatch; this file is pinned by the MD5 of the "
+                      "original .gz, so it must come as that file)" if decoder.gzipped else
+                      "not gzipped (this file is pinned by the MD5 of its publisher's .gz, so it must "
+                      "come as that file)")
+    return digest
 
 
 def _fetch_from(make_chunks, tmp, spec, bar, backoff):
@@ -543,7 +606,7 @@ def _fetch_from(make_chunks, tmp, spec, bar, backoff):
             time.sleep(delay)
 
 
-def _fetch_file(name, spec, path, sources, dead, backoff, progress, note, offline):
+def _fetch_file(name, spec, path, sources, dead, backoff, progress, note, offline, mirror_env="BP_MNIST_MIRROR"):
     """Bring one verified file to ``path`` from the first source that has it; DataError if none does.
 
     ``dead`` maps the sources given up on (timeouts, server trouble that
@@ -556,7 +619,11 @@ def _fetch_file(name, spec, path, sources, dead, backoff, progress, note, offlin
             continue
         try:
             with fsutil.atomic_path(path) as tmp, _bar(name, spec, progress) as bar:
-                _fetch_from(make_chunks, tmp, spec, bar, backoff)
+                digest = _fetch_from(make_chunks, tmp, spec, bar, backoff)
+            if spec.sha256 is None:
+                # written after the file: a crash in between leaves a file without
+                # a record, which is fetched again, never trusted
+                fsutil.write_text_atomic(record_path(path), f"{digest}  {name}\n")
         except _Failed as err:
             tried.append(f"{label} ({err.reason})")
             given_up = err.verdict != THIS_FILE
@@ -571,7 +638,7 @@ def _fetch_file(name, spec, path, sources, dead, backoff, progress, note, offlin
     skipped = " (offline: URL mirrors not tried)" if offline else ""
     raise DataError(
         f"could not fetch {name}: tried {'; '.join(tried) or 'no mirror'}{skipped}. "
-        f"Pass --mirror URL|DIR (or set BP_MNIST_MIRROR), or put {name}.gz in {data_dir}"
+        f"Pass --mirror URL|DIR (or set {mirror_env}), or put {name}.gz in {data_dir}"
     )
 
 
@@ -637,6 +704,23 @@ def _todo(paths, files, force):
     return todo
 
 
+REJECTED = ".rejected"
+
+
+def _reject(path, problem, note):
+    """Move a cached file that failed verification to ``NAME.rejected`` (returned), never deleting it:
+    it may be someone's other data set put in the wrong place. Only the newest
+    rejected copy is kept (it replaces an older one), so a file that keeps going
+    bad cannot fill the disk with copies."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        return None  # a folder or a link there: the fetch's rename reports it
+    os.replace(path, path + REJECTED)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(record_path(path))  # bp's own record of the file it no longer has
+    note(f"{path} failed verification ({problem}); moved it to {path + REJECTED} and fetching it again")
+    return path + REJECTED
+
+
 def _describe(todo, data_dir):
     missing = [name for name, problem in todo.items() if problem == MISSING]
     bad = [f"{name} ({problem})" for name, problem in todo.items() if problem not in (None, MISSING)]
@@ -689,32 +773,34 @@ def offline_from_env():
 
 
 def ensure_mnist(data_dir, mirrors=None, offline=None, force=False, progress=None, session=None, *,
-                 files=None, timeout=DEFAULT_TIMEOUT, backoff=DEFAULT_BACKOFF, min_speed=DEFAULT_MIN_SPEED,
+                 dataset="mnist", files=None, timeout=DEFAULT_TIMEOUT, backoff=DEFAULT_BACKOFF, min_speed=DEFAULT_MIN_SPEED,
                  speed_grace=DEFAULT_SPEED_GRACE, deadline=DEFAULT_DEADLINE, lock_timeout=LOCK_TIMEOUT):
-    """Make sure the verified MNIST files are in ``data_dir``; return ``{name: path}``.
+    """Make sure the verified files of ``dataset`` are in ``data_dir``; return ``{name: path}``.
 
-    data_dir: the cache folder, created if needed.
+    data_dir: the data dir; the dataset's cache folder in it (``datasets.cache_dir``:
+        the data dir itself for MNIST) is created if needed.
+    dataset: a ``datasets.DATASETS`` name, "mnist" by default.
     mirrors: base URLs or local directories, tried in order (default:
-        ``resolve_mirrors()``).
+        ``resolve_mirrors(dataset=dataset)``).
     offline: open no connection; only local-directory mirrors are used and a
         missing file is a DataError saying which (default: ``$BP_OFFLINE``).
     force: fetch again even files that verify.
     progress: True/False for the tqdm bar and the one-line notes on stderr;
         None shows the bar only when stderr is a terminal.
     session: a ``requests.Session``-like object to fetch with (tests inject one).
-    files: ``{name: FileSpec}`` to fetch instead of ``MNIST_FILES`` (tests use tiny files).
+    files: ``{name: FileSpec}`` to fetch instead of all the dataset's files (the test
+        split needs two; tests use tiny files).
     timeout, backoff, min_speed, speed_grace, deadline, lock_timeout: see
         the module constants and docstring (tests pass tiny ones).
 
     Raises DataError (one line) when a file cannot be had from any mirror or
     the data dir cannot be written.
     """
-    files = MNIST_FILES if files is None else files
-    mirrors = resolve_mirrors() if mirrors is None else list(mirrors)
+    ds = datasets.get(dataset)
+    files = files_of(ds) if files is None else files
+    mirrors = resolve_mirrors(mirrors, dataset=ds.name)
     offline = offline_from_env() if offline is None else offline
-    for mirror in mirrors:
-        _parse_mirror(mirror)
-    data_dir = os.fspath(data_dir)
+    data_dir = datasets.cache_dir(data_dir, ds)
     paths = {name: os.path.join(data_dir, name) for name in files}
     note = _notes(progress)
     timeout = (timeout, timeout) if isinstance(timeout, (int, float)) else tuple(timeout)
@@ -731,7 +817,7 @@ def ensure_mnist(data_dir, mirrors=None, offline=None, force=False, progress=Non
         if all(problem is None for problem in todo.values()):
             raise DataError("--force with --offline needs a local --mirror DIR holding the .gz files to fetch from")
         raise DataError(
-            f"offline, and {_describe(todo, data_dir)}; run `bp download` without --offline/BP_OFFLINE, "
+            f"offline, and {ds.title}: {_describe(todo, data_dir)}; run again without --offline/BP_OFFLINE, "
             "or pass --mirror DIR with the .gz files"
         )
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
@@ -745,10 +831,16 @@ def ensure_mnist(data_dir, mirrors=None, offline=None, force=False, progress=Non
             todo = _todo({name: paths[name] for name in todo}, files, force)
             dead = {}
             for name, problem in todo.items():
-                if problem not in (None, MISSING):
-                    note(f"{paths[name]} is bad ({problem}); fetching it again")
+                rejected = problem not in (None, MISSING) and _reject(paths[name], problem, note)
                 sources = _sources(name, data_dir, mirrors, offline, get_session, limits)
-                label = _fetch_file(name, files[name], paths[name], sources, dead, backoff, progress, note, offline)
+                try:
+                    label = _fetch_file(name, files[name], paths[name], sources, dead, backoff, progress, note,
+                                        offline, ds.mirror_env)
+                except DataError as err:
+                    if not rejected:
+                        raise
+                    raise DataError(f"{err} (the cached copy failed verification ({problem}) and was "
+                                    f"moved to {rejected})") from None
                 note(f"{name}: verified, from {label}")
     except OSError as err:
         raise _write_error(err, data_dir) from None

@@ -7,6 +7,7 @@ rendered from that same dict, so the two never disagree.
 import numpy as np
 
 from .data import load_mnist_for, validation_split
+from .datasets import of_config
 from .errors import ConfigError
 from .metrics import most_confused, predict, report
 
@@ -22,12 +23,17 @@ def split_arrays(data, values, split):
     return (val_X, val_y) if split == "val" else (train_X, train_y)
 
 
-def evaluate_checkpoint(path, model, split="test", data_dir=None):
+def evaluate_checkpoint(path, model, split="test", data_dir=None, mirrors=None, offline=None):
+    """The report of PRODUCT.md, plus "dataset" and "classes" (the name of each label,
+    in the order of the "per_digit" keys and the confusion matrix's rows)."""
     values = model.meta.get("config", {})
-    data = load_mnist_for(values, data_dir, split="test" if split == "test" else None)
+    dataset = of_config(values)
+    data = load_mnist_for(values, data_dir, split="test" if split == "test" else None,
+                          mirrors=mirrors, offline=offline)
     X, y = split_arrays(data, values, split)
     P = predict(model.Ws, model.bs, model.spec, X)
-    return {"checkpoint": str(path), "split": split, **report(P, y, model.spec)}
+    return {"checkpoint": str(path), "split": split, "dataset": dataset.name,
+            "classes": list(dataset.classes), **report(P, y, model.spec)}
 
 
 def gate_failures(doc, min_accuracy=None, min_digit_accuracy=None):
@@ -49,19 +55,28 @@ def _pct(x):
 
 
 def render_report(doc):
-    lines = [f"{doc['checkpoint']} on {doc['split']} ({doc['n']:,} images)",
-             f"accuracy {doc['accuracy']:.2%}   loss {doc['loss']:.4f}", "",
-             "digit  support  correct  accuracy  precision"]
-    for d, row in doc["per_digit"].items():
-        lines.append(f"{d:>5}  {row['support']:>7}  {row['correct']:>7}  {_pct(row['accuracy']):>8}  "
-                     f"{_pct(row['precision']):>9}")
+    """The text report; labels by their names where they have them ("Sneaker"), the
+    confusion matrix's columns by number (a legend maps them to names)."""
     C = np.array(doc["confusion"])
+    names = [str(c) for c in doc.get("classes") or range(len(C))]
+    named = names != [str(i) for i in range(len(C))]
+    label = max(5, *map(len, names))
+    title = "" if doc.get("dataset", "mnist") == "mnist" else f" [{doc['dataset']}]"
+    lines = [f"{doc['checkpoint']} on {doc['split']}{title} ({doc['n']:,} images)",
+             f"accuracy {doc['accuracy']:.2%}   loss {doc['loss']:.4f}", "",
+             f"{'class' if named else 'digit':>{label}}  support  correct  accuracy  precision"]
+    for d, row in doc["per_digit"].items():
+        lines.append(f"{names[int(d)]:>{label}}  {row['support']:>7}  {row['correct']:>7}  "
+                     f"{_pct(row['accuracy']):>8}  {_pct(row['precision']):>9}")
     width = max(4, len(str(C.max())) + 1)
-    lines += ["", "confusion matrix (rows: true digit, columns: predicted)",
-              "true\\pred" + "".join(f"{j:>{width}}" for j in range(len(C)))]
+    head = max(9, label + 2) if named else 9
+    lines += ["", f"confusion matrix (rows: true {'class' if named else 'digit'}, columns: predicted"
+                  + (", by number" if named else "") + ")",
+              f"{'true' + chr(92) + 'pred':>{head}}" + "".join(f"{j:>{width}}" for j in range(len(C)))]
     for i, row in enumerate(C):
-        lines.append(f"{i:>9}" + "".join(f"{v:>{width}}" for v in row))
+        row_label = f"{i} {names[i]}" if named else str(i)
+        lines.append(f"{row_label:>{head}}" + "".join(f"{v:>{width}}" for v in row))
     pairs = most_confused(doc["confusion"])
     if pairs:
-        lines += ["", "most confused: " + ", ".join(f"{i} -> {j}: {n}" for i, j, n in pairs)]
+        lines += ["", "most confused: " + ", ".join(f"{names[i]} -> {names[j]}: {n}" for i, j, n in pairs)]
     return "\n".join(lines)

@@ -243,13 +243,15 @@ def explain_arrays(Ws, bs, spec, x_uint8, *, label=None, target=None, top=5,
 
 
 def explain_model(model, checkpoint=None, *, image=None, index=None, split="test", target=None, top=5,
-                  batch=64, lr=None, data_dir=None, seed=0):
+                  batch=64, lr=None, data_dir=None, seed=0, mirrors=None, offline=None):
     """``bp explain``: the document for a user's ``image`` file or MNIST image ``index`` of ``split``.
 
     The zoom-out batch is ``batch`` images of ``split`` (test or train) with
     every digit represented (seed ``seed``); batch 0 skips it, and then an
     image file needs no MNIST at all. lr defaults to the checkpoint's
-    train.lr.
+    train.lr. The document names the model's dataset and its classes, so the
+    text can say "Sneaker" where MNIST says "7". mirrors, offline: as for
+    ``download.ensure_mnist``.
     """
     if (image is None) == (index is None):
         raise ConfigError("give an IMAGE file to explain, or --index N for MNIST image N, not both"
@@ -257,20 +259,24 @@ def explain_model(model, checkpoint=None, *, image=None, index=None, split="test
                           "give an IMAGE file to explain, or --index N for MNIST image N (e.g. --index 0)")
     if split not in ("test", "train"):
         raise ConfigError(f"--split must be test or train, got {split!r}")
-    x = label = None
-    if image is not None:
-        from .image import load_digit
+    from .datasets import of_config
 
-        x = load_digit(image)  # before loading MNIST: a bad file fails fast
+    x = label = None
     values = model.meta.get("config", {})
+    dataset = of_config(values)
+    if image is not None:
+        from .image import load_for
+
+        x = load_for(image, dataset)  # before loading the data set: a bad file fails fast
     if index is not None or batch > 0:
         from .data import load_mnist_for
 
-        data = load_mnist_for(values, data_dir, split="test" if split == "test" else None)
+        data = load_mnist_for(values, data_dir, split="test" if split == "test" else None,
+                              mirrors=mirrors, offline=offline)
         X, y = (data.test_images, data.test_labels) if split == "test" else (data.train_images, data.train_labels)
     if index is not None:
         if not 0 <= index < len(X):
-            raise ConfigError(f"--index {index} is out of range: the MNIST {split} set has {len(X):,} "
+            raise ConfigError(f"--index {index} is out of range: the {dataset.title} {split} set has {len(X):,} "
                               f"images, 0 to {len(X) - 1}")
         x, label = X[index], int(y[index])
     if lr is None:
@@ -282,7 +288,8 @@ def explain_model(model, checkpoint=None, *, image=None, index=None, split="test
     doc = explain_arrays(model.Ws, model.bs, model.spec, x, label=label, target=target, top=top,
                          batch_X=batch_X, batch_y=batch_y, lr=lr)
     source = {"image": str(image)} if image is not None else {"split": split, "index": int(index)}
-    doc = {"checkpoint": None if checkpoint is None else str(checkpoint), "input": source, **doc}
+    doc = {"checkpoint": None if checkpoint is None else str(checkpoint), "input": source,
+           "dataset": dataset.name, "classes": list(dataset.classes), **doc}
     if doc["zoom_out"] is not None:
         doc["zoom_out"].update(split=split, seed=seed)
     return doc
@@ -337,30 +344,40 @@ def render_text(doc, unicode=True):
     s = UNICODE if unicode else ASCII
     m, out, zi, zo = doc["model"], doc["output_layer"], doc["zoom_in"], doc["zoom_out"]
     t, j = doc["target"], zi["neuron"]
+    classes = doc.get("classes") or [str(d) for d in range(len(out["activations"]))]
+    mnist = doc.get("dataset", "mnist") == "mnist"
+    kind = "digit" if mnist else "class"     # what an output neuron stands for
+
+    def name(d):
+        return str(d) if mnist else f"{d} ({classes[d]})"
+
     lines = []
     src = doc.get("input") or {}
+    title = "MNIST" if mnist else doc["dataset"]
     if "image" in src:
-        what = f"{shown_path(src['image'])} (true digit unknown)"
+        what = f"{shown_path(src['image'])} (true {kind} unknown)"
     elif "index" in src:
-        what = f"MNIST {src['split']} image {src['index']}, a {doc['label']}"
+        what = f"{title} {src['split']} image {src['index']}, a {name(doc['label'])}"
     else:
-        what = "the image" if doc["label"] is None else f"an image of a {doc['label']}"
+        what = "the image" if doc["label"] is None else f"an image of a {name(doc['label'])}"
     p = doc["predicted"]
-    lines.append(f"Explaining {what}: the network says {p} (a = {out['activations'][p]:.4f})")
+    lines.append(f"Explaining {what}: the network says {name(p)} (a = {out['activations'][p]:.4f})")
     hidden = f"{m['activation']} hidden units" if len(m["sizes"]) > 2 else "no hidden layer"
     lines.append(f"Network {'-'.join(map(str, m['sizes']))}: {hidden}, {m['output']} output, {m['loss']} cost")
-    why = {"label": "its true digit", "prediction": "the predicted digit, as the true one is unknown",
+    why = {"label": f"its true {kind}", "prediction": f"the predicted {kind}, as the true one is unknown",
            "flag": "chosen with --target"}[doc["target_from"]]
-    lines.append(f"Target: {t}, {why}")
+    lines.append(f"Target: {name(t)}, {why}")
 
     # -- output layer
-    lines += ["", f"Output layer: each digit's activation vs. what it should be (1 for {t}, 0 for the others)",
-              "  digit  activation  should be     dC0/dz  wish"]
+    width = max(5, *(len(name(d)) for d in range(len(classes))))
+    lines += ["", f"Output layer: each {kind}'s activation vs. what it should be (1 for {name(t)}, "
+                  "0 for the others)",
+              f"  {kind:>{width}}  activation  should be     dC0/dz  wish"]
     scale = max(abs(v) for v in out["dC0_dz"])
     for d, (a, y, g, dirn) in enumerate(zip(out["activations"], out["desired"], out["dC0_dz"],
                                             out["directions"])):
         mark = "  target" if d == t else ""
-        lines.append(f"  {d:>5}  {a:>10.4f}  {y:>9.0f}  {_num(g)}  {s[dirn]} "
+        lines.append(f"  {name(d):>{width}}  {a:>10.4f}  {y:>9.0f}  {_num(g)}  {s[dirn]} "
                      f"{_bar(g, scale, s):<{BAR_WIDTH}}{mark}".rstrip())
     lines.append(f"  Cost of this example: {_cost_formula(doc, s)} = {out['cost']:.4f}")
     lines.append(f"  dC0/dz is each output neuron's wish for its weighted input z: "
@@ -408,7 +425,8 @@ def render_text(doc, unicode=True):
     # -- zoom out
     if zo is not None:
         n_digits = sum(1 for c in zo["digits"].values() if c)
-        digits = "all ten digits" if n_digits == 10 else f"{n_digits} different digits"
+        kinds = "digits" if mnist else "classes"
+        digits = f"all ten {kinds}" if n_digits == 10 else f"{n_digits} different {kinds}"
         lines += ["", f"Zoom out: the gradient over {zo['n']} examples ({zo['split']} images, {digits})"]
         lines.append("  Every output neuron's wishes, for every example, added up, passed back layer by layer")
         lines.append(f"  and averaged over the {zo['n']} examples: the gradient {s['grad']}, "

@@ -1,4 +1,5 @@
-"""Turn a person's picture of a digit into the 28x28 input an MNIST model expects.
+"""Turn a person's picture of a digit into the 28x28 input an MNIST model expects
+(and a photo of a garment into a Fashion-MNIST one: ``prepare_garment``).
 
 MNIST was made by size-normalising each NIST digit to fit a 20x20 box
 (keeping its aspect ratio, anti-aliased, so edges are grey), then placing that
@@ -111,6 +112,16 @@ def load_digit(path):
         except ImageError:
             pass
     return prepare(last, name=name)
+
+
+def load_for(path, dataset):
+    """Read the image at ``path`` and prepare it the way ``dataset``'s pictures were
+    made (a ``datasets.Dataset``): clothes like Fashion-MNIST (``prepare_garment``),
+    ink on paper, digits or Kuzushiji characters, like MNIST (``prepare``)."""
+    if dataset.noun == "garment":
+        # transparency over white: products are photographed on white
+        return prepare_garment(read_gray(path)[0], name=shown_path(path))
+    return load_digit(path)
 
 
 def read_gray(path):
@@ -391,6 +402,51 @@ def _border(a):
     """
     k = max(1, min(a.shape) // 50)
     return np.concatenate([a[:k].ravel(), a[-k:].ravel(), a[k:-k, :k].ravel(), a[k:-k, -k:].ravel()])
+
+
+#: How far from the background (corner) level a pixel must be to belong to the product.
+GARMENT_TRIM = 0.05
+
+
+def prepare_garment(gray, *, name="the image"):
+    """Prepare a photo of one product like Fashion-MNIST's pictures were made.
+
+    Zalando's conversion (Xiao et al. 2017, section 2): trim the edges close to
+    the colour of the corners, shrink the longer side to 28 px, centre the
+    shorter one in the 28x28 field, negate, grey. Unlike a digit, the whole
+    shape is the object and its inner shades matter, so there is no ink
+    threshold, no speck removal and no centring by mass. The paper's
+    sharpening step is left out. A product on a dark background is not negated
+    (it is already light on dark). Returns ``(784,)`` uint8, 0 = background.
+    """
+    g = np.asarray(gray)
+    if g.ndim != 2 or g.size == 0:
+        raise ValueError(f"prepare_garment expects a 2-D grey image, got shape {g.shape}")
+    if g.dtype.kind in "ui":
+        g = g.astype(np.float32) / 255.0
+    g = np.nan_to_num(g.astype(np.float32, copy=False), nan=0.0)
+    if max(g.shape) > 2 * WORK_SIZE:
+        g = _shrink(g, math.ceil(max(g.shape) / WORK_SIZE))
+    paper = float(np.median([g[0, 0], g[0, -1], g[-1, 0], g[-1, -1]]))
+    box = _bbox(np.abs(g - paper) > GARMENT_TRIM)
+    if box is None:
+        raise ImageError(f"nothing found in {name}: the picture is one flat colour; "
+                         "photograph the item on a plain background that it stands out from")
+    r0, r1, c0, c1 = box
+    x = g[r0:r1, c0:c1]
+    if paper >= 0.5:    # on a light background: negate, as Fashion-MNIST did
+        x = (paper - x) / paper
+    else:               # already light on dark
+        x = (x - paper) / (1.0 - paper)
+    x = np.clip(x, 0.0, 1.0)
+    h, w = x.shape
+    scale = FIELD / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = np.clip(_resize(x, size, shrinking=scale < 1), 0.0, 1.0)
+    field = np.zeros((FIELD, FIELD), np.float32)
+    top, left = (FIELD - size[1]) // 2, (FIELD - size[0]) // 2
+    field[top:top + size[1], left:left + size[0]] = small
+    return np.round(field * 255).astype(np.uint8).ravel()
 
 
 def _light_ink(g):

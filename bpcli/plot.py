@@ -247,7 +247,8 @@ def plot_weights(W0, path, title=None):
     return _save(fig, Canvas, path)
 
 
-def plot_confusion(confusion, path, title="confusion matrix (test set)"):
+def plot_confusion(confusion, path, title="confusion matrix (test set)", classes=None, noun="digit"):
+    """The confusion matrix on a log colour scale; ``classes`` name the ticks (default 0..k-1)."""
     Figure, Canvas, colors = _matplotlib()
     C = np.asarray(confusion)
     k = len(C)
@@ -257,10 +258,12 @@ def plot_confusion(confusion, path, title="confusion matrix (test set)"):
     shown = np.ma.masked_equal(C, 0)
     image = ax.imshow(shown, cmap="Blues", norm=colors.LogNorm(vmin=1, vmax=max(int(C.max()), 2)))
     fig.colorbar(image, ax=ax, label="images (log scale)")
-    ax.set_xticks(range(k))
-    ax.set_yticks(range(k))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit")
+    names = [str(c) for c in (classes or range(k))]
+    ax.set_xticks(range(k), names, rotation=0 if max(map(len, names)) <= 2 else 45,
+                  ha="center" if max(map(len, names)) <= 2 else "right")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel(f"predicted {noun}")
+    ax.set_ylabel(f"true {noun}")
     dark = max(int(C.max()), 1) ** 0.7  # white text only on the darker cells of the log scale
     for i in range(k):
         for j in range(k):
@@ -273,8 +276,10 @@ def plot_confusion(confusion, path, title="confusion matrix (test set)"):
     return _save(fig, Canvas, path)
 
 
-def plot_misclassified(images, y_true, y_pred, indices, path, total=None, grid=MISTAKE_GRID):
-    """A grid of digits (uint8 (n, 784)) labelled '#index true->pred', in the order given.
+def plot_misclassified(images, y_true, y_pred, indices, path, total=None, grid=MISTAKE_GRID, classes=None,
+                       noun="digit"):
+    """A grid of digits (uint8 (n, 784)) labelled '#index true->pred', in the order given;
+    ``classes`` name the labels (default their numbers), ``noun`` says what an image shows.
 
     One image (a mosaic with a label strip above each digit) rather than one
     axes per digit: several times faster to draw.
@@ -293,15 +298,21 @@ def plot_misclassified(images, y_true, y_pred, indices, path, total=None, grid=M
     ax = fig.add_axes((0.005, 0.005, 0.99, 1 - 0.5 / fig.get_figheight()))
     ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest", aspect="auto")
     ax.set_axis_off()
+    names = [str(c) for c in classes] if classes else None
     for k in range(n):
         r, c = divmod(k, cols)
-        ax.text(c * cell_w + 14, r * cell_h + label - 2, f"#{indices[k]}  {y_true[k]}\u2192{y_pred[k]}",
-                ha="center", va="bottom", fontsize=8, color="firebrick")
+        if names:
+            text = f"#{indices[k]}\n{names[y_true[k]]}\u2192{names[y_pred[k]]}"
+            size = 8 if max(len(names[y_true[k]]), len(names[y_pred[k]])) <= 2 else 4.5
+        else:
+            text, size = f"#{indices[k]}  {y_true[k]}\u2192{y_pred[k]}", 8
+        ax.text(c * cell_w + 14, r * cell_h + label - 2, text if size == 4.5 else text.replace("\n", "  "),
+                ha="center", va="bottom", fontsize=size, color="firebrick")
     total = n if total is None else total
     if total == 0:
-        heading = "misclassified test digits: none, every test digit is classified correctly"
+        heading = f"misclassified test {noun}s: none, every test {noun} is classified correctly"
     else:
-        heading = (f"misclassified test digits: {total:,} in all, the first {n} shown as "
+        heading = (f"misclassified test {noun}s: {total:,} in all, the first {n} shown as "
                    "#index true\u2192predicted (see: bp explain --index N)")
     fig.suptitle(heading, fontsize=10, y=1 - 0.1 / fig.get_figheight())
     return _save(fig, Canvas, path)
@@ -311,12 +322,14 @@ def plot_misclassified(images, y_true, y_pred, indices, path, total=None, grid=M
 # A whole run
 
 
-def plot_run(run_dir, out_dir=None, *, data_dir=None, data=None):
+def plot_run(run_dir, out_dir=None, *, data_dir=None, data=None, mirrors=None, offline=None):
     """Draw the four pictures of ``run_dir`` into ``out_dir`` (default run_dir/plots).
 
     The test set comes from ``data`` (an ``MNIST`` tuple) or is loaded from
     ``data_dir`` (see ``data.load_mnist_for`` for the default). Returns a list of
-    ``{"name", "path", "width", "height"}``, one per PNG.
+    ``{"name", "path", "width", "height"}``, one per PNG. mirrors, offline: as
+    for ``download.ensure_mnist``, when the test set must be fetched. Labels are
+    named as the run's dataset names them ("Sneaker" for Fashion-MNIST).
     """
     _matplotlib()  # fail before any work when it is missing
     from .checkpoint import load_model
@@ -329,7 +342,11 @@ def plot_run(run_dir, out_dir=None, *, data_dir=None, data=None):
     if data is None:
         from .data import load_mnist_for
 
-        data = load_mnist_for(model.meta.get("config", {}), data_dir, split="test")  # only test is drawn
+        data = load_mnist_for(model.meta.get("config", {}), data_dir, split="test",  # only test is drawn
+                              mirrors=mirrors, offline=offline)
+    from .datasets import of_config
+
+    dataset = of_config(model.meta.get("config", {}))
     out_dir = out_dir or os.path.join(run_dir, "plots")
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -348,9 +365,12 @@ def plot_run(run_dir, out_dir=None, *, data_dir=None, data=None):
                                            "no hidden layer: the weights into output neurons 0-9\n"
                                            "red: ink here raises the digit, blue: ink here lowers it")),
         ("confusion", lambda p: plot_confusion(confusion_matrix(y, y_pred, model.spec.sizes[-1]), p,
-                                               title=f"confusion matrix, {os.path.basename(ckpt)} on test")),
+                                               title=f"confusion matrix, {os.path.basename(ckpt)} on "
+                                                     f"{dataset.title} test", classes=dataset.classes,
+                                               noun=dataset.noun)),
         ("misclassified", lambda p: plot_misclassified(X[first], y[first], y_pred[first], first, p,
-                                                       total=len(wrong))),
+                                                       total=len(wrong), classes=dataset.classes,
+                                                       noun=dataset.noun)),
     ):
         path = os.path.join(out_dir, f"{name}.png")
         width, height = draw(path)

@@ -1,12 +1,18 @@
-"""``bp predict``: classify people's own digit images with a trained model."""
+"""``bp predict``: classify people's own digit images with a trained model.
+
+The picture is prepared the way the model's dataset was made (``image.load_for``:
+ink like MNIST, a product photo like Fashion-MNIST), and the answer is named as
+that dataset names it: "label" beside the number in "digit" ("Sneaker", 7).
+"""
 
 import os
 
 import numpy as np
 
+from .datasets import of_config
 from .errors import ImageError
 from .fsutil import shown_path
-from .image import STDIN, images_in, load_digit
+from .image import STDIN, images_in, load_for
 
 UNCERTAIN_BELOW = 0.5
 
@@ -34,12 +40,13 @@ def predict_images(model, paths):
     """(results, inputs): one PRODUCT.md result per image, in order, and the 784-pixel
     input the model saw (None for an image that could not be read, whose result
     carries ``digit: None`` and an error). Folders and ``-`` as in ``expand``."""
+    dataset = of_config(model.meta.get("config", {}))
     results, inputs = [], []
     for path, problem in expand(paths):
         try:
             if problem:
                 raise ImageError(problem)
-            inputs.append(load_digit(path))
+            inputs.append(load_for(path, dataset))
             results.append({"image": path})
         except ImageError as err:
             inputs.append(None)
@@ -53,7 +60,7 @@ def predict_images(model, paths):
                                   "number: the model has diverged; train it again with a lower --lr")
                 continue
             digit = int(p.argmax())
-            results[i].update(digit=digit, confidence=float(p[digit]),
+            results[i].update(digit=digit, label=dataset.classes[digit], confidence=float(p[digit]),
                               probabilities=[round(float(v), 6) for v in p],
                               uncertain=bool(p[digit] < UNCERTAIN_BELOW))
     return results, inputs

@@ -512,10 +512,13 @@ def resume_config(ckpt, flags):
     """The config to continue a run with: its own, where flags may only extend train.epochs."""
     _, meta = read_checkpoint(ckpt, arrays=False)  # config checked; Run.restore reads the arrays
     cfg = from_values(meta["config"], f"{ckpt}")
-
-    if not verified_dir(cfg.flat["data.dir"]):  # a checkpoint never decides where bp downloads
-        chosen = os.environ.get("BP_DATA_DIR")
-        cfg.set("data.dir", chosen or "data", "$BP_DATA_DIR" if chosen else "default")
+    # --data-dir > $BP_DATA_DIR > the run's own dir if it holds the verified files > ./data:
+    # a checkpoint never decides where bp downloads
+    chosen = os.environ.get("BP_DATA_DIR")
+    if chosen:
+        cfg.set("data.dir", chosen, "$BP_DATA_DIR")
+    elif not verified_dir(cfg.flat["data.dir"], dataset=cfg.flat["data.dataset"]):
+        cfg.set("data.dir", "data", "default")
     for path, value in flags.items():
         if value is None:
             continue

@@ -88,7 +88,9 @@ def test_evaluate_json_is_self_consistent(smoke_run, mnist_env):
     result = CliRunner().invoke(cli, ["evaluate", "--json"], env=mnist_env)
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert set(doc) == {"checkpoint", "split", "n", "accuracy", "loss", "per_digit", "confusion"}
+    assert set(doc) == {"checkpoint", "split", "dataset", "classes", "n", "accuracy", "loss", "per_digit",
+                        "confusion"}
+    assert doc["dataset"] == "mnist" and doc["classes"] == [str(d) for d in range(10)]
     C = np.array(doc["confusion"])
     assert C.shape == (10, 10) and C.sum() == doc["n"] == 10000
     for d in range(10):
@@ -263,8 +265,9 @@ def test_predict_reports_good_images_and_fails_on_bad_ones(smoke_run, mnist_env,
     result = CliRunner().invoke(cli, ["predict", "--json", str(good), *map(str, bad)], env=mnist_env)
     assert result.exit_code == 1
     docs = json.loads(result.stdout)
-    assert docs[0]["digit"] == 1 and set(docs[0]) == {"image", "digit", "confidence", "probabilities",
+    assert docs[0]["digit"] == 1 and set(docs[0]) == {"image", "digit", "label", "confidence", "probabilities",
                                                        "uncertain"}
+    assert docs[0]["label"] == "1"
     assert len(docs[0]["probabilities"]) == 10 and abs(sum(docs[0]["probabilities"]) - 1) < 1e-4
     for doc, path in zip(docs[1:], bad):
         assert doc["digit"] is None and str(path) in doc["error"], doc
