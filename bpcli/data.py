@@ -144,7 +144,7 @@ def verified_dir(folder, names=tuple(download.MNIST_FILES)):
     return folder
 
 
-def load_mnist_for(values, data_dir=None, split=None):
+def load_mnist_for(values, data_dir=None, split=None, offline=None):
     """MNIST for a model whose run's config is ``values`` (from a checkpoint).
 
     The data goes where the user says: ``data_dir`` (--data-dir), else
@@ -153,7 +153,7 @@ def load_mnist_for(values, data_dir=None, split=None):
     where bp writes: with neither of the first two given it is read from
     when it already holds verified files, and otherwise ignored.
     split="test" needs only the two test files (the training arrays then
-    come back empty).
+    come back empty). offline: as ``download.ensure_mnist``'s (None: $BP_OFFLINE).
     """
     names = TEST_FILES if split == "test" else tuple(download.MNIST_FILES)
     chosen = data_dir or os.environ.get("BP_DATA_DIR")
@@ -162,7 +162,8 @@ def load_mnist_for(values, data_dir=None, split=None):
     if folder is not None:
         paths = {name: os.path.join(folder, name) for name in names}
     else:
-        paths = download.ensure_mnist(chosen or "data", files={n: download.MNIST_FILES[n] for n in names})
+        paths = download.ensure_mnist(chosen or "data", files={n: download.MNIST_FILES[n] for n in names},
+                                      offline=offline)
     test_images, test_labels = _read_pair(paths[TEST_IMAGES], paths[TEST_LABELS])
     if split == "test":
         empty = np.zeros((0, PIXELS), np.uint8)
