@@ -488,6 +488,51 @@ def runs_cmd(as_json):
         click.echo(render(runs, runs_root()))
 
 
+@cli.command("export")
+@click.argument("checkpoint", metavar="[MODEL]", required=False, type=click.Path())
+@click.option("--onnx", "onnx_file", type=click.Path(), default=None, metavar="FILE",
+              help="Write the model as an ONNX graph (needs pip install -e '.[export]').")
+@click.option("--web", "web_dir", type=click.Path(), default=None, metavar="DIR",
+              help="Write a static web page that classifies digits drawn in the browser.")
+@click.option("--force", is_flag=True, help="Overwrite an existing FILE or DIR.")
+@_data_dir_option(default=RUN_DATA_DIR)
+def export_cmd(checkpoint, onnx_file, web_dir, force, data_dir):
+    """Take the model elsewhere: an ONNX file, or a web page.
+
+    MODEL is a run dir (its best.npz) or a checkpoint file; default: runs/latest.
+    The ONNX file is checked and, with onnxruntime installed, verified against
+    bp on MNIST's test images (from the data dir) before it is written.
+    """
+    if (onnx_file is None) == (web_dir is None):
+        raise click.UsageError("give exactly one of --onnx FILE or --web DIR")
+    if onnx_file is not None:
+        from .export import check_output, export_onnx
+        from .fsutil import shown_path
+
+        check_output(onnx_file, force)  # before the model is loaded: a usage error comes first
+        path, model = _load_model(checkpoint)
+        report = export_onnx(model, path, onnx_file, force=force, data_dir=data_dir)
+        click.echo(f"wrote {shown_path(onnx_file)} ({report['bytes'] / 1e6:.1f} MB): {report['network']}, "
+                   f"ONNX opset {report['opset']}")
+        click.echo("checked: onnx.checker (full check, shape inference included) passed")
+        verified = report["verified"]
+        if verified is None:
+            click.echo("not verified: onnxruntime is not installed (pip install onnxruntime) to compare "
+                       "its outputs with bp's")
+        else:
+            click.echo(f"verified: onnxruntime {verified['onnxruntime']} gives bp's digit for all "
+                       f"{verified['images']}, probabilities within {verified['max_difference']:.1e} "
+                       f"(tolerance 1e-05)")
+        if report["test_accuracy"] is not None:
+            click.echo(f"test accuracy {report['test_accuracy']:.4f} (in the file's metadata)")
+    else:
+        from .web import write_site
+
+        path, model = _load_model(checkpoint)
+        for written in write_site(model, path, web_dir, force=force):
+            click.echo(written)
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt  # SIGTERM ends a command like Ctrl-C: cleanly, exit 130
 

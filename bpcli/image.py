@@ -102,8 +102,26 @@ def load_digit(path):
     28x28. Raises ``ImageError`` (one line, naming the file) when the file is
     missing, not an image, damaged, absurdly large, or shows no digit.
     """
-    *first, last = read_gray(path)
-    name = "standard input" if os.fspath(path) == STDIN else shown_path(path)
+    return _prepare_first(read_gray(path), "standard input" if os.fspath(path) == STDIN else shown_path(path))
+
+
+def load_digit_image(im, name="the image"):
+    """``load_digit`` for a Pillow image already in memory (``bpcli.prepare_image``'s
+    path for one): the same decoding and preparation; the caller's image is not changed."""
+    try:
+        _check_size(im, name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            candidates = _decode(im.copy())
+    except ImageError:
+        raise
+    except _DECODE_ERRORS as err:
+        raise ImageError(f"cannot read {name}: {_one_line(err) or type(err).__name__}") from None
+    return _prepare_first(candidates, name)
+
+
+def _prepare_first(candidates, name):
+    *first, last = candidates
     for gray in first:
         # A transparent picture is tried over white, then over black (light
         # ink on a transparent canvas vanishes over white).
