@@ -416,6 +416,39 @@ def runs_cmd(as_json):
         click.echo(render(runs, runs_root()))
 
 
+@cli.command()
+@click.argument("checkpoint", metavar="[MODEL]", required=False, type=click.Path())
+@click.option("--web", "web_dir", type=click.Path(file_okay=False), required=True, metavar="DIR",
+              help="Write a static web page (index.html and the weights) into DIR; open it from disk.")
+@click.option("--force", is_flag=True, help="Overwrite a page already in DIR.")
+def export(checkpoint, web_dir, force):
+    """Take the model elsewhere: --web DIR writes the page that shows backprop on it.
+
+    MODEL is a run dir (its best.npz) or a checkpoint file; default: runs/latest.
+    """
+    from .web import write_site
+
+    path, model = _load_model(checkpoint)
+    for written in write_site(model, path, web_dir, force=force):
+        click.echo(written)
+
+
+@cli.command()
+@click.argument("checkpoint", metavar="[MODEL]", required=False, type=click.Path())
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: a free one).")
+def serve(checkpoint, port):
+    """Serve the backprop web page for MODEL on 127.0.0.1 until Ctrl-C.
+
+    MODEL is a run dir (its best.npz) or a checkpoint file; default: runs/latest.
+    """
+    from .web import serve as serve_site
+
+    path, model = _load_model(checkpoint)
+    serve_site(model, path, port, announce=lambda url: click.echo(f"serving the page for {path} on {url} "
+                                                                  "(Ctrl-C stops)"))
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt  # SIGTERM ends a command like Ctrl-C: cleanly, exit 130
 
