@@ -240,9 +240,10 @@
   // -------------------------------------------------------------------------
   // 3. Preparing a picture like MNIST (image.prepare), for a clean picture
   //    such as the pad's: uniform paper, no noise, no specks. On such a picture
-  //    prepare's background, noise and speck steps leave it unchanged (the
-  //    paper's level is exactly 0 once polarity is fixed), so what remains is:
-  //    polarity, blur, soft threshold, crop, fit into 20x20, centre of mass.
+  //    prepare's background map is a constant (the paper's level), and its
+  //    speck removal keeps everything (every stroke is the user's), so what
+  //    remains is: polarity, paper level, blur, soft threshold, crop, fit
+  //    into 20x20 (thickening hairlines), centre of mass.
   //    Pillow's resampling (BOX when shrinking, BILINEAR when enlarging) is
   //    reproduced exactly, so the page's 28x28 is bp predict's.
 
@@ -456,6 +457,10 @@
       g = new Gray(w, h, g.data.map((v) => 1 - v));
       b = new Gray(w, h, b.data.map((v) => 1 - v));
     }
+    // the background: on uniform paper the plane prepare fits to the border is its level
+    const level0 = median(border(b));
+    g = new Gray(w, h, g.data.map((v) => f32(v - level0)));
+    b = new Gray(w, h, b.data.map((v) => f32(v - level0)));
     let peak = -Infinity;
     for (const v of b.data) peak = Math.max(peak, v);
     const sigma = 1.4826 * Math.min(mad(sample(b)), mad(border(b)));
