@@ -203,7 +203,7 @@ def browser(tmp_path_factory):
     opts.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1300,1700"):
+                 "--disable-dev-shm-usage", "--window-size=1300,2400"):
         opts.add_argument(flag)
     opts.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -431,6 +431,8 @@ def test_one_sgd_step_in_the_page_lowers_the_cost_as_bp_would(browser, models, n
     open_page(browser, site)
     draw(browser, DIGITS["4"])
     browser.find_element("css selector", "#targets button[data-digit='9']").click()
+    # the gradient that asks for a 9, before the step: the README's picture
+    browser.find_element("id", "backprop-section").screenshot(str(shots / f"web-{net}-gradient.png"))
     browser.find_element("id", "step").click()
     costs = browser.execute_script("return window.bp.costs()")
     x = np.array(page_state(browser)["input"])
@@ -444,7 +446,6 @@ def test_one_sgd_step_in_the_page_lowers_the_cost_as_bp_would(browser, models, n
                        model.spec, x[None, :], np.array([9]))
     assert costs == pytest.approx([C, after], rel=1e-6)
     assert "→" in browser.find_element("id", "step-log").text
-    browser.find_element("id", "backprop-section").screenshot(str(shots / f"web-{net}-gradient.png"))
     browser.find_element("id", "reset").click()
     page = browser.execute_script("return window.bp.predict(arguments[0])", x.tolist())
     assert np.abs(np.array(page) - model.predict_proba(x[None, :].astype(np.float32))[0]).max() < 1e-4

@@ -779,20 +779,20 @@
     // one scale for every arrow in the picture, so their lengths compare
     const scale = Math.max(Math.abs(z.bias.gradient), ...rows.map((r) => Math.abs(r.gradient)), ...rows.map((r) => Math.abs(wish(r.from))));
     const tx = W - 230, ty = H / 2, tr = 30, sx = 250;
-    const ys = rows.map((_, i) => 50 + (i * (H - 100)) / Math.max(1, rows.length - 1));
+    const ys = rows.map((_, i) => 90 + (i * (H - 130)) / Math.max(1, rows.length - 1));
     const prevMax = Math.max(...rows.map((r) => r.activation), 1);
     const wmax = Math.max(...rows.map((r) => Math.abs(r.weight)), 1e-12);
     rows.forEach((r, i) => {
       line(ctx, sx, ys[i], tx, ty, r.weight, wmax, 1.6);
       // lever 2: the weight, its arrow on the line
-      const mx = sx + 0.42 * (tx - sx), my = ys[i] + 0.42 * (ty - ys[i]);
-      arrow(ctx, mx, my, r.gradient, scale, 60);
+      const mx = sx + 0.3 * (tx - sx), my = ys[i] + 0.3 * (ty - ys[i]);
+      arrow(ctx, mx, my, r.gradient, scale, 50);
       ctx.fillStyle = "#222";
       ctx.textAlign = "left";
-      ctx.fillText(`w = ${r.weight.toFixed(3)}   ∂C0/∂w = ${fmt(r.gradient)}`, mx + 14, my - 4);
+      ctx.fillText(`w = ${r.weight.toFixed(3)}   ∂C0/∂w = ${fmt(r.gradient)}`, mx + 16, my + 5);
       // lever 3: the previous activation, its arrow beside the neuron
       neuron(ctx, sx, ys[i], 14, brightness(r.activation, prevMax), false);
-      arrow(ctx, sx - 34, ys[i], wish(r.from), scale, 60);
+      arrow(ctx, sx - 34, ys[i], wish(r.from), scale, 50);
       ctx.fillStyle = "#222";
       ctx.textAlign = "right";
       ctx.fillText(`neuron ${r.from}: a = ${r.activation.toFixed(3)}`, sx - 50, ys[i] - 2);
@@ -801,7 +801,7 @@
     });
     // the target neuron, lever 1: its bias
     neuron(ctx, tx, ty, tr, z.activation, true);
-    arrow(ctx, tx + tr + 24, ty, z.bias.gradient, scale, 60);
+    arrow(ctx, tx + tr + 24, ty, z.bias.gradient, scale, 50);
     ctx.fillStyle = "#222";
     ctx.textAlign = "left";
     ctx.font = "bold 14px system-ui, sans-serif";
@@ -812,8 +812,17 @@
     ctx.fillText(`∂C0/∂b = ${fmt(z.bias.gradient)}`, tx + tr + 40, ty + 14);
     ctx.fillStyle = "#555";
     ctx.fillText(`∂C0/∂z = ${fmt(z.dC0_dz)}`, tx - tr, ty + tr + 24);
+    // the three levers, named over their arrows
+    ctx.fillStyle = "#222";
+    ctx.font = "bold 14px system-ui, sans-serif";
     ctx.textAlign = "center";
-    ctx.fillText(`layer ${L - 1}: the ${rows.length} of ${prev} weights with the largest |∂C0/∂w| = a·|∂C0/∂z|`, sx + 40, 20);
+    ctx.fillText("3. activations feeding it", sx - 90, 24);
+    ctx.fillText("2. its weights", sx + 0.3 * (tx - sx) + 60, 24);
+    ctx.fillText("1. its bias", tx + tr + 80, 24);
+    ctx.font = "13px system-ui, sans-serif";
+    ctx.fillStyle = "#555";
+    ctx.fillText(`(layer ${L - 1}: the ${rows.length} of ${prev} neurons whose weights have the largest |∂C0/∂w| = a·|∂C0/∂z|)`,
+      sx + 0.3 * (tx - sx), 44);
   }
 
   function levers(doc) {
