@@ -12,6 +12,7 @@ Screenshots go to $BP_SCREENSHOTS when set (the README's come from
 
 import base64
 import fnmatch
+import io
 import json
 import math
 import os
@@ -303,6 +304,20 @@ def page_state(browser):
         })));""")
 
 
+def save_screenshot(browser, selector, last_id, path):
+    """A PNG of the element ``selector`` down to the bottom of element ``last_id``, palette-reduced."""
+    from PIL import Image
+
+    element = browser.find_element("css selector", selector)
+    im = Image.open(io.BytesIO(element.screenshot_as_png))
+    bottom = browser.execute_script("return arguments[0].getBoundingClientRect().bottom - "
+                                    "arguments[1].getBoundingClientRect().top + 8",
+                                    browser.find_element("id", last_id), element)
+    scale = im.width / element.size["width"]
+    im = im.crop((0, 0, im.width, min(im.height, round(bottom * scale))))
+    im.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
 def python_prepared(png_data_url, tmp_path, name):
     """bp predict's 28x28 for the pad's picture, saved as a PNG file."""
     from bpcli.image import load_digit
@@ -345,7 +360,7 @@ def test_drawing_with_pointer_events_shows_the_28x28_and_a_prediction(browser, m
     browser.find_element("id", "clear").click()
     draw(browser, DIGITS["2"], stop_after=6)
     assert page_state(browser)["input"] is not None
-    browser.find_element("css selector", "main").screenshot(str(shots / f"web-{net}-drawing.png"))
+    save_screenshot(browser, "main", "net-section", shots / f"web-{net}-drawing.png")
 
 
 def test_the_page_prepares_pictures_like_bp(browser, models):
@@ -432,7 +447,7 @@ def test_one_sgd_step_in_the_page_lowers_the_cost_as_bp_would(browser, models, n
     draw(browser, DIGITS["4"])
     browser.find_element("css selector", "#targets button[data-digit='9']").click()
     # the gradient that asks for a 9, before the step: the README's picture
-    browser.find_element("id", "backprop-section").screenshot(str(shots / f"web-{net}-gradient.png"))
+    save_screenshot(browser, "#backprop-section", "backprop-section", shots / f"web-{net}-gradient.png")
     browser.find_element("id", "step").click()
     costs = browser.execute_script("return window.bp.costs()")
     x = np.array(page_state(browser)["input"])
