@@ -493,7 +493,8 @@ def runs_cmd(as_json):
 @click.option("--onnx", "onnx_file", type=click.Path(), default=None, metavar="FILE",
               help="Write the model as an ONNX graph (needs pip install -e '.[export]').")
 @click.option("--web", "web_dir", type=click.Path(), default=None, metavar="DIR",
-              help="Write a static web page that classifies digits drawn in the browser.")
+              help="Write a static web page (index.html and the weights) into DIR that shows backprop "
+                   "on the model as you draw a digit; open it from disk.")
 @click.option("--force", is_flag=True, help="Overwrite an existing FILE or DIR.")
 @_data_dir_option(default=RUN_DATA_DIR)
 def export_cmd(checkpoint, onnx_file, web_dir, force, data_dir):
@@ -531,6 +532,22 @@ def export_cmd(checkpoint, onnx_file, web_dir, force, data_dir):
         path, model = _load_model(checkpoint)
         for written in write_site(model, path, web_dir, force=force):
             click.echo(written)
+
+
+@cli.command()
+@click.argument("checkpoint", metavar="[MODEL]", required=False, type=click.Path())
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: a free one).")
+def serve(checkpoint, port):
+    """Serve the backprop web page for MODEL on 127.0.0.1 until Ctrl-C.
+
+    MODEL is a run dir (its best.npz) or a checkpoint file; default: runs/latest.
+    """
+    from .web import serve as serve_site
+
+    path, model = _load_model(checkpoint)
+    serve_site(model, path, port, announce=lambda url: click.echo(f"serving the page for {path} on {url} "
+                                                                  "(Ctrl-C stops)"))
 
 
 def _terminate(signum, frame):

@@ -42,7 +42,7 @@ def smoke_run(mnist_env):
 def test_help_lists_every_command_without_heavy_imports():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
-    assert len(cli.commands) == 10
+    assert len(cli.commands) == 11
     for command in cli.commands:
         assert command in result.output
     heavy = "{'numpy', 'requests', 'PIL', 'yaml', 'tqdm', 'matplotlib'}"

@@ -1,0 +1,488 @@
+"""The web page of bp export --web / bp serve: the files, the commands, and the page in a real Chromium.
+
+The browser tests drive Debian's headless Chromium (/usr/bin/chromium,
+/usr/bin/chromedriver) with Selenium: real pointer events on the pad, the
+page's JavaScript held to bp's Python (prepare, predict_proba, explain) on
+real MNIST and on models trained in the session. Without the browser they
+skip, except in CI ($CI set), where they fail: .ci/run installs it.
+
+Screenshots go to $BP_SCREENSHOTS when set (the README's come from
+``BP_SCREENSHOTS=docs/img pytest tests/test_web.py``), else to a temp folder.
+"""
+
+import base64
+import fnmatch
+import io
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tomllib
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bpcli import web
+from bpcli.checkpoint import load_model, save_checkpoint
+from bpcli.cli import cli
+from bpcli.errors import ConfigError
+from bpcli.network import Spec, init_params
+
+ROOT = Path(__file__).parents[1]
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A small float32 checkpoint as bp train writes it (784-16-16-10 sigmoid + mse, like seed.yaml)."""
+    spec = Spec([784, 16, 16, 10], "sigmoid", "sigmoid", "mse")
+    Ws, bs = init_params(spec, np.random.default_rng(0))
+    bs = [b + 0.1 for b in bs]
+    path = tmp_path_factory.mktemp("model") / "best.npz"
+    config = {"seed": 0, "data": {"dir": "data", "validation": 0, "limit": None},
+              "model": {"hidden": [16, 16], "activation": "sigmoid", "output": "sigmoid", "loss": "mse",
+                        "init": "xavier"},
+              "train": {"lr": 0.5}}
+    save_checkpoint(path, Ws, bs, {"sizes": spec.sizes, "config": config, "epoch": 1})
+    return path
+
+
+def read_model_js(path):
+    text = Path(path).read_text(encoding="utf-8")
+    prefix = "window.BP_MODEL = "
+    start = text.index(prefix) + len(prefix)
+    return json.loads(text[start:text.rindex(";")])
+
+
+# ---------------------------------------------------------------------------
+# The files
+
+
+def test_write_site_writes_the_page_and_the_exact_weights(checkpoint, tmp_path):
+    model = load_model(checkpoint)
+    written = web.write_site(model, checkpoint, tmp_path / "site")
+    assert [Path(p).name for p in written] == ["index.html", "app.js", "style.css", "model.js"]
+    html = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    # self-contained: its scripts and style are the site's own files, nothing from elsewhere
+    assert re.findall(r'(?:src|href)="([^"]+)"', html) == ["style.css", "model.js", "app.js"]
+    doc = read_model_js(tmp_path / "site" / "model.js")
+    assert doc["sizes"] == [784, 16, 16, 10] and doc["lr"] == 0.5 and doc["checkpoint"] == "best.npz"
+    assert (doc["activation"], doc["output"], doc["loss"]) == ("sigmoid", "sigmoid", "mse")
+    for b64, array in zip(doc["W"] + doc["b"], model.Ws + model.bs):
+        decoded = np.frombuffer(base64.b64decode(b64), dtype="<f4").reshape(array.shape)
+        assert np.array_equal(decoded, array)
+
+
+def test_write_site_never_overwrites_a_page_silently(checkpoint, tmp_path):
+    model = load_model(checkpoint)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "notes.txt").write_text("mine")
+    web.write_site(model, checkpoint, site)  # a folder without a page is fine
+    (site / "index.html").write_text("edited")
+    with pytest.raises(ConfigError, match="already holds index.html; pass --force"):
+        web.write_site(model, checkpoint, site)
+    assert (site / "index.html").read_text() == "edited"
+    web.write_site(model, checkpoint, site, force=True)
+    assert (site / "index.html").read_bytes() == web.page_asset("index.html")
+    assert (site / "notes.txt").read_text() == "mine"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        web.write_site(model, checkpoint, tmp_path / "file")
+
+
+def test_write_site_never_writes_through_a_link(checkpoint, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (tmp_path / "elsewhere.js").write_text("keep")
+    (site / "app.js").symlink_to(tmp_path / "elsewhere.js")
+    with pytest.raises(ConfigError, match="symbolic link"):
+        web.write_site(load_model(checkpoint), checkpoint, site, force=True)
+    assert (tmp_path / "elsewhere.js").read_text() == "keep"
+
+
+def test_every_page_file_is_package_data():
+    """pyproject's package-data globs cover bpcli/webpage, so `pip install .` ships the page."""
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["bpcli"]
+    files = sorted(p.name for p in (ROOT / "bpcli" / "webpage").iterdir())
+    assert files == sorted(web.PAGE_FILES)
+    for name in files:
+        assert any(fnmatch.fnmatch(f"webpage/{name}", g) for g in globs), name
+
+
+# ---------------------------------------------------------------------------
+# The commands
+
+
+def test_cli_export_web_writes_the_site_and_refuses_to_overwrite_it(checkpoint, tmp_path):
+    # (bp export also has --onnx on the export branch; this tests its --web half)
+    site = tmp_path / "site"
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(site / n) for n in web.SITE_FILES]
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site)])
+    assert result.exit_code == 2 and "pass --force" in result.output
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site), "--force"])
+    assert result.exit_code == 0, result.output
+
+
+def test_cli_export_web_bad_checkpoint_is_one_error_line(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    result = CliRunner().invoke(cli, ["export", str(bad), "--web", str(tmp_path / "site")])
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert not (tmp_path / "site").exists()
+
+
+def _serve(args, tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    return subprocess.Popen([sys.executable, "-m", "bpcli.cli", "serve", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_cli_serve_serves_the_page_on_loopback_until_ctrl_c(checkpoint, tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = _serve([str(checkpoint)], tmp)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert url, line + proc.stderr.read()
+        assert len(os.listdir(tmp)) == 1  # the site's temp folder
+        with urllib.request.urlopen(url.group(0) + "index.html", timeout=10) as r:
+            assert r.read() == web.page_asset("index.html")
+        with urllib.request.urlopen(url.group(0) + "model.js", timeout=10) as r:
+            assert r.read().decode() == web.model_script(load_model(checkpoint), checkpoint)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.startswith("Error: interrupted") and "Traceback" not in err
+    assert os.listdir(tmp) == []  # the temp folder is gone
+
+
+def test_cli_serve_port_in_use_is_one_error_line(checkpoint, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        result = CliRunner().invoke(cli, ["serve", str(checkpoint), "--port", str(s.getsockname()[1])])
+    assert result.exit_code == 1, result.output
+    assert "cannot listen on 127.0.0.1:" in result.output and "--port" in result.output
+
+
+# ---------------------------------------------------------------------------
+# The page in a real browser
+
+
+def _browser_or_skip():
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
+    if missing:
+        why = (f"{' and '.join(missing)} not found: install Debian's chromium and chromium-driver "
+               "(apt-get install chromium chromium-driver) to run the browser tests")
+        if os.environ.get("CI"):
+            pytest.fail(why + " (CI must run them: .ci/run installs them)")
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium with no way to the network of its own, and its console log kept."""
+    _browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1300,2400"):
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # an explicit driver path: Selenium Manager never tries to download one
+    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def _train(config, args, data_dir, run_dir):
+    result = CliRunner().invoke(cli, ["train", "-c", str(ROOT / "configs" / config), *args, "--quiet", "--json",
+                                      "--data-dir", str(data_dir), "--run-dir", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    return run_dir / "best.npz"
+
+
+@pytest.fixture(scope="module")
+def models(mnist_data_dir, tmp_path_factory):
+    """Two models trained briefly on real MNIST: the explanation's 784-16-16-10 sigmoid + mse net
+    (configs/seed.yaml) and the default 784-512-256-10 relu + softmax shape (configs/default.yaml)."""
+    root = tmp_path_factory.mktemp("web-models")
+    seed = _train("seed.yaml", ["--epochs", "1", "--set", "data.limit=20000"], mnist_data_dir, root / "seed")
+    default = _train("default.yaml", ["--epochs", "1", "--set", "data.limit=10000", "--set", "train.augment=false"],
+                     mnist_data_dir, root / "default")
+    sites = {}
+    for name, ckpt in (("seed", seed), ("default", default)):
+        sites[name] = (ckpt, load_model(ckpt), root / f"{name}-site")
+        web.write_site(sites[name][1], ckpt, sites[name][2])
+    return sites
+
+
+@pytest.fixture(scope="module")
+def mnist_test(mnist_data_dir):
+    from bpcli.data import load_mnist
+
+    data = load_mnist(mnist_data_dir, offline=True, progress=False)
+    return data.test_images, data.test_labels
+
+
+def open_page(browser, site):
+    browser.get((site / "index.html").as_uri())
+    assert browser.execute_script("return document.body.dataset.ready") == "1"
+
+
+@pytest.fixture
+def shots(tmp_path):
+    folder = Path(os.environ.get("BP_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+# Strokes in pad pixels (280 x 280), as a hand would draw them.
+DIGITS = {
+    "7": [[(75, 60), (205, 60), (180, 120), (150, 180), (130, 235)]],
+    "2": [[(90, 95), (110, 65), (150, 55), (185, 75), (190, 110), (160, 150), (120, 190), (85, 225),
+           (200, 225)]],
+    "0": [[(140, 50), (100, 65), (85, 110), (85, 170), (105, 215), (140, 230), (175, 215), (195, 170),
+           (195, 110), (180, 65), (140, 50)]],
+    "4": [[(170, 45), (80, 170), (210, 170)], [(170, 45), (170, 240)]],
+}
+
+
+def draw(browser, strokes, stop_after=None):
+    """Draw strokes on the pad with real pointer events (mouse input through WebDriver actions)."""
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+
+    pad = browser.find_element("id", "pad")
+    size = pad.size
+    actions = ActionBuilder(browser, mouse=PointerInput(interaction.POINTER_MOUSE, "mouse"), duration=20)
+    moves = 0
+    for stroke in strokes:
+        (x, y), rest = stroke[0], stroke[1:]
+        # move_to offsets are from the element's centre
+        actions.pointer_action.move_to(pad, round(x - size["width"] / 2), round(y - size["height"] / 2))
+        actions.pointer_action.pointer_down()
+        for x, y in rest:
+            actions.pointer_action.move_to(pad, round(x - size["width"] / 2), round(y - size["height"] / 2))
+            moves += 1
+            if stop_after is not None and moves >= stop_after:
+                break
+        actions.pointer_action.pointer_up()
+    actions.perform()
+
+
+def page_state(browser):
+    """The page after the pending animation frame has run."""
+    return browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        requestAnimationFrame(() => requestAnimationFrame(() => done({
+            input: window.bp.input(), png: window.bp.padImage(),
+            digit: document.getElementById('digit').textContent,
+            preview: Array.from(document.getElementById('preview').getContext('2d')
+                                .getImageData(0, 0, 28, 28).data.filter((_, i) => i % 4 === 0)),
+        })));""")
+
+
+def save_screenshot(browser, selector, last_id, path):
+    """A PNG of the element ``selector`` down to the bottom of element ``last_id``, palette-reduced."""
+    from PIL import Image
+
+    element = browser.find_element("css selector", selector)
+    im = Image.open(io.BytesIO(element.screenshot_as_png))
+    bottom = browser.execute_script("return arguments[0].getBoundingClientRect().bottom - "
+                                    "arguments[1].getBoundingClientRect().top + 8",
+                                    browser.find_element("id", last_id), element)
+    scale = im.width / element.size["width"]
+    im = im.crop((0, 0, im.width, min(im.height, round(bottom * scale))))
+    im.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
+def python_prepared(png_data_url, tmp_path, name):
+    """bp predict's 28x28 for the pad's picture, saved as a PNG file."""
+    from bpcli.image import load_digit
+
+    path = tmp_path / f"{name}.png"
+    path.write_bytes(base64.b64decode(png_data_url.split(",", 1)[1]))
+    return load_digit(path)
+
+
+# The page's 28x28 against bp predict's. Both run the same steps with the same
+# resampling (Pillow's, reproduced exactly), but the page in float64 and numpy
+# in float32, and the centre of mass is a float32 sum: a value can land on the
+# other side of a rounding step (one level of 255) and, rarely, a centre that
+# falls on x.5 rounds the other way (a shift by one pixel). So the comparison:
+# at most 1 level of 255 apart per pixel, i.e. the same digit to the eye and to
+# the network, measured by the probabilities below.
+LEVEL_TOLERANCE = 1
+PROBABILITY_TOLERANCE = 1e-3
+
+
+@pytest.mark.parametrize("net", ["seed", "default"])
+def test_drawing_with_pointer_events_shows_the_28x28_and_a_prediction(browser, models, net, tmp_path, shots):
+    ckpt, model, site = models[net]
+    open_page(browser, site)
+    assert page_state(browser)["input"] is None  # a blank pad: nothing to classify
+    for name, strokes in DIGITS.items():
+        browser.find_element("id", "clear").click()
+        draw(browser, strokes)
+        state = page_state(browser)
+        assert state["input"] is not None, name
+        page_u8 = np.rint(np.array(state["input"]) * 255).astype(np.int64)
+        assert state["preview"] == page_u8.tolist()  # the preview shows what the network gets
+        ours = python_prepared(state["png"], tmp_path, name).astype(np.int64)
+        assert np.abs(page_u8 - ours).max() <= LEVEL_TOLERANCE, name
+        P = model.predict_proba(ours[None, :].astype(np.uint8))[0]
+        page_P = browser.execute_script("return window.bp.predict(arguments[0])", state["input"])
+        assert np.abs(np.array(page_P) - P).max() < PROBABILITY_TOLERANCE, name
+        assert state["digit"] == str(int(np.argmax(page_P)))
+    # mid-drawing: the first strokes of a 2, for the README
+    browser.find_element("id", "clear").click()
+    draw(browser, DIGITS["2"], stop_after=6)
+    assert page_state(browser)["input"] is not None
+    save_screenshot(browser, "main", "net-section", shots / f"web-{net}-drawing.png")
+
+
+def test_the_page_prepares_pictures_like_bp(browser, models):
+    """bp.prepare on grey pictures of several sizes and stroke widths (thin ones get thickened,
+    small ones are not blurred) gives image.prepare's 28x28."""
+    from PIL import Image, ImageDraw
+
+    from bpcli.image import prepare
+
+    open_page(browser, models["seed"][2])
+    cases = [(280, 18, [(75, 60), (205, 60), (130, 235)]), (280, 2, [(60, 40), (220, 60), (120, 250)]),
+             (100, 6, [(30, 20), (70, 20), (45, 85)]), (400, 30, [(100, 300), (200, 80), (300, 300)]),
+             (64, 3, [(20, 10), (40, 30), (22, 55)])]
+    for size, width, points in cases:
+        im = Image.new("L", (size, size), 255)
+        ImageDraw.Draw(im).line(points, fill=0, width=width, joint="curve")
+        grey = np.asarray(im, dtype=np.float32) / 255.0
+        page = browser.execute_script("return window.bp.prepare(arguments[0], arguments[1], arguments[1])",
+                                      grey.ravel().tolist(), size)
+        ours = prepare(grey)
+        assert page is not None, (size, width)
+        assert np.abs(np.array(page) - ours.astype(np.int64)).max() <= LEVEL_TOLERANCE, (size, width)
+    blank = np.ones(100 * 100).tolist()
+    assert browser.execute_script("return window.bp.prepare(arguments[0], 100, 100)", blank) is None
+
+
+@pytest.mark.parametrize("net", ["seed", "default"])
+def test_predict_gives_bps_probabilities_on_200_mnist_images(browser, models, mnist_test, net):
+    ckpt, model, site = models[net]
+    X = mnist_test[0][:200]
+    open_page(browser, site)
+    page = np.array(browser.execute_script("return arguments[0].map((x) => window.bp.predict(x))",
+                                           (X / 255.0).tolist()))
+    P = model.predict_proba(X)
+    assert page.shape == (200, 10)
+    assert np.array_equal(page.argmax(axis=1), P.argmax(axis=1))
+    assert np.abs(page - P).max() < 1e-4
+
+
+def assert_same_document(page, ours, path="doc"):
+    """The same keys everywhere; numbers within 1e-4 relative (and 1e-9 absolute); the rest equal."""
+    if isinstance(ours, dict):
+        assert isinstance(page, dict) and set(page) == set(ours), (path, sorted(page), sorted(ours))
+        for key in ours:
+            assert_same_document(page[key], ours[key], f"{path}.{key}")
+    elif isinstance(ours, list):
+        assert isinstance(page, list) and len(page) == len(ours), path
+        for i, (a, b) in enumerate(zip(page, ours)):
+            assert_same_document(a, b, f"{path}[{i}]")
+    elif isinstance(ours, float) and not isinstance(page, bool):
+        assert math.isclose(page, ours, rel_tol=1e-4, abs_tol=1e-9), (path, page, ours)
+    else:
+        assert page == ours, (path, page, ours)
+
+
+@pytest.mark.parametrize("net,index,target", [("seed", 0, 3), ("seed", 8, None), ("default", 1, 7),
+                                              ("default", 4, None)])
+def test_explain_gives_bp_explains_numbers(browser, models, mnist_test, mnist_data_dir, net, index, target):
+    ckpt, model, site = models[net]
+    args = ["explain", "--index", str(index), "--model", str(ckpt), "--batch", "0", "--json",
+            "--data-dir", str(mnist_data_dir)] + ([] if target is None else ["--target", str(target)])
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    ours = json.loads(result.stdout)
+    open_page(browser, site)
+    x = (mnist_test[0][index] / 255.0).tolist()
+    label = int(mnist_test[1][index])
+    page = browser.execute_script("return window.bp.explain(arguments[0], arguments[1], 5, arguments[2])",
+                                  x, target, label)
+    # where the input came from differs by nature: a file or MNIST index there, the page here
+    assert page.pop("input") == {"source": "page"} and page.pop("checkpoint") == ckpt.name
+    del ours["input"], ours["checkpoint"]
+    assert ours["zoom_out"] is None and page["zoom_out"] is None  # --batch 0: the page has no MNIST batch
+    assert_same_document(page, ours)
+    assert page["target_from"] == ("label" if target is None else "flag")
+
+
+@pytest.mark.parametrize("net", ["seed", "default"])
+def test_one_sgd_step_in_the_page_lowers_the_cost_as_bp_would(browser, models, net, shots):
+    from bpcli.explain import batch_cost, batch_gradient
+
+    ckpt, model, site = models[net]
+    open_page(browser, site)
+    draw(browser, DIGITS["4"])
+    browser.find_element("css selector", "#targets button[data-digit='9']").click()
+    # the gradient that asks for a 9, before the step: the README's picture
+    save_screenshot(browser, "#backprop-section", "backprop-section", shots / f"web-{net}-gradient.png")
+    browser.find_element("id", "step").click()
+    costs = browser.execute_script("return window.bp.costs()")
+    x = np.array(page_state(browser)["input"])
+    assert len(costs) == 2 and costs[1] < costs[0]
+    # the same step in bp's Python: w <- w - lr dC0/dw on this one example, target 9
+    Ws = [W.astype(np.float64) for W in model.Ws]
+    bs = [b.astype(np.float64) for b in model.bs]
+    C, dWs, dbs = batch_gradient(Ws, bs, model.spec, x[None, :], np.array([9]))
+    lr = model.meta["config"]["train"]["lr"]
+    after = batch_cost([W - lr * g for W, g in zip(Ws, dWs)], [b - lr * g for b, g in zip(bs, dbs)],
+                       model.spec, x[None, :], np.array([9]))
+    assert costs == pytest.approx([C, after], rel=1e-6)
+    assert "→" in browser.find_element("id", "step-log").text
+    browser.find_element("id", "reset").click()
+    page = browser.execute_script("return window.bp.predict(arguments[0])", x.tolist())
+    assert np.abs(np.array(page) - model.predict_proba(x[None, :].astype(np.float32))[0]).max() < 1e-4
+
+
+def test_the_page_works_from_file_with_the_network_off_and_logs_no_errors(browser, models):
+    browser.get_log("browser")  # drop what earlier tests logged
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+    try:
+        for net in ("seed", "default"):
+            open_page(browser, models[net][2])
+            draw(browser, DIGITS["7"])
+            assert page_state(browser)["input"] is not None
+            browser.find_element("id", "step").click()
+            # everything the page loaded or points at is on disk (Chromium records no timing for file://)
+            urls = browser.execute_script("""return [...performance.getEntriesByType('resource').map((e) => e.name),
+                ...Array.from(document.querySelectorAll('[src], [href]'), (e) => e.src || e.href)]""")
+            assert len(urls) == 3 and all(url.startswith("file://") for url in urls), urls
+    finally:
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+    logs = browser.get_log("browser")
+    assert [entry for entry in logs if entry["level"] in ("SEVERE", "WARNING")] == []
