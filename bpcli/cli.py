@@ -458,19 +458,28 @@ def explain(image, index, split, checkpoint, target, top, batch, lr, data_dir, m
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path())
+@click.argument("model", metavar="[MODEL]", required=False, type=click.Path())
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Where to write the PNG files (default: RUN_DIR/plots).")
+              help="Where to write the PNG files (default: the run dir's plots/).")
 @_data_dir_option(default=RUN_DATA_DIR)
 @_fetch_options
-def plot(run_dir, out_dir, data_dir, mirrors, offline):
+def plot(model, out_dir, data_dir, mirrors, offline):
     """Draw a run as PNG files: learning curves, first-layer weights, confusion matrix, mistakes.
 
-    Needs matplotlib: pip install -e '.[plot]'.
+    MODEL is a run dir or a checkpoint file in one (its run's curves, that
+    checkpoint's pictures); default: runs/latest. Needs matplotlib: pip install -e '.[plot]'.
     """
     from .plot import plot_run
+    from .rundir import latest_link
 
-    for picture in plot_run(run_dir, out_dir, data_dir=data_dir, **_fetching(mirrors, offline)):
+    checkpoint = None
+    if model is None:
+        model = latest_link()
+        click.echo(f"run: {os.path.realpath(model)} (runs/latest)", err=True)
+    elif os.path.isfile(model):  # a checkpoint means its run
+        model, checkpoint = os.path.dirname(os.path.abspath(model)), model
+    for picture in plot_run(model, out_dir, checkpoint=checkpoint, data_dir=data_dir,
+                            **_fetching(mirrors, offline)):
         click.echo(f"{picture['path']} ({picture['width']}x{picture['height']})")
 
 

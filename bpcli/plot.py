@@ -322,8 +322,9 @@ def plot_misclassified(images, y_true, y_pred, indices, path, total=None, grid=M
 # A whole run
 
 
-def plot_run(run_dir, out_dir=None, *, data_dir=None, data=None, mirrors=None, offline=None):
-    """Draw the four pictures of ``run_dir`` into ``out_dir`` (default run_dir/plots).
+def plot_run(run_dir, out_dir=None, *, checkpoint=None, data_dir=None, data=None, mirrors=None, offline=None):
+    """Draw the four pictures of ``run_dir`` into ``out_dir`` (default run_dir/plots),
+    from ``checkpoint`` (default: the run's best.npz, else its last.npz).
 
     The test set comes from ``data`` (an ``MNIST`` tuple) or is loaded from
     ``data_dir`` (see ``data.load_mnist_for`` for the default). Returns a list of
@@ -336,9 +337,12 @@ def plot_run(run_dir, out_dir=None, *, data_dir=None, data=None, mirrors=None, o
     from .metrics import confusion_matrix, predict
 
     check_run_dir(run_dir)
+    ckpt = checkpoint
+    model = ckpt and load_model(ckpt)  # a checkpoint named by the user is checked first
     metrics = read_metrics(run_dir)
-    ckpt = run_checkpoint(run_dir)
-    model = load_model(ckpt)
+    if model is None:
+        ckpt = run_checkpoint(run_dir)
+        model = load_model(ckpt)
     if data is None:
         from .data import load_mnist_for
 

@@ -252,7 +252,7 @@ def locate_model(path=None):
 
 
 def locate_resume(path):
-    """--resume accepts a run dir or a checkpoint inside one: -> (run_dir, checkpoint path)."""
-    if os.path.isdir(path):
-        return path, os.path.join(path, "last.npz")
-    return os.path.dirname(os.path.abspath(path)), path
+    """--resume accepts a run dir or a checkpoint inside one, meaning that run: -> (run_dir,
+    its last.npz), the one file that holds a run's training state (best.npz holds weights only)."""
+    run_dir = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    return run_dir, os.path.join(run_dir, "last.npz")

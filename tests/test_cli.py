@@ -594,3 +594,27 @@ def test_predict_takes_a_folder_and_standard_input(smoke_run, mnist_env, tmp_pat
     assert empty.exit_code == 1
     errors = [d["error"] for d in json.loads(empty.stdout)]
     assert "holds no pictures" in errors[0] and "no image on standard input" in errors[1]
+
+
+@NEEDS_MNIST
+def test_plot_takes_a_checkpoint_or_latest(smoke_run, mnist_env, tmp_path):
+    best = str(Path(smoke_run["run_dir"]) / "best.npz")
+    result = CliRunner().invoke(cli, ["plot", best, "--out", str(tmp_path / "a")], env=mnist_env)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "a" / "learning_curves.png").is_file()
+    result = CliRunner().invoke(cli, ["plot", "--out", str(tmp_path / "b")], env=mnist_env)
+    assert result.exit_code == 0, result.output
+    assert "(runs/latest)" in result.stderr and (tmp_path / "b" / "confusion.png").is_file()
+
+
+@NEEDS_MNIST
+def test_resume_given_a_best_npz_means_its_run(mnist_env, tmp_path):
+    config = str(Path(__file__).parents[1] / "configs" / "smoke.yaml")
+    run_dir = tmp_path / "r"
+    first = CliRunner().invoke(cli, ["train", "-c", config, "--epochs", "1", "--run-dir", str(run_dir), "--quiet"],
+                               env=mnist_env)
+    assert first.exit_code == 0, first.output
+    result = CliRunner().invoke(cli, ["train", "--resume", str(run_dir / "best.npz"), "--epochs", "2", "--quiet",
+                                      "--json"], env=mnist_env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["epochs"] == 2

@@ -233,7 +233,7 @@ def test_a_metrics_fifo_is_refused_without_blocking(tmp_path):
 @pytest.mark.parametrize("kind", ["missing", "a file", "a FIFO", "a loop", "a newline"])
 def test_cli_plot_of_a_run_dir_that_is_no_folder(kind, tmp_path):
     path = tmp_path / ("run\ndir" if kind == "a newline" else "run")
-    expected = {"missing": "not found", "a file": "is a file, not a folder",
+    expected = {"missing": "not found", "a file": "is not a bp checkpoint",  # a file means a checkpoint
                 "a FIFO": "is a named pipe (FIFO), not a folder",
                 "a loop": "is a symbolic link that loops back on itself", "a newline": "not found"}[kind]
     if kind == "a file":
@@ -246,6 +246,9 @@ def test_cli_plot_of_a_run_dir_that_is_no_folder(kind, tmp_path):
     result = CliRunner().invoke(cli, ["plot", str(path)])
     assert result.exit_code == 1, result.output
     shown = str(path).replace("\n", "\\n")
+    if kind == "a file":  # a file given to plot means a checkpoint, and this one is not
+        assert result.output.startswith(f"Error: checkpoint {shown} {expected}") and result.output.count("\n") == 1
+        return
     assert result.output == f"Error: run dir {shown} {expected}; pass a folder written by bp train " \
                             "(e.g. runs/latest)\n"
 
