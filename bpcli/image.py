@@ -341,14 +341,7 @@ def prepare(gray, *, name="the image"):
     0 = background, 255 = ink. Raises ``ImageError`` "no digit found in
     {name}" when no ink stands out from the background.
     """
-    g = np.asarray(gray)
-    if g.ndim != 2 or g.size == 0:
-        raise ValueError(f"prepare expects a 2-D grey image, got shape {g.shape}")
-    if g.dtype.kind in "ui":
-        g = g.astype(np.float32) / 255.0
-    g = np.nan_to_num(g.astype(np.float32, copy=False), nan=0.0)
-    if max(g.shape) > 2 * WORK_SIZE:
-        g = _shrink(g, math.ceil(max(g.shape) / WORK_SIZE))
+    g = _grey_plane(gray, "prepare")
 
     x, xb = _light_ink(g)
     background = _background(xb)
@@ -385,6 +378,20 @@ def prepare(gray, *, name="the image"):
     if digit.max() <= 0:  # pragma: no cover - the crop holds ink by construction
         raise ImageError(f"no digit found in {name}: {_NO_DIGIT_HINT}")
     return _centre(digit).ravel()
+
+
+def _grey_plane(gray, who):
+    """A grey picture as float32 in [0, 1] (integers read as 0-255, NaN as 0), shrunk
+    so that its longer side is at most about 2 * WORK_SIZE."""
+    g = np.asarray(gray)
+    if g.ndim != 2 or g.size == 0:
+        raise ValueError(f"{who} expects a 2-D grey image, got shape {g.shape}")
+    if g.dtype.kind in "ui":
+        g = g.astype(np.float32) / 255.0
+    g = np.nan_to_num(g.astype(np.float32, copy=False), nan=0.0)
+    if max(g.shape) > 2 * WORK_SIZE:
+        g = _shrink(g, math.ceil(max(g.shape) / WORK_SIZE))
+    return g
 
 
 def _mad(a):
@@ -437,14 +444,7 @@ def prepare_garment(gray, *, name="the image"):
     sharpening step is left out. A product on a dark background is not negated
     (it is already light on dark). Returns ``(784,)`` uint8, 0 = background.
     """
-    g = np.asarray(gray)
-    if g.ndim != 2 or g.size == 0:
-        raise ValueError(f"prepare_garment expects a 2-D grey image, got shape {g.shape}")
-    if g.dtype.kind in "ui":
-        g = g.astype(np.float32) / 255.0
-    g = np.nan_to_num(g.astype(np.float32, copy=False), nan=0.0)
-    if max(g.shape) > 2 * WORK_SIZE:
-        g = _shrink(g, math.ceil(max(g.shape) / WORK_SIZE))
+    g = _grey_plane(gray, "prepare_garment")
     paper = float(np.median([g[0, 0], g[0, -1], g[-1, 0], g[-1, -1]]))
     box = _bbox(np.abs(g - paper) > GARMENT_TRIM)
     if box is None:

@@ -38,3 +38,21 @@ def real_mnist_folder():
 NO_MNIST = ("real MNIST not found: set BP_TEST_MNIST to a folder with the four .gz files "
             "(default ../shared/mnist relative to the repo)")
 NEEDS_MNIST = pytest.mark.skipif(real_mnist_folder() is None, reason=NO_MNIST)
+
+
+def write_model(path, activation="relu", output="softmax", loss="cross_entropy", hidden=(16, 8), seed=0,
+                epoch=3):
+    """A checkpoint as bp train writes it, with random weights (biases too, so every term counts)."""
+    from bpcli.checkpoint import save_checkpoint
+    from bpcli.config import resolve
+    from bpcli.network import init_params
+    from bpcli.train import spec_from_config
+
+    values = resolve(None, [f"model.hidden={list(hidden)}", f"model.activation={activation}",
+                            f"model.output={output}", f"model.loss={loss}"]).values
+    spec = spec_from_config(values)
+    rng = np.random.default_rng(seed)
+    Ws, bs = init_params(spec, rng)
+    bs = [(rng.standard_normal(b.shape) * 0.5).astype(np.float32) for b in bs]
+    save_checkpoint(path, Ws, bs, {"config": values, "sizes": spec.sizes, "epoch": epoch})
+    return path

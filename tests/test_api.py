@@ -14,28 +14,18 @@ from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
 import bpcli
-from bpcli.checkpoint import save_checkpoint
+import synthetic
 from bpcli.cli import cli
-from bpcli.config import resolve
 from bpcli.errors import CheckpointError, ImageError
 from bpcli.image import load_digit
-from bpcli.network import init_params
 from bpcli.rundir import point_latest
-from bpcli.train import spec_from_config
 from synthetic import real_mnist_folder
 
 README = Path(__file__).parents[1] / "README.md"
 
 
 def write_model(path, activation="relu", output="softmax", loss="cross_entropy", hidden=(16,), seed=0):
-    values = resolve(None, [f"model.hidden={list(hidden)}", f"model.activation={activation}",
-                            f"model.output={output}", f"model.loss={loss}"]).values
-    spec = spec_from_config(values)
-    rng = np.random.default_rng(seed)
-    Ws, bs = init_params(spec, rng)
-    bs = [(rng.standard_normal(b.shape) * 0.5).astype(np.float32) for b in bs]
-    save_checkpoint(path, Ws, bs, {"config": values, "sizes": spec.sizes, "epoch": 1})
-    return path
+    return synthetic.write_model(path, activation, output, loss, hidden, seed, epoch=1)
 
 
 def draw_digit(path, seed=0):

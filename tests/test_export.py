@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bpcli.checkpoint import load_model, save_checkpoint
+from bpcli.checkpoint import load_model
 from bpcli.cli import cli
-from bpcli.config import resolve
-from bpcli.network import init_params
-from bpcli.train import spec_from_config
+from synthetic import write_model
 
 onnx = pytest.importorskip("onnx", reason="the export extra is not installed: pip install -e '.[export]'")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime (the test extra) is not installed")
@@ -23,18 +21,6 @@ from bpcli import export  # noqa: E402  (needs onnx only inside its functions; k
 
 ACTIVATIONS = ["sigmoid", "tanh", "relu", "leaky_relu"]
 OUTPUTS = [("softmax", "cross_entropy"), ("sigmoid", "mse")]
-
-
-def write_model(path, activation="relu", output="softmax", loss="cross_entropy", hidden=(16, 8), seed=0):
-    """A checkpoint as bp train writes it, with random weights (biases too, so every term counts)."""
-    values = resolve(None, [f"model.hidden={list(hidden)}", f"model.activation={activation}",
-                            f"model.output={output}", f"model.loss={loss}"]).values
-    spec = spec_from_config(values)
-    rng = np.random.default_rng(seed)
-    Ws, bs = init_params(spec, rng)
-    bs = [(rng.standard_normal(b.shape) * 0.5).astype(np.float32) for b in bs]
-    save_checkpoint(path, Ws, bs, {"config": values, "sizes": spec.sizes, "epoch": 3})
-    return path
 
 
 def pixels(n, seed=1):
