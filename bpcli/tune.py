@@ -44,10 +44,12 @@ heartbeat interval in seconds (default 10); a trial without a heartbeat for
 three intervals is failed and queued again.
 """
 
+import contextlib
 import copy
 import json
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -86,7 +88,7 @@ def require_optuna():
         import optuna
     except ImportError:
         raise BpError(f"bp tune needs Optuna, an optional extra: {INSTALL}") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # its "trial failed" warnings repeat ours, with tracebacks
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
@@ -484,6 +486,14 @@ def work(job, worker=0):
     TrialProgress = _progress_class()
 
     def objective(trial):
+        with _signals(unblocked=True):
+            try:
+                return attempt(trial)
+            except KeyboardInterrupt:  # before or after train, which turns it into RunInterrupted
+                trial.set_user_attr("interrupted", True)
+                raise
+
+    def attempt(trial):
         if not admitted(study.get_trials(deepcopy=False), trial.number, job.n_trials):
             trial.set_user_attr("surplus", True)
             raise Surplus()
@@ -537,11 +547,34 @@ def work(job, worker=0):
             time.sleep(POLL_SECONDS)  # the rest are running; one may yet fail and come back
             continue
         try:
-            study.optimize(objective, n_trials=1, catch=(TrainingDiverged,))
+            with _signals(unblocked=False):  # only the objective may be interrupted: see _signals
+                study.optimize(objective, n_trials=1, catch=(TrainingDiverged,))
             done += 1
         except Surplus:
             continue
     return done
+
+
+@contextlib.contextmanager
+def _signals(unblocked):
+    """Ctrl-C and SIGTERM held back (``unblocked=False``) or let through for a block.
+
+    Optuna's ask creates the trial as RUNNING, and its heartbeat thread records a first
+    beat only after that: a trial interrupted in between has no heartbeat, is never
+    stale, and would stay "running" for ever, so the study would never reach N. So
+    signals wait while ``study.optimize`` does its bookkeeping and arrive inside the
+    objective (where train saves the run) or after it. Threads started meanwhile (the
+    heartbeat's) inherit the mask, so the signal reaches this thread.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_UNBLOCK if unblocked else signal.SIG_BLOCK,
+                                 {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _write_pruned(run_dir, progress, cfg):
@@ -577,37 +610,40 @@ def _short(value):
 def _worker_process(job, worker, results):
     """A spawned worker: BLAS threads pinned before numpy is imported, signals turned into
     a clean stop, the outcome sent back as (kind, exit code, message)."""
-    import signal
-
     if job.threads:
         for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
             os.environ[name] = str(job.threads)
 
+    def quiet(signum, frame):
+        pass
+
     def stop(signum, frame):
-        # once: a second signal (the terminal's Ctrl-C and the parent's SIGTERM) must not
-        # break the first one's clean-up
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # once: a second signal (the terminal's Ctrl-C, then the parent's SIGTERM) must not
+        # break the first one's clean-up. A Python no-op, not SIG_IGN: a signal already
+        # pending would otherwise be "ignored due to race condition" as an OSError
+        signal.signal(signal.SIGINT, quiet)
+        signal.signal(signal.SIGTERM, quiet)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
         results.put(("done", 0, work(job, worker)))
-    except (KeyboardInterrupt, BpError) as err:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if isinstance(err, BpError) and err.exit_code != 130:
-            results.put(("error", err.exit_code, str(err)))
-        else:
-            results.put(("interrupted", 130, ""))
+    except KeyboardInterrupt:
+        results.put(("interrupted", 130, ""))
+    except BpError as err:
+        results.put(("interrupted", 130, "") if err.exit_code == 130 else ("error", err.exit_code, str(err)))
+    except Exception as err:  # a bug or a failure bp does not know: one line, not a traceback per worker
+        results.put(("error", 1, f"worker {worker} failed: {type(err).__name__}: {truncate(str(err), 300)}"))
+    finally:
+        signal.signal(signal.SIGINT, quiet)
+        signal.signal(signal.SIGTERM, quiet)
 
 
 def run_workers(job, k):
     """K spawned workers on this machine; returns when all have ended. A worker killed from
     outside is reported and the others go on (its trial comes back through the heartbeat)."""
     import multiprocessing
-    import signal
     from multiprocessing.connection import wait
 
     ctx = multiprocessing.get_context("spawn")
@@ -760,7 +796,7 @@ def write_best_config(path, config_file, sets, best, study_name):
     head = (f"# bp tune, study {study_name}: trial {best['number']}, validation accuracy "
             f"{_pct(best['val_accuracy'])}\n# base: {config_file or 'the defaults'}"
             f"{''.join(f' --set {s}' for s in sets)}\n# retrain: bp train -c {path}\n")
-    write_text_atomic(path, head + yaml.safe_dump(config_mod.unflatten(flat), sort_keys=False))
+    write_text_atomic(path, head + yaml.safe_dump(config_mod.unflatten(flat), sort_keys=False, default_flow_style=None))
     config_mod.resolve(path)
 
 
