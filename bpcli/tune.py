@@ -486,12 +486,11 @@ def work(job, worker=0):
     TrialProgress = _progress_class()
 
     def objective(trial):
-        with _signals(unblocked=True):
-            try:
-                return attempt(trial)
-            except KeyboardInterrupt:  # before or after train, which turns it into RunInterrupted
-                trial.set_user_attr("interrupted", True)
-                raise
+        try:
+            return attempt(trial)
+        except KeyboardInterrupt:  # a signal held back until train began, or a second Ctrl-C in it
+            trial.set_user_attr("interrupted", True)
+            raise
 
     def attempt(trial):
         if not admitted(study.get_trials(deepcopy=False), trial.number, job.n_trials):
@@ -519,7 +518,8 @@ def work(job, worker=0):
                        f"{seconds:.1f}s: {shown}")
 
         try:
-            summary = train(cfg, data, run_dir, progress=progress, threads=job.threads)
+            with _signals(unblocked=True):  # train turns them into a clean stop (RunInterrupted)
+                summary = train(cfg, data, run_dir, progress=progress, threads=job.threads)
         except optuna.TrialPruned:
             _write_pruned(run_dir, progress, cfg)
             record(f"pruned (val {_pct(_best_val(progress))})")
@@ -527,6 +527,13 @@ def work(job, worker=0):
         except RunInterrupted:
             trial.set_user_attr("interrupted", True)
             record("interrupted")
+            raise
+        except KeyboardInterrupt:  # before train could take it, or a second Ctrl-C inside it
+            last = os.path.exists(os.path.join(run_dir, "last.npz"))
+            _write_result(run_dir, {"state": "interrupted", "error": "interrupted " + (
+                "; last.npz holds the last finished epoch" if last else "before the first epoch finished"),
+                "epochs_done": progress.last["epoch"] if progress.last else 0,
+                "epochs_planned": cfg.flat["train.epochs"]})
             raise
         except TrainingDiverged as err:
             trial.set_user_attr("error", truncate(str(err), 300))
@@ -537,6 +544,14 @@ def work(job, worker=0):
         record(f"val {_pct(summary['val_accuracy'])}")
         return summary["val_accuracy"]
 
+    with _signals(unblocked=False):  # see _signals: only training and waiting are interrupted
+        return _loop(job, study, objective)
+
+
+def _loop(job, study, objective):
+    optuna = require_optuna()
+    from .errors import TrainingDiverged
+
     done = 0
     while job.deadline is None or time.time() < job.deadline:
         optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed, queued again
@@ -544,11 +559,11 @@ def work(job, worker=0):
         if c["finished"] >= job.n_trials:
             break
         if c["finished"] + c["running"] + c["waiting"] >= job.n_trials and not c["waiting"]:
-            time.sleep(POLL_SECONDS)  # the rest are running; one may yet fail and come back
+            with _signals(unblocked=True):
+                time.sleep(POLL_SECONDS)  # the rest are running; one may yet fail and come back
             continue
         try:
-            with _signals(unblocked=False):  # only the objective may be interrupted: see _signals
-                study.optimize(objective, n_trials=1, catch=(TrainingDiverged,))
+            study.optimize(objective, n_trials=1, catch=(TrainingDiverged,))
             done += 1
         except Surplus:
             continue
@@ -559,12 +574,14 @@ def work(job, worker=0):
 def _signals(unblocked):
     """Ctrl-C and SIGTERM held back (``unblocked=False``) or let through for a block.
 
-    Optuna's ask creates the trial as RUNNING, and its heartbeat thread records a first
-    beat only after that: a trial interrupted in between has no heartbeat, is never
-    stale, and would stay "running" for ever, so the study would never reach N. So
-    signals wait while ``study.optimize`` does its bookkeeping and arrive inside the
-    objective (where train saves the run) or after it. Threads started meanwhile (the
-    heartbeat's) inherit the mask, so the signal reaches this thread.
+    A worker takes them only while a trial trains (train saves the run and raises its
+    Interrupted) or while it waits for other trials, never in the middle of a storage
+    call: a KeyboardInterrupt there left SQLite's write lock held by a half-finished
+    transaction, and every worker then waited on it; and Optuna's ask creates the trial
+    as RUNNING before its heartbeat thread records a first beat, so a trial interrupted
+    in between is never stale and would stay "running" for ever. A signal that arrives
+    while held back is delivered at the next point that lets it through. Threads started
+    meanwhile (the heartbeat's) inherit the mask, so signals reach this thread.
     """
     if not hasattr(signal, "pthread_sigmask"):
         yield
@@ -579,14 +596,17 @@ def _signals(unblocked):
 
 def _write_pruned(run_dir, progress, cfg):
     """result.json of a pruned trial: like train's for a run that ended early, with its own state."""
+    epochs = progress.last["epoch"] if progress.last else 0
+    _write_result(run_dir, {"state": "pruned", "error": f"stopped by the pruner after epoch {epochs}: its "
+                            "validation accuracy was below the median of earlier trials at that epoch",
+                            "val_accuracy": _best_val(progress), "epochs_done": epochs,
+                            "epochs_planned": cfg.flat["train.epochs"]})
+
+
+def _write_result(run_dir, doc):
     from . import jsonio
     from .fsutil import write_text_atomic
 
-    epochs = progress.last["epoch"] if progress.last else 0
-    doc = {"state": "pruned", "error": f"stopped by the pruner after epoch {epochs}: its validation accuracy "
-                                       f"was below the median of earlier trials at that epoch",
-           "val_accuracy": _best_val(progress), "epochs_done": epochs,
-           "epochs_planned": cfg.flat["train.epochs"]}
     write_text_atomic(os.path.join(run_dir, "result.json"), jsonio.dumps(doc, indent=2) + "\n")
 
 

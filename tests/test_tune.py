@@ -56,6 +56,7 @@ def env(mnist_data_dir, monkeypatch):
 
 def bp(*args, **kw):
     """A real bp process (the console entry point), stdout and stderr captured."""
+    kw.setdefault("env", {**os.environ, "PYTHONFAULTHANDLER": "1"})
     return subprocess.Popen([sys.executable, "-m", "bpcli.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
@@ -287,7 +288,14 @@ def test_ctrl_c_saves_running_trials_as_interrupted_and_a_rerun_finishes(env, tm
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C reaches the whole group
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        print(subprocess.run(["ps", "-o", "pid,ppid,stat,cmd", "-g", str(proc.pid)], capture_output=True, text=True).stdout)
+        os.killpg(proc.pid, signal.SIGABRT)
+        out, err = proc.communicate()
+        print(err)
+        raise
     assert proc.returncode == 130, err
     assert out == ""
     assert "run the same command again" in one_error_line(err)
@@ -295,9 +303,15 @@ def test_ctrl_c_saves_running_trials_as_interrupted_and_a_rerun_finishes(env, tm
     interrupted = [t for t in trials if t.user_attrs.get("interrupted")]
     assert interrupted and all(t.state.name == "FAIL" for t in interrupted)
     for t in interrupted:
+        if "run_dir" not in t.user_attrs:
+            continue  # stopped before its run dir was made
         result = json.load(open(os.path.join(t.user_attrs["run_dir"], "result.json")))
         assert result["state"] == "interrupted"
-        assert os.path.exists(os.path.join(t.user_attrs["run_dir"], "last.npz"))
+        if result["epochs_done"]:
+            assert os.path.exists(os.path.join(t.user_attrs["run_dir"], "last.npz"))
+    # the trial whose first epoch was on disk was mid-training: it saved itself
+    assert any(json.load(open(os.path.join(d, "result.json")))["epochs_done"] >= 1
+               for d in map(os.path.dirname, glob.glob(str(folder / "trial-*" / "metrics.jsonl"))))
     proc = bp(*args)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
