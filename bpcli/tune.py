@@ -307,23 +307,33 @@ def open_storage(url, heartbeat):
     optuna = require_optuna()
     import sqlalchemy.exc
 
+    given = url
+    if url.startswith("postgresql://"):  # the driver the extra installs, whatever SQLAlchemy's default
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
     connect = {"timeout": 60} if url.startswith("sqlite") else {}  # SQLite: wait for a writer, not fail
     if url.startswith("postgresql"):
-        connect = {"connect_timeout": 10}
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs={"connect_args": connect, "pool_pre_ping": True},
-            heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
-    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as err:
-        raise ConfigError(f"--storage {shown_url(url)} is not a database URL bp can use "
-                          f"({_first_line(err)}); use e.g. postgresql://user@host/db or sqlite:///file.db") from None
-    except ImportError as err:
-        raise BpError(f"--storage {shown_url(url)} needs a database driver that is missing "
-                      f"({_first_line(err)}); {INSTALL} installs the PostgreSQL one") from None
-    except sqlalchemy.exc.SQLAlchemyError as err:
-        raise BpError(f"cannot open the study storage {shown_url(url)}: {_first_line(getattr(err, 'orig', err))}; "
-                      "check that the database server runs and the URL's host, port, user and database") from None
+        connect = {"connect_timeout": 10}  # libpq's, in seconds
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs={"connect_args": connect, "pool_pre_ping": True},
+                heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+        except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as err:
+            raise ConfigError(f"--storage {shown_url(given)} is not a database URL bp can use ({_first_line(err)}); "
+                              "use e.g. postgresql://user@host/db or sqlite:///file.db") from None
+        except ImportError as err:
+            raise BpError(f"--storage {shown_url(given)} needs a database driver that is missing "
+                          f"({_first_line(err)}); {INSTALL} installs the PostgreSQL one") from None
+        except sqlalchemy.exc.IntegrityError:
+            # machines starting together on an empty database both create Optuna's tables;
+            # the loser's CREATE collides: the tables exist now, so open them again
+            time.sleep(0.5 * (attempt + 1))
+        except sqlalchemy.exc.SQLAlchemyError as err:
+            raise BpError(f"cannot open the study storage {shown_url(given)}: "
+                          f"{_first_line(getattr(err, 'orig', err))}; check that the database server runs "
+                          "and the URL's host, port, user and database") from None
+    raise BpError(f"cannot open the study storage {shown_url(given)}: its tables could not be created; try again")
 
 
 def _first_line(err):
@@ -530,8 +540,8 @@ def work(job, worker=0):
             raise
         except KeyboardInterrupt:  # before train could take it, or a second Ctrl-C inside it
             last = os.path.exists(os.path.join(run_dir, "last.npz"))
-            _write_result(run_dir, {"state": "interrupted", "error": "interrupted " + (
-                "; last.npz holds the last finished epoch" if last else "before the first epoch finished"),
+            _write_result(run_dir, {"state": "interrupted", "error": "interrupted" + (
+                "; last.npz holds the last finished epoch" if last else " before the first epoch finished"),
                 "epochs_done": progress.last["epoch"] if progress.last else 0,
                 "epochs_planned": cfg.flat["train.epochs"]})
             raise
