@@ -490,7 +490,9 @@ def work(job, worker=0):
     study = optuna.load_study(
         study_name=job.study, storage=storage,
         sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))
+        # the first 5 trials run whole (a median needs a population), and a trial is judged from
+        # epoch 2 on (after one epoch the ranking says little); the last epoch is never pruned
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2))
     data = load_mnist(base.values["data"]["dir"], progress=False)
     host = socket.gethostname()
     TrialProgress = _progress_class()
