@@ -559,6 +559,41 @@ def serve(checkpoint, port):
                                                                   "(Ctrl-C stops)"))
 
 
+@cli.command()
+@_config_options
+@click.option("--space", "space_file", type=click.Path(dir_okay=True), required=True, metavar="SPACE.yaml",
+              help="Config keys to search, e.g. 'train.lr: {low: 0.01, high: 0.5, log: true}' "
+                   "(see configs/spaces/).")
+@click.option("--trials", type=click.IntRange(1, 100_000), default=20, show_default=True, metavar="N",
+              help="Finished (complete or pruned) trials the study should reach, across all workers.")
+@click.option("--timeout", type=Finite(0, min_open=True), default=None, metavar="S",
+              help="Start no new trial after S seconds (running ones finish).")
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True, metavar="K",
+              help="Worker processes on this machine, each with cpus/K BLAS threads.")
+@click.option("--storage", default=None, metavar="URL",
+              help="Study database shared by many machines, e.g. postgresql://user@host/db "
+                   "(default: SQLite in the study folder).")
+@click.option("--study", default=None, metavar="NAME",
+              help="Study name (default: the space file's name); the same name continues a study.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None,
+              help="Sampler seed (worker k uses seed + k); give each machine its own.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the study's results.")
+def tune(config_file, sets, space_file, trials, timeout, workers, storage, study, seed, quiet, as_json):
+    """Search hyperparameters with Optuna: each trial is a bp run, scored on validation accuracy.
+
+    Needs the tune extra: pip install -e '.[tune]'.
+    """
+    from .tune import render, tune as run_tune
+
+    doc = run_tune(config_file, sets, space_file, n_trials=trials, timeout=timeout, workers=workers,
+                   storage=storage, study=study, seed=seed, quiet=quiet)
+    if as_json:
+        _emit_json(doc)
+    else:
+        click.echo(render(doc))
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt  # SIGTERM ends a command like Ctrl-C: cleanly, exit 130
 

@@ -42,10 +42,10 @@ def smoke_run(mnist_env):
 def test_help_lists_every_command_without_heavy_imports():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
-    assert len(cli.commands) == 11
+    assert len(cli.commands) == 12
     for command in cli.commands:
         assert command in result.output
-    heavy = "{'numpy', 'requests', 'PIL', 'yaml', 'tqdm', 'matplotlib'}"
+    heavy = "{'numpy', 'requests', 'PIL', 'yaml', 'tqdm', 'matplotlib', 'optuna', 'sqlalchemy'}"
     code = f"import sys, bpcli.cli; print(sorted({heavy} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -1,0 +1,459 @@
+"""bp tune: the space file as hostile input, the trial-count rule, pruning, and whole searches:
+in-process, 2 worker processes on the default storage, Ctrl-C and a re-run, and two "machines"
+sharing a real PostgreSQL server (a throwaway cluster this module starts), one killed with kill -9."""
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bpcli.cli import cli
+from bpcli.errors import ConfigError
+
+optuna = pytest.importorskip("optuna", reason="the tune extra: pip install -e '.[tune]'")
+
+from bpcli import tune  # noqa: E402  (needs optuna for most of what is tested)
+
+# a trial of a second or two: 1,000 images, one small hidden layer
+TINY = """\
+data: {limit: 1000, validation: 200}
+model: {hidden: [16]}
+train: {epochs: 2, batch_size: 50}
+"""
+SPACE = """\
+train.lr: {low: 0.02, high: 0.3, log: true}
+train.momentum: {choices: [0.0, 0.9]}
+"""
+
+
+def write(folder, name, text):
+    path = Path(folder) / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture
+def files(tmp_path):
+    return write(tmp_path, "tiny.yaml", TINY), write(tmp_path, "space.yaml", SPACE)
+
+
+@pytest.fixture
+def env(mnist_data_dir, monkeypatch):
+    monkeypatch.setenv("BP_DATA_DIR", str(mnist_data_dir))
+    monkeypatch.setenv("BP_OFFLINE", "1")
+    return os.environ
+
+
+def bp(*args, **kw):
+    """A real bp process (the console entry point), stdout and stderr captured."""
+    kw.setdefault("env", {**os.environ, "PYTHONFAULTHANDLER": "1"})
+    return subprocess.Popen([sys.executable, "-m", "bpcli.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def one_error_line(stderr):
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    return errors[0]
+
+
+def study_trials(url, name):
+    study = optuna.load_study(study_name=name, storage=url)
+    return study.get_trials(deepcopy=False)
+
+
+def states(trials):
+    """Each trial's state, COMPLETE and PRUNED both "FINISHED" (which the pruner picks is not the point)."""
+    return sorted("FINISHED" if t.state.name in ("COMPLETE", "PRUNED") else t.state.name for t in trials)
+
+
+# ---------------------------------------------------------------------------
+# The space file
+
+def test_space_ranges_choices_and_sections(tmp_path):
+    path = write(tmp_path, "s.yaml", """\
+train.lr: {low: 0.01, high: 0.5, log: true}
+train.epochs: {low: 5, high: 30, step: 5}
+model:
+  hidden: {choices: [[256, 128], [512, 256]]}
+train.augment: {choices: [false, {shift: 2, rotate: 10}]}
+train.label_smoothing: {low: 0, high: 0.2}
+""")
+    space = tune.read_space(path)
+    assert list(space) == ["train.lr", "train.epochs", "model.hidden", "train.augment", "train.label_smoothing"]
+    assert space["train.epochs"].integer and not space["train.lr"].integer
+    assert not space["train.label_smoothing"].integer  # 0 written as an int: the key is still a float
+    trial = optuna.create_study().ask()
+    values = {k: p.suggest(trial) for k, p in space.items()}
+    assert isinstance(values["train.epochs"], int) and values["train.epochs"] in (5, 10, 15, 20, 25, 30)
+    assert 0.01 <= values["train.lr"] <= 0.5
+    assert values["model.hidden"] in ([256, 128], [512, 256])  # lists come back as lists
+    assert values["train.augment"] in (False, {"shift": 2, "rotate": 10})
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("train.lrr: {low: 0.01, high: 0.1}", "unknown key 'train.lrr'.*did you mean 'train.lr'"),
+    ("lr: {low: 0.01, high: 0.1}", "did you mean 'train.lr'"),
+    ("train.lr: {low: 0.5, high: 0.1}", "'train.lr' low must be below high"),
+    ("train.lr: {low: 0, high: 0.1}", "'train.lr' low must be > 0"),
+    ("train.momentum: {low: 0.5, high: 1.0}", "'train.momentum' high must be < 1.0"),
+    ("train.epochs: {low: 1.5, high: 4}", "'train.epochs' low must be an integer"),
+    ("train.epochs: {low: 1, high: 4, step: 0.5}", "step must be a positive integer"),
+    ("train.epochs: {low: 1, high: 10, step: 2}", "whole number of steps"),
+    ("train.lr: {low: 0.01, high: 0.1, log: true, step: 0.01}", "both log and step"),
+    ("train.lr: {low: 0.01, hihg: 0.1}", "unknown field 'hihg'.*did you mean 'high'"),
+    ("train.lr: 0.1", "needs a range"),
+    ("model.activation: {choices: [relu, relux]}", "choice must be one of .*relux"),
+    ("model.activation: {choices: []}", "non-empty list"),
+    ("model.activation: {choices: [relu, relu]}", "twice"),
+    ("model.hidden: {low: [1], high: [2]}", "use choices"),
+    ("data.dir: {choices: [a, b]}", "'data.dir' cannot be searched"),
+    ("", "names no keys"),
+    ("{}", "names no keys"),
+    ("[1, 2]", "expected a map"),
+    ("a: *x", "not valid YAML"),
+])
+def test_bad_space_exits_2_naming_the_key(tmp_path, text, expected):
+    import re
+
+    path = write(tmp_path, "bad.yaml", text)
+    with pytest.raises(ConfigError) as err:
+        tune.read_space(path)
+    assert re.search(expected, str(err.value)), str(err.value)
+    result = CliRunner().invoke(cli, ["tune", "--space", path])
+    assert result.exit_code == 2, result.output
+    assert one_error_line(result.stderr)
+
+
+def test_space_file_that_is_a_fifo_or_missing_is_refused(tmp_path):
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    for path, words in ((fifo, "named pipe"), (tmp_path / "nope.yaml", "not found")):
+        result = CliRunner().invoke(cli, ["tune", "--space", str(path)])
+        assert result.exit_code == 2 and words in result.stderr, result.output
+
+
+def test_without_optuna_tune_says_how_to_install(tmp_path, files):
+    code = ("import sys; sys.modules['optuna'] = None\n"
+            "from bpcli.cli import main; sys.argv = ['bp', 'tune', '-c', sys.argv[1], '--space', sys.argv[2]]; main()")
+    proc = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "pip install -e '.[tune]'" in one_error_line(proc.stderr)
+
+
+# ---------------------------------------------------------------------------
+# Exactly N: the admission rule
+
+def test_admitted_counts_only_trials_that_are_not_failed_before_it():
+    from optuna.trial import TrialState
+
+    study = optuna.create_study()
+    for state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED, TrialState.RUNNING):
+        study.add_trial(optuna.create_trial(state=state, value=0.5 if state == TrialState.COMPLETE else None,
+                                            intermediate_values={1: 0.4} if state == TrialState.PRUNED else None))
+    trials = study.get_trials(deepcopy=False)
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert tune.admitted(trials, 3, 3)        # 0, 2 alive before it; 1 failed does not count
+    assert not tune.admitted(trials, 4, 3)    # 0, 2, 3 alive: a fourth would make 4 > 3
+    c = tune.counts(trials)
+    assert (c["finished"], c["failed"], c["running"]) == (2, 1, 1)
+
+
+# ---------------------------------------------------------------------------
+# Pruning: the epoch's validation accuracy reaches the trial; a pruned run dir is whole
+
+class FakeTrial:
+    def __init__(self, prune_after):
+        self.reports, self.prune_after = [], prune_after
+
+    def report(self, value, step):
+        self.reports.append((step, value))
+
+    def should_prune(self):
+        return len(self.reports) >= self.prune_after
+
+
+def test_pruned_trial_stops_after_the_epoch_it_was_judged_on(tmp_path):
+    from synthetic import tiny_mnist
+
+    from bpcli import config, rundir
+    from bpcli.train import train
+
+    cfg = config.resolve(None, ["data.validation=100", "model.hidden=[8]", "train.epochs=4", "train.batch_size=50"])
+    progress = tune._progress_class()(FakeTrial(prune_after=2))
+    run_dir = str(tmp_path / "trial")
+    with pytest.raises(optuna.TrialPruned):
+        train(cfg, tiny_mnist(), run_dir, progress=progress)
+    rundir.release(run_dir)
+    assert [step for step, _ in progress.trial.reports] == [1, 2]
+    metrics = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    assert [m["epoch"] for m in metrics] == [1, 2]  # epoch 2 was saved before the stop
+    assert os.path.exists(os.path.join(run_dir, "best.npz")) and os.path.exists(os.path.join(run_dir, "last.npz"))
+    tune._write_pruned(run_dir, progress, cfg)
+    result = json.load(open(os.path.join(run_dir, "result.json")))
+    assert result["state"] == "pruned" and result["epochs_done"] == 2 and result["epochs_planned"] == 4
+    assert result["val_accuracy"] == max(v for _, v in progress.trial.reports)
+
+
+def test_a_verdict_at_the_last_epoch_does_not_prune_a_finished_run(tmp_path):
+    from synthetic import tiny_mnist
+
+    from bpcli import config, rundir
+    from bpcli.train import train
+
+    cfg = config.resolve(None, ["data.validation=100", "model.hidden=[8]", "train.epochs=2", "train.batch_size=50"])
+    progress = tune._progress_class()(FakeTrial(prune_after=2))  # "prune" from the 2nd report on
+    summary = train(cfg, tiny_mnist(), str(tmp_path / "t"), progress=progress)
+    rundir.release(str(tmp_path / "t"))
+    assert summary["epochs"] == 2 and progress.pruned_after is None  # the run was whole: it completes
+
+
+# ---------------------------------------------------------------------------
+# Whole searches
+
+def test_search_in_process_writes_best_yaml_that_retrains(env, files, runs_root):
+    config_file, space_file = files
+    result = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--trials", "3",
+                                      "--seed", "1", "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["counts"]["finished"] == 3 and doc["study"] == "space"
+    assert doc["study_dir"] == str(runs_root / "studies" / "space")
+    best = doc["best"]
+    assert best["val_accuracy"] == max(r["val_accuracy"] for r in doc["top"])
+    assert 0 < best["test_accuracy"] <= 1
+    assert set(best["params"]) == {"train.lr", "train.momentum"}
+    for r in doc["top"]:
+        assert json.load(open(os.path.join(r["run_dir"], "result.json")))["state"] == "finished"
+    assert doc["retrain"] == f"bp train -c {doc['best_config']}"
+    shown = CliRunner().invoke(cli, ["config", "-c", doc["best_config"]])
+    assert shown.exit_code == 0, shown.output
+    from bpcli.config import resolve
+
+    flat = resolve(doc["best_config"]).flat
+    assert flat["train.lr"] == best["params"]["train.lr"] and flat["model.hidden"] == [16]
+    # the same command continues the study: 2 more trials, none of the first 3 run again
+    again = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--trials", "5",
+                                     "--json", "--quiet"])
+    assert again.exit_code == 0, again.output
+    trials = study_trials(tune.default_storage(doc["study_dir"]), "space")
+    assert [t.number for t in trials] == [0, 1, 2, 3, 4] and states(trials) == ["FINISHED"] * 5
+
+
+def test_text_output_is_a_table_of_the_best_trials(env, files):
+    config_file, space_file = files
+    result = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--trials", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("study space (") and "2 of 2 trials finished" in lines[0]
+    header = next(line for line in lines if line.startswith("trial"))
+    for column in ("val acc", "epochs", "time", "train.lr", "train.momentum", "run dir"):
+        assert column in header
+    assert any(line.startswith("best trial ") and "test " in line for line in lines)
+    assert "retrain with: bp train -c " in lines[-1]
+
+
+def test_two_worker_processes_share_the_default_storage(env, files, runs_root):
+    config_file, space_file = files
+    proc = bp("tune", "-c", config_file, "--space", space_file, "--trials", "4", "--workers", "2", "--json")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    doc = json.loads(out)
+    trials = study_trials(tune.default_storage(doc["study_dir"]), "space")
+    assert states(trials) == ["FINISHED"] * 4 and sorted(t.number for t in trials) == [0, 1, 2, 3]
+    run_dirs = {t.user_attrs["run_dir"] for t in trials}
+    assert len(run_dirs) == 4
+    assert "2 workers" in err
+
+
+def test_ctrl_c_saves_running_trials_as_interrupted_and_a_rerun_finishes(env, tmp_path, runs_root):
+    # trials of 40 short epochs: Ctrl-C lands mid-trial, after the first epoch is on disk
+    config_file = write(tmp_path, "long.yaml", TINY.replace("epochs: 2", "epochs: 40"))
+    space_file = write(tmp_path, "space.yaml", SPACE)
+    args = ("tune", "-c", config_file, "--space", space_file, "--trials", "2", "--workers", "2", "--json")
+    proc = bp(*args, start_new_session=True)  # its own process group, as a terminal's job
+    folder = runs_root / "studies" / "space"
+    deadline = time.monotonic() + 120
+    while not glob.glob(str(folder / "trial-*" / "metrics.jsonl")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C reaches the whole group
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        print(subprocess.run(["ps", "-o", "pid,ppid,stat,cmd", "-g", str(proc.pid)], capture_output=True, text=True).stdout)
+        os.killpg(proc.pid, signal.SIGABRT)
+        out, err = proc.communicate()
+        print(err)
+        raise
+    assert proc.returncode == 130, err
+    assert out == ""
+    assert "run the same command again" in one_error_line(err)
+    trials = study_trials(tune.default_storage(str(folder)), "space")
+    interrupted = [t for t in trials if t.user_attrs.get("interrupted")]
+    assert interrupted and all(t.state.name == "FAIL" for t in interrupted)
+    for t in interrupted:
+        if "run_dir" not in t.user_attrs:
+            continue  # stopped before its run dir was made
+        result = json.load(open(os.path.join(t.user_attrs["run_dir"], "result.json")))
+        assert result["state"] == "interrupted"
+        if result["epochs_done"]:
+            assert os.path.exists(os.path.join(t.user_attrs["run_dir"], "last.npz"))
+    # the trial whose first epoch was on disk was mid-training: it saved itself
+    assert any(json.load(open(os.path.join(d, "result.json")))["epochs_done"] >= 1
+               for d in map(os.path.dirname, glob.glob(str(folder / "trial-*" / "metrics.jsonl"))))
+    proc = bp(*args)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    doc = json.loads(out)
+    assert doc["counts"]["finished"] == 2 and doc["counts"]["interrupted"] == len(interrupted)
+
+
+def test_study_with_another_space_is_refused(env, files, tmp_path):
+    config_file, space_file = files
+    first = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--trials", "1",
+                                     "--study", "s1", "-q"])
+    assert first.exit_code == 0, first.output
+    other = write(tmp_path, "other.yaml", "train.lr: {low: 0.01, high: 0.5}\n")
+    result = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", other, "--study", "s1"])
+    assert result.exit_code == 2, result.output
+    assert "study 's1'" in one_error_line(result.stderr) and "another search space" in result.stderr
+    result = CliRunner().invoke(cli, ["tune", "--space", space_file, "--study", "s1"])
+    assert result.exit_code == 2 and "another base config" in one_error_line(result.stderr), result.output
+
+
+def test_bad_storage_and_study_name(files):
+    _, space_file = files
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cases = [
+        (["--storage", f"postgresql://bp@127.0.0.1:{port}/bp"], 1, "cannot open the study storage"),
+        (["--storage", "nonsense"], 2, "not a database URL"),
+        (["--storage", "foo://x/y"], 2, "not a database URL"),
+        (["--study", "../escape"], 2, "not a usable name"),
+    ]
+    for extra, code, words in cases:
+        result = CliRunner().invoke(cli, ["tune", "--space", space_file, *extra])
+        assert result.exit_code == code, (extra, result.output)
+        assert words in one_error_line(result.stderr), result.stderr
+
+
+def test_storage_password_never_printed(files):
+    _, space_file = files
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = CliRunner().invoke(cli, ["tune", "--space", space_file, "--storage",
+                                      f"postgresql://bp:s3cret@127.0.0.1:{port}/bp"])
+    assert result.exit_code == 1 and "s3cret" not in result.output, result.output
+
+
+# ---------------------------------------------------------------------------
+# Many machines: a real PostgreSQL server, started for this module
+
+def _pg_bin():
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return os.path.dirname(found[-1]) if found else None
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (initdb into a temp dir, pg_ctl start), its
+    URL; stopped and removed at the end. Installs Debian's postgresql when apt can; skips only
+    where neither the server nor apt is there, and never in CI."""
+    bindir = _pg_bin()
+    if bindir is None and shutil.which("apt-get") and os.geteuid() == 0:
+        apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=apt_env, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], env=apt_env, capture_output=True)
+        bindir = _pg_bin()
+    if bindir is None:
+        reason = "PostgreSQL server binaries not found and apt cannot install them (apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = tempfile.mkdtemp(prefix="bp-pg-")
+    if as_postgres:
+        shutil.chown(root, "postgres", "postgres")  # initdb refuses to run as root
+    data, sockets = os.path.join(root, "data"), root
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def run(*cmd):
+        proc = subprocess.run([*as_postgres, *cmd], capture_output=True, text=True, cwd=root)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    run(os.path.join(bindir, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "--no-sync")
+    run(os.path.join(bindir, "pg_ctl"), "-D", data, "-l", os.path.join(root, "log"), "-w",
+        "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    try:
+        run(os.path.join(bindir, "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "bp")
+        yield f"postgresql://postgres@127.0.0.1:{port}/bp"
+    finally:
+        subprocess.run([*as_postgres, os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "-w",
+                        "stop"], capture_output=True, cwd=root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def machine(tmp_path, name, **extra):
+    """The environment of one "machine": its own runs root (trial run dirs, study folder)."""
+    return {**os.environ, "BP_RUNS_DIR": str(tmp_path / name), **extra}
+
+
+def test_two_machines_share_one_postgresql_study(env, files, postgres, tmp_path):
+    config_file, space_file = files
+    args = ("tune", "-c", config_file, "--space", space_file, "--trials", "6", "--storage", postgres,
+            "--study", "shared", "--json")
+    procs = [bp(*args, env=machine(tmp_path, name)) for name in ("a", "b")]
+    docs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        docs.append(json.loads(out))
+    trials = study_trials(postgres, "shared")
+    assert states(trials) == ["FINISHED"] * 6 and sorted(t.number for t in trials) == list(range(6))
+    dirs = [t.user_attrs["run_dir"] for t in trials]
+    assert len(set(dirs)) == 6
+    assert {d.split(os.sep)[len(str(tmp_path).split(os.sep))] for d in dirs} == {"a", "b"}  # both worked
+    assert docs[0]["best"]["number"] == docs[1]["best"]["number"]
+    assert "postgresql://postgres@127.0.0.1" in docs[0]["storage"]
+
+
+def test_a_machine_killed_with_kill_9_does_not_lose_the_study(env, tmp_path, postgres):
+    config_file = write(tmp_path, "long.yaml", TINY.replace("epochs: 2", "epochs: 30"))
+    space_file = write(tmp_path, "space.yaml", SPACE)
+    args = ("tune", "-c", config_file, "--space", space_file, "--trials", "3", "--storage", postgres,
+            "--study", "killed", "--json")
+    heartbeat = {"BP_TUNE_HEARTBEAT": "1"}
+    victim = bp(*args, env=machine(tmp_path, "victim", **heartbeat))
+    deadline = time.monotonic() + 120
+    while not glob.glob(str(tmp_path / "victim" / "studies" / "killed" / "trial-*" / "metrics.jsonl")):
+        assert victim.poll() is None and time.monotonic() < deadline, victim.communicate()
+        time.sleep(0.05)
+    survivor = bp(*args, env=machine(tmp_path, "survivor", **heartbeat))
+    victim.kill()  # SIGKILL mid-trial: no clean-up at all
+    victim.communicate()
+    out, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+    assert json.loads(out)["counts"]["finished"] == 3
+    trials = study_trials(postgres, "killed")
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 3
+    stale = [t for t in trials if t.state.name == "FAIL"]
+    assert len(stale) == 1 and "victim" in stale[0].user_attrs["run_dir"]
+    retried = [t for t in finished if t.system_attrs.get("failed_trial") == stale[0].number]
+    assert len(retried) == 1 and retried[0].params == stale[0].params
