@@ -46,6 +46,11 @@ class BpGroup(click.Group):
         output to a full device (``> /dev/full``) is an ``Error:`` line and exit 1,
         not a traceback at interpreter exit."""
         code = 0
+        if sys.stderr is None:  # started with stderr closed: notes go nowhere, never into stdout
+            sys.stderr = open(os.devnull, "w")
+        closed_stdout = sys.stdout is None
+        if closed_stdout:
+            sys.stdout = open(os.devnull, "w")
         try:
             super().main(*args, **kwargs)
         except SystemExit as exit_:
@@ -56,6 +61,9 @@ class BpGroup(click.Group):
             sys.stdout.flush()
         except OSError as err:
             code = _output_failed(err)
+        if closed_stdout and code == 0:
+            click.echo("Error: cannot write the output: standard output is closed", err=True)
+            code = 1
         sys.exit(code)
 
 
@@ -282,8 +290,10 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
     if as_json:
         _emit_json(summary)
     else:
+        from .fsutil import shown_path
+
         click.echo(f"test accuracy {summary['test_accuracy']:.4f} (best epoch {summary['best_epoch']}), "
-                   f"run dir {summary['run_dir']}")
+                   f"run dir {shown_path(summary['run_dir'])}")
 
 
 @cli.command("config")
@@ -338,17 +348,23 @@ def gradcheck(config_file, sets, tolerance, as_json):
         click.echo(f"ok: max relative error {worst:.2e} <= {tolerance:g}")
 
 
-def _load_model(path):
-    """The model a MODEL argument names (rundir.locate_model); when the default
-    (runs/latest) was used, say which run that is."""
-    from .checkpoint import load_model
-    from .rundir import locate_model
+def _locate(path):
+    """(checkpoint, run dir) a MODEL argument names (rundir.locate_model); when the
+    default (runs/latest) was used, say which run that is."""
+    from .fsutil import shown_path
+    from .rundir import latest_link, locate_model
 
     ckpt, run_dir = locate_model(path)
     if path is None:
-        from .fsutil import shown_path
+        click.echo(f"model: {shown_path(os.path.realpath(ckpt))} ({shown_path(latest_link())})", err=True)
+    return ckpt, run_dir
 
-        click.echo(f"model: {shown_path(os.path.realpath(ckpt))} (runs/latest)", err=True)
+
+def _load_model(path):
+    """The model a MODEL argument names, loaded (see _locate)."""
+    from .checkpoint import load_model
+
+    ckpt, _ = _locate(path)
     return ckpt, load_model(ckpt)
 
 
@@ -470,15 +486,9 @@ def plot(model, out_dir, data_dir, mirrors, offline):
     checkpoint's pictures); default: runs/latest. Needs matplotlib: pip install -e '.[plot]'.
     """
     from .plot import plot_run
-    from .rundir import latest_link
 
-    checkpoint = None
-    if model is None:
-        model = latest_link()
-        click.echo(f"run: {os.path.realpath(model)} (runs/latest)", err=True)
-    elif os.path.isfile(model):  # a checkpoint means its run
-        model, checkpoint = os.path.dirname(os.path.abspath(model)), model
-    for picture in plot_run(model, out_dir, checkpoint=checkpoint, data_dir=data_dir,
+    checkpoint, run_dir = _locate(model)
+    for picture in plot_run(run_dir, out_dir, checkpoint=checkpoint, data_dir=data_dir,
                             **_fetching(mirrors, offline)):
         click.echo(f"{picture['path']} ({picture['width']}x{picture['height']})")
 
@@ -536,8 +546,9 @@ def export_cmd(checkpoint, onnx_file, web_dir, force, data_dir):
         if report["test_accuracy"] is not None:
             click.echo(f"test accuracy {report['test_accuracy']:.4f} (in the file's metadata)")
     else:
-        from .web import write_site
+        from .web import check_output as check_site, write_site
 
+        check_site(web_dir, force)  # before the model is loaded, as for --onnx
         path, model = _load_model(checkpoint)
         for written in write_site(model, path, web_dir, force=force):
             click.echo(written)
@@ -554,9 +565,15 @@ def serve(checkpoint, port):
     """
     from .web import serve as serve_site
 
+    from .fsutil import shown_path
+
     path, model = _load_model(checkpoint)
-    serve_site(model, path, port, announce=lambda url: click.echo(f"serving the page for {path} on {url} "
-                                                                  "(Ctrl-C stops)"))
+    try:
+        serve_site(model, path, port, announce=lambda url: click.echo(
+            f"serving the page for {shown_path(path)} on {url} (Ctrl-C stops)"))
+    except KeyboardInterrupt:  # the way to stop a server: not an error, but still exit 130
+        click.echo("stopped serving; the page's temp folder is removed", err=True)
+        sys.exit(INTERRUPTED)
 
 
 @cli.command()

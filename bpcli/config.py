@@ -424,6 +424,17 @@ def _yaml_load(text):
     return yaml.load(text, Loader=_loader())
 
 
+def load_yaml_text(text):
+    """YAML text from outside (a run's config.yaml, a space file) through the hardened
+    loader (no aliases, bounded depth); ConfigError when it is not valid YAML."""
+    import yaml
+
+    try:
+        return _yaml_load(text)
+    except (yaml.YAMLError, ValueError, RecursionError) as err:
+        raise ConfigError(f"not valid YAML: {_yaml_reason(err)}") from None
+
+
 def parse_set(assignment):
     """'train.lr=0.05' -> ('train.lr', 0.05): the value is parsed as YAML."""
     import yaml

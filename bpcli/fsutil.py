@@ -25,6 +25,12 @@ def atomic_path(path):
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    try:  # a rename over a device or a FIFO would replace it (as root, /dev/null itself)
+        mode = os.lstat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise BpError(f"{shown_path(path)} is {describe_mode(mode)}; bp writes only regular files: name a file")
     tmp = None
     try:
         # named before it is created (not mkstemp): an interrupt right after the
@@ -129,3 +135,17 @@ def truncate(text, limit=80):
     """``text`` cut to ``limit`` characters with an ellipsis: never print a whole user value."""
     text = str(text)
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def read_text(path, max_bytes):
+    """The UTF-8 text of a small file from outside, or None when it is missing, not a
+    regular file, over ``max_bytes`` or not text: for files whose absence is an answer."""
+    try:
+        f, _ = open_untrusted(path, "file", max_bytes=max_bytes)
+    except BpError:
+        return None
+    with f:
+        try:
+            return f.read(max_bytes + 1).decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None

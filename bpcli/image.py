@@ -173,6 +173,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 def _read_stdin():
     """The bytes on standard input, at most MAX_FILE_BYTES of them."""
+    if sys.stdin is None:
+        raise ImageError("no standard input to read an image from (it is closed)")
     data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
     if not data:
         raise ImageError("no image on standard input: pipe a picture into it, e.g. cat digit.png | bp predict -")

@@ -149,15 +149,6 @@ def _json_type(value):
     return type(value).__name__
 
 
-def run_checkpoint(run_dir):
-    """best.npz of the run (last.npz if there is no best)."""
-    for name in ("best.npz", "last.npz"):
-        path = os.path.join(run_dir, name)
-        if os.path.isfile(path):
-            return path
-    raise BpError(f"no best.npz or last.npz in {shown_path(run_dir)}; pass a run dir written by bp train")
-
-
 def check_run_dir(run_dir):
     """BpError unless ``run_dir`` is a folder (not a file, a FIFO, a loop, nothing)."""
     shown = shown_path(run_dir)
@@ -335,14 +326,12 @@ def plot_run(run_dir, out_dir=None, *, checkpoint=None, data_dir=None, data=None
     _matplotlib()  # fail before any work when it is missing
     from .checkpoint import load_model
     from .metrics import confusion_matrix, predict
+    from .rundir import locate_model
 
     check_run_dir(run_dir)
-    ckpt = checkpoint
-    model = ckpt and load_model(ckpt)  # a checkpoint named by the user is checked first
+    ckpt = checkpoint or locate_model(run_dir)[0]  # the one rule: a run dir means its best.npz
+    model = load_model(ckpt)
     metrics = read_metrics(run_dir)
-    if model is None:
-        ckpt = run_checkpoint(run_dir)
-        model = load_model(ckpt)
     if data is None:
         from .data import load_mnist_for
 

@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from .datasets import of_config
-from .errors import ImageError
+from .errors import ConfigError, ImageError
 from .fsutil import shown_path
 from .image import STDIN, images_in, load_for
 
@@ -20,6 +20,8 @@ UNCERTAIN_BELOW = 0.5
 def expand(paths):
     """The images to classify: a folder means its pictures (sorted by name); ``-`` is the
     picture on standard input; anything else is a file. -> list of (path, error or None)."""
+    if list(paths).count(STDIN) > 1:
+        raise ConfigError("- (standard input) can be given once: it holds one picture")
     out = []
     for path in paths:
         if path != STDIN and os.path.isdir(path):

@@ -23,9 +23,12 @@ import contextlib
 import errno
 import os
 import socket
+import stat
+import time
 from datetime import datetime
 
 from .errors import BpError, ConfigError
+from .fsutil import describe_mode, read_text, shown_path
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz", "result.json")
 LOCK_NAME = ".lock"
@@ -44,24 +47,41 @@ def latest_link():
     return os.path.join(runs_root(), LATEST)
 
 
+# what only bp writes in a run dir: a folder holding none of these is not a bp run
+MARKERS = (LOCK_NAME, "last.npz", "best.npz")
+
+
 def holds_a_run(run_dir):
     return any(os.path.lexists(os.path.join(run_dir, name)) for name in RUN_FILES)
 
 
+def is_a_run(run_dir):
+    """Whether bp wrote this folder (not merely a folder with a config.yaml of another program's)."""
+    return any(os.path.lexists(os.path.join(run_dir, name)) for name in MARKERS)
+
+
 def check(run_dir, force=False):
-    """Refuse (exit 2) a --run-dir that is a file, a link we would delete through, or
-    that holds a run unless ``force``. Cheap, no side effects: bp train calls it before
-    loading any data. (Whether the run is in use is known only once its lock is tried.)"""
+    """Refuse (exit 2) a --run-dir that is a file, a link we would delete through, a
+    folder of another program's files, or that holds a run unless ``force``. Cheap, no
+    side effects: bp train calls it before loading any data. (Whether the run is in use
+    is known only once its lock is tried.)"""
     if run_dir is None:
         return
-    if os.path.islink(run_dir) and force:
-        raise ConfigError(f"--run-dir {run_dir} is a symbolic link (to {os.readlink(run_dir)}); "
-                          "--force never deletes through a link: name the run dir itself")
+    shown = shown_path(run_dir)
+    # realpath, not islink: 'runs/latest/' (trailing slash) is the link too
+    if force and os.path.realpath(run_dir) != os.path.abspath(run_dir):
+        raise ConfigError(f"--run-dir {shown} goes through a symbolic link (to "
+                          f"{shown_path(os.path.realpath(run_dir))}); --force never deletes through a link: "
+                          "name the run dir itself")
     if os.path.lexists(run_dir) and not os.path.isdir(run_dir):
-        raise ConfigError(f"--run-dir {run_dir} is a file; name a folder")
-    if os.path.isdir(run_dir) and holds_a_run(run_dir) and not force:
-        raise ConfigError(f"run dir {run_dir} already holds a run; continue it with "
-                          f"--resume {run_dir}, choose another --run-dir, or pass --force to overwrite")
+        raise ConfigError(f"--run-dir {shown} is a file; name a folder")
+    if os.path.isdir(run_dir) and holds_a_run(run_dir):
+        if not is_a_run(run_dir):
+            raise ConfigError(f"--run-dir {shown} holds a config.yaml that bp did not write there; "
+                              "choose another --run-dir")
+        if not force:
+            raise ConfigError(f"run dir {shown} already holds a run; continue it with --resume {shown}, "
+                              "choose another --run-dir, or pass --force to overwrite")
 
 
 def create(run_dir=None, force=False):
@@ -106,7 +126,7 @@ def _makedirs(folder):
 
 
 def _cannot_create(folder, err):
-    return BpError(f"cannot create run dir {folder}: {err.strerror or err}; "
+    return BpError(f"cannot create run dir {shown_path(folder)}: {err.strerror or err}; "
                    "choose another --run-dir or set BP_RUNS_DIR")
 
 
@@ -114,6 +134,23 @@ def _cannot_create(folder, err):
 # The lock: one trainer per run dir
 
 _held = {}  # real path of a run dir -> the open lock file (this process holds it)
+
+
+LOCK_PATIENCE = 0.5  # seconds: a lock held for a moment (bp runs looking) is not a trainer
+
+
+def _open_lock(run_dir, create):
+    """The run dir's lock file, opened without following a link or blocking on a FIFO, and
+    refused unless it is a regular file: a run dir restored from elsewhere may hold anything."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
+    path = os.path.join(run_dir, LOCK_NAME)
+    fd = os.open(path, flags, 0o666)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise BpError(f"{shown_path(path)} is {describe_mode(st.st_mode)}, not bp's lock file; "
+                      "remove it, or choose another run dir")
+    return fd
 
 
 def lock(run_dir):
@@ -126,22 +163,30 @@ def lock(run_dir):
         import fcntl
     except ImportError:  # Windows: no flock; parallel runs there are the user's care
         return
-    path = os.path.join(run_dir, LOCK_NAME)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        fd = _open_lock(run_dir, create=True)
     except OSError as err:
+        if err.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+            raise BpError(f"{shown_path(os.path.join(run_dir, LOCK_NAME))} is a symbolic link, not bp's lock "
+                          "file; remove it, or choose another run dir") from None
         raise _cannot_create(run_dir, err) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as err:
-        holder = _read_holder(fd)
-        os.close(fd)
-        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise RunInUse(f"run dir {run_dir} is in use by another bp train ({holder}); wait for it to "
-                           "finish or stop it, or choose another --run-dir") from None
-        if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-            return  # a file system without locks: run unprotected rather than not at all
-        raise _cannot_create(run_dir, err) from None
+    deadline = time.monotonic() + LOCK_PATIENCE
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) and time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+            holder = _read_holder(fd)
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunInUse(f"run dir {shown_path(run_dir)} is in use by another bp train ({holder}); wait for "
+                               "it to finish or stop it, or choose another --run-dir") from None
+            if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                return  # a file system without locks: run unprotected rather than not at all
+            raise _cannot_create(run_dir, err) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
     _held[key] = fd
@@ -163,9 +208,9 @@ def in_use(run_dir):
     except ImportError:
         return False
     try:
-        fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return False  # no lock file: never trained, or not a run dir
+        fd = _open_lock(run_dir, create=False)
+    except (OSError, BpError):
+        return False  # no lock file (never trained, or not a run dir), or not one of bp's
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return False
@@ -197,6 +242,25 @@ def held(run_dir):
 
 
 # ---------------------------------------------------------------------------
+# result.json: how a run ended (or that it is under way)
+
+RESULT_BYTES = 1 << 20
+
+
+def read_result(run_dir):
+    """The run's result.json as a dict, or None when it is missing or damaged (a file
+    from outside: opened safely, size-bounded, any JSON that is not a map ignored)."""
+    import json
+
+    text = read_text(os.path.join(run_dir, "result.json"), RESULT_BYTES)
+    try:
+        doc = json.loads(text) if text else None
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+# ---------------------------------------------------------------------------
 # latest, and --resume's argument
 
 def point_latest(run_dir):
@@ -210,7 +274,9 @@ def point_latest(run_dir):
     link = os.path.join(root, LATEST)
     if os.path.lexists(link) and not os.path.islink(link):
         return
-    target = os.path.abspath(run_dir)
+    target = os.path.realpath(run_dir)
+    if target == os.path.abspath(link):
+        return  # never a link to itself
     rel = os.path.relpath(target, os.path.abspath(root))
     tmp = f"{link}.{os.getpid()}.tmp"
     try:
@@ -254,5 +320,20 @@ def locate_model(path=None):
 def locate_resume(path):
     """--resume accepts a run dir or a checkpoint inside one, meaning that run: -> (run_dir,
     its last.npz), the one file that holds a run's training state (best.npz holds weights only)."""
-    run_dir = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    from .errors import CheckpointError
+
+    shown = shown_path(path)
+    if os.path.isdir(path):
+        if not is_a_run(path):
+            raise CheckpointError(f"{shown} is not a bp run dir (no last.npz): nothing to resume; "
+                                  "pass a run dir written by bp train")
+        run_dir = os.path.realpath(path)  # (runs/latest means the run it points at)
+    elif os.path.lexists(path):
+        mode = os.stat(path).st_mode if os.path.exists(path) else None
+        if mode is None or not stat.S_ISREG(mode):
+            what = describe_mode(mode) if mode is not None else "a broken or looping link"
+            raise CheckpointError(f"--resume {shown} is {what}; pass a run dir or a checkpoint in one")
+        run_dir = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    else:
+        raise CheckpointError(f"--resume {shown} not found; pass a run dir written by bp train")
     return run_dir, os.path.join(run_dir, "last.npz")

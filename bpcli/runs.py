@@ -14,28 +14,15 @@ import os
 from datetime import datetime
 
 from . import rundir
-from .fsutil import open_untrusted
+from .fsutil import read_text
 from .errors import BpError
 
+ENDINGS = ("finished", "interrupted", "diverged", "failed")  # result.json states of a run no longer running
 MAX_FILE = 4 << 20  # bytes read from any one file of a run (metrics of thousands of epochs fit)
 
 
 def _read(path):
-    try:
-        f, _ = open_untrusted(path, "file", max_bytes=MAX_FILE)
-    except BpError:
-        return None
-    with f:
-        return f.read().decode("utf-8", "replace")
-
-
-def _json(path):
-    text = _read(path)
-    try:
-        doc = json.loads(text) if text else None
-    except (ValueError, RecursionError):
-        return None
-    return doc if isinstance(doc, dict) else None
+    return read_text(path, MAX_FILE)
 
 
 def _metrics(path):
@@ -51,12 +38,12 @@ def _metrics(path):
 
 
 def _config(path):
-    import yaml
+    from .config import load_yaml_text
 
     text = _read(path)
     try:
-        doc = yaml.safe_load(text) if text else None
-    except (yaml.YAMLError, RecursionError):
+        doc = load_yaml_text(text) if text else None
+    except BpError:  # the hardened loader: no aliases, bounded depth
         return None
     return doc if isinstance(doc, dict) else None
 
@@ -78,12 +65,12 @@ def describe(run_dir, latest=None):
     accuracy, test accuracy, seconds, state, and whether it is ``latest``."""
     config = _config(os.path.join(run_dir, "config.yaml"))
     metrics = _metrics(os.path.join(run_dir, "metrics.jsonl"))
-    result = _json(os.path.join(run_dir, "result.json"))
+    result = rundir.read_result(run_dir)
     if rundir.in_use(run_dir):
         state = "running"
-    elif result and result.get("state") in ("finished", "interrupted", "diverged"):
+    elif result and result.get("state") in ENDINGS:
         state = result["state"]
-    else:
+    else:  # killed (kill -9, a machine that went down): no process holds it, nothing said how it ended
         state = "interrupted"
     try:
         planned = config["train"]["epochs"]
@@ -93,15 +80,17 @@ def describe(run_dir, latest=None):
     seconds = (result or {}).get("seconds") if state == "finished" else None
     if seconds is None and metrics:
         seconds = sum(_number(m.get("seconds")) or 0.0 for m in metrics)
-    try:
-        started = datetime.fromtimestamp(os.stat(run_dir).st_mtime if config is None else
-                                         os.stat(os.path.join(run_dir, "config.yaml")).st_mtime)
-    except OSError:
-        started = None
+    started = (result or {}).get("started")
+    if not isinstance(started, str):  # a run from before result.json recorded it: its config's time
+        try:
+            started = datetime.fromtimestamp(os.stat(os.path.join(run_dir, "config.yaml")).st_mtime
+                                             ).isoformat(timespec="seconds")
+        except OSError:
+            started = None
     return {
         "name": os.path.basename(os.path.normpath(run_dir)),
         "run_dir": run_dir,
-        "started": started.isoformat(timespec="seconds") if started else None,
+        "started": started[:19] if started else None,
         "network": _network(config),
         "epochs_done": len(metrics),
         "epochs_planned": _number(planned),

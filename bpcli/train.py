@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from datetime import datetime
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from .checkpoint import check_training_state, load_model, read_checkpoint, save_
 from .config import from_values
 from .data import N_CLASSES, PIXELS, seeds, validation_split, verified_dir
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
-from .fsutil import write_text_atomic
+from .fsutil import read_text, write_text_atomic
 from .metrics import loss_and_accuracy
 from .network import Spec, example_costs, init_params, n_weights, one_hot, param_views
 from .optim import clip_max_norm, learning_rate, make_optimizer
@@ -424,37 +425,32 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, ini
         elif init:
             ckpt, model = init
             run.load_params(model.Ws, model.bs)
-            run.init = {"checkpoint": os.path.abspath(ckpt), "epoch": model.meta.get("epoch")}
+            run.init = {"checkpoint": os.path.realpath(ckpt), "epoch": model.meta.get("epoch")}  # not via latest
         # on resume too when --epochs extended the run: config.yaml says what the run is
         config_path, text = os.path.join(run_dir, "config.yaml"), cfg.to_yaml()
-        if not resume_from or _read_text(config_path) != text:
+        if not resume_from or read_text(config_path, 1 << 16) != text:
             write_text_atomic(config_path, text)
+        started = (resume_from and (rundir.read_result(run_dir) or {}).get("started")) or \
+            datetime.now().isoformat(timespec="seconds")
+        _write_result(run, {"state": "running", "started": started})
         try:
             summary = _train_epochs(run, progress)
         except (Interrupted, TrainingDiverged) as err:
             state = "interrupted" if isinstance(err, Interrupted) else "diverged"
-            _write_result(run, {"state": state, "error": str(err)})
+            _write_result(run, {"state": state, "started": started, "error": str(err)})
             raise
-        _write_result(run, {"state": "finished", **summary})
+        except BaseException as err:  # a full disk, a bug: the run says it did not end well
+            with contextlib.suppress(BpError, OSError):
+                _write_result(run, {"state": "failed", "started": started,
+                                    "error": str(err) or type(err).__name__})
+            raise
+        _write_result(run, {"state": "finished", "started": started, **summary})
     return summary
-
-
-def _read_text(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def _finished(run_dir):
     """Whether the run's result.json says it finished (all its epochs, or stopped early)."""
-    import json
-
-    try:
-        return json.loads(_read_text(os.path.join(run_dir, "result.json")) or "{}").get("state") == "finished"
-    except (ValueError, AttributeError, RecursionError):
-        return False
+    return (rundir.read_result(run_dir) or {}).get("state") == "finished"
 
 
 def _write_result(run, doc):
@@ -481,8 +477,10 @@ def _train_epochs(run, progress):
                 run.best = {"epoch": m["epoch"], "val_accuracy": m["val_accuracy"]}
             run.save("last.npz")
             if run.best["epoch"] == m["epoch"]:
+                first_model = not os.path.exists(os.path.join(run_dir, "best.npz"))
                 run.save("best.npz", with_optimizer=False)
-                rundir.point_latest(run_dir)  # the newest run with a model
+                if first_model:
+                    rundir.point_latest(run_dir)  # latest: the newest run that has a model
             run.write_metrics()
             if run.patience_ran_out():
                 progress.note(f"early stop: no better validation accuracy for "

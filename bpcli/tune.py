@@ -820,7 +820,7 @@ def write_best_config(path, config_file, sets, best, study_name):
 
     from .fsutil import write_text_atomic
 
-    flat = config_mod.flatten(config_mod.read_file(config_file)) if config_file else {}
+    flat = config_mod.flatten(config_mod.read_file(config_mod.locate_config(config_file)[0])) if config_file else {}
     for assignment in sets:
         key, value = config_mod.parse_set(assignment)
         flat[key] = value

@@ -82,13 +82,9 @@ def page_asset(name):
     return resources.files("bpcli").joinpath("webpage", name).read_bytes()
 
 
-def write_site(model, checkpoint_path, out_dir, force=False):
-    """Write the static site for ``model`` into ``out_dir``; return the written paths.
-
-    ``out_dir`` is created if missing. A folder that already holds one of the
-    site's files is refused (ConfigError) unless ``force``: a page is never
-    overwritten silently. Other files in the folder are left alone.
-    """
+def check_output(out_dir, force=False):
+    """Refuse (ConfigError) an ``out_dir`` that is a file, or that holds a page unless
+    ``force``, or whose page files are links: before any model is loaded."""
     out_dir = os.fspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ConfigError(f"--web {shown_path(out_dir)} is a file, not a folder; give a folder for the page")
@@ -100,6 +96,21 @@ def write_site(model, checkpoint_path, out_dir, force=False):
         if os.path.islink(os.path.join(out_dir, name)):
             raise ConfigError(f"{shown_path(os.path.join(out_dir, name))} is a symbolic link; --force never "
                               "writes through a link: remove it or choose another folder")
+
+
+def write_site(model, checkpoint_path, out_dir, force=False):
+    """Write the static site for ``model`` into ``out_dir``; return the written paths.
+
+    ``out_dir`` is created if missing. A folder that already holds one of the
+    site's files is refused (ConfigError) unless ``force``: a page is never
+    overwritten silently. Other files in the folder are left alone.
+    """
+    out_dir = os.fspath(out_dir)
+    check_output(out_dir, force)
+    dataset = model.meta.get("config", {}).get("data", {}).get("dataset", "mnist")
+    if dataset != "mnist":  # the pad prepares a drawn digit the MNIST way and names digits
+        raise ConfigError(f"the page shows backprop on drawn digits; this model was trained on {dataset}: "
+                          "export an MNIST model, or use bp explain for this one")
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as err:

@@ -86,4 +86,7 @@ def test_file_size_limit_while_checkpointing(tmp_path, real_mnist_dir):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
     assert err.strip().startswith("Error: cannot write") and "last.npz" in err and "Traceback" not in err
-    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml", "result.json"]
+    import json
+
+    assert json.loads((run / "result.json").read_text())["state"] == "failed"  # and says so

@@ -182,3 +182,79 @@ def test_a_real_folder_named_latest_is_not_replaced(runs_root, tmp_path):
     (runs_root / "latest" / "mine").write_text("x")
     rundir.point_latest(str(tmp_path))
     assert (runs_root / "latest" / "mine").read_text() == "x"
+
+
+# --- found on review: links, planted files, a lock looked at for a moment ----------
+
+def test_resume_through_latest_resumes_the_run_it_points_at(tmp_path, runs_root):
+    from bpcli import train as train_mod
+    from bpcli.config import resolve
+    from synthetic import tiny_mnist
+
+    data = tiny_mnist(n_train=300, n_test=50)
+    cfg = resolve(None, ["data.validation=50", "model.hidden=[8]", "train.epochs=1", "train.augment=false"])
+    run = runs_root / "r1"
+    train_mod.train(cfg, data, str(run))
+    run_dir, ckpt = rundir.locate_resume(str(runs_root / "latest"))
+    assert run_dir == str(run.resolve()) and ckpt == str(run.resolve() / "last.npz")
+    train_mod.train(train_mod.resume_config(ckpt, {"train.epochs": 2}), data, run_dir, resume_from=ckpt)
+    assert os.readlink(runs_root / "latest") == "r1"  # never a link to itself
+    rundir.point_latest(str(runs_root / "latest"))
+    assert os.readlink(runs_root / "latest") == "r1"
+
+
+def test_force_through_latest_with_a_trailing_slash_is_refused(tmp_path, runs_root):
+    previous = a_finished_run(runs_root / "good")
+    os.symlink("good", runs_root / "latest")
+    result = bp("train", "--run-dir", str(runs_root / "latest") + "/", "--force", "-c", SMOKE,
+                env=offline_env(tmp_path))
+    assert result.returncode == 2 and "symbolic link" in result.stderr, result.stderr
+    assert untouched(previous)
+
+
+def test_a_planted_lock_link_is_never_followed(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    run = a_finished_run(tmp_path / "run")
+    os.symlink(victim, run / ".lock")
+    with pytest.raises(Exception, match="symbolic link, not bp's lock file"):
+        rundir.lock(run)
+    assert victim.read_text() == "precious"
+
+
+def test_a_fifo_lock_neither_hangs_runs_nor_trains(tmp_path, runs_root):
+    run = a_finished_run(runs_root / "x")
+    os.mkfifo(run / ".lock")
+    listed = bp("runs", "--json")  # (under bp()'s timeout: a blocked open would hang here)
+    assert listed.returncode == 0 and '"name": "x"' in listed.stdout
+    result = bp("train", "--resume", str(run), env=offline_env(tmp_path))
+    assert result.returncode == 1 and "named pipe" in result.stderr and "lock file" in result.stderr
+
+
+def test_a_fifo_result_json_does_not_hang_a_resume(tmp_path):
+    run = a_finished_run(tmp_path / "r")
+    os.mkfifo(run / "result.json")
+    result = bp("train", "--resume", str(run), env=offline_env(tmp_path))
+    assert result.returncode != 0 and "Traceback" not in result.stderr  # and it returned
+
+
+def test_a_glance_at_the_lock_does_not_refuse_a_starting_trainer(tmp_path):
+    """bp runs takes a shared lock for a moment: lock() waits that moment out."""
+    import fcntl
+
+    run = a_finished_run(tmp_path / "r")
+    fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    threading.Timer(0.1, os.close, [fd]).start()
+    rundir.lock(run)  # would raise RunInUse without the short patience
+    rundir.release(run)
+
+
+def test_a_folder_of_another_programs_config_is_never_taken_over(tmp_path):
+    mine = tmp_path / "app"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my: app config\n")
+    for force in ([], ["--force"]):
+        result = bp("train", "-c", SMOKE, "--run-dir", str(mine), *force, env=offline_env(tmp_path))
+        assert result.returncode == 2 and "bp did not write" in result.stderr, result.stderr
+    assert (mine / "config.yaml").read_text() == "my: app config\n"

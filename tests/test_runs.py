@@ -41,8 +41,14 @@ def test_runs_lists_each_state_newest_first_and_marks_latest(data, runs_root):
     killed.mkdir()
     (killed / "config.yaml").write_text("model: {hidden: [8], activation: relu}\ntrain: {epochs: 9}\n")
     (killed / "metrics.jsonl").write_text('{"epoch": 1, "val_accuracy": 0.5, "seconds": 1.5}\n')
-    for i, name in enumerate(["a-finished", "b-diverged", "c-interrupted", "d-killed"]):
-        os.utime(runs_root / name / "config.yaml", (1_000_000 + i, 1_000_000 + i))
+    from datetime import datetime
+
+    for i, name in enumerate(["a-finished", "b-diverged", "c-interrupted"]):  # started one second apart
+        result = json.loads((runs_root / name / "result.json").read_text())
+        result["started"] = f"2026-01-01T00:00:0{i}"
+        (runs_root / name / "result.json").write_text(json.dumps(result))
+    later = datetime(2026, 1, 1, 0, 0, 3).timestamp()  # no result.json: its config.yaml's time
+    os.utime(killed / "config.yaml", (later, later))
     runs = json.loads(listing(runs_root, "--json"))
     assert [r["name"] for r in runs] == ["d-killed", "c-interrupted", "b-diverged", "a-finished"]
     by = {r["name"]: r for r in runs}
@@ -90,3 +96,30 @@ def test_damaged_run_files_blank_a_field_not_the_listing(runs_root):
 
 def test_no_runs_says_how_to_start(tmp_path):
     assert "start one with 'bp train'" in listing(tmp_path / "nothing")
+
+
+def test_a_yaml_bomb_in_a_runs_config_is_not_expanded(runs_root):
+    bomb = runs_root / "bomb"
+    bomb.mkdir(parents=True)
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    (bomb / "config.yaml").write_text("\n".join(lines) + "\n")
+    (bomb / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    result = subprocess.run([sys.executable, "-m", "bpcli.cli", "runs", "--json"], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "BP_RUNS_DIR": str(runs_root)})
+    assert result.returncode == 0 and json.loads(result.stdout)[0]["network"] is None
+
+
+def test_a_run_that_failed_says_so(data, runs_root, monkeypatch):
+    import bpcli.train as train_mod
+
+    def full_disk(self, name, with_optimizer=True):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train_mod.Run, "save", full_disk)
+    with pytest.raises(OSError):
+        train_in(data, runs_root, "f")
+    result = json.loads((runs_root / "f" / "result.json").read_text())
+    assert result["state"] == "failed" and "No space" in result["error"] and result["started"]
+    run, = json.loads(listing(runs_root, "--json"))
+    assert run["state"] == "failed"
