@@ -118,21 +118,16 @@ THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 
 def _threads_option(f):
     return click.option("--threads", type=click.IntRange(1, 256), default=None, metavar="N",
-                        help="BLAS threads for the matrix products (default: the BLAS library's own choice).")(f)
+                        help="Training threads, each on its share of every mini-batch (default: the CPUs "
+                             "this process may use; on --resume, the count the run was trained with).")(f)
 
 
-def set_threads(n):
-    """Pin the BLAS thread count through the environment: BLAS reads it when numpy is
-    first imported, which in bp happens inside the commands, after this."""
-    if n is not None:
-        for name in THREAD_VARIABLES:
-            os.environ[name] = str(n)
-
-
-def blas_threads():
-    """The thread count bp asked BLAS for, or None for the library's default."""
-    value = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    return int(value) if value and value.isdigit() else None
+def single_threaded_blas():
+    """BLAS in the caller's thread: bp's engine runs its own threads, and a BLAS thread
+    pool that spins while it waits would fight them (and any other process) for the cores.
+    Set before numpy is first imported, which in bp happens inside the commands, after this."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = "1"
 
 
 def _config_options(f):
@@ -198,7 +193,7 @@ class Finite(click.FloatRange):
 def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resume, force, data_dir,
           threads, quiet, as_json):
     """Train an MLP on MNIST by backprop and mini-batch SGD."""
-    set_threads(threads)
+    single_threaded_blas()
     from . import config as config_mod
     from . import rundir
     from . import train as train_mod
@@ -227,12 +222,14 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
     data = load_mnist(values["data"]["dir"], progress=False if quiet else None)
     if not resume:
         run_dir = rundir.create(run_dir, force)
+    from .fast import blas
+
     progress = train_mod.Progress(quiet=quiet)
+    threads, _ = train_mod.choose_threads(threads, ckpt)  # train() warns if it differs from the run's
     progress.note(f"run dir {run_dir}: {'-'.join(map(str, train_mod.spec_from_config(values).sizes))} "
                   f"{values['model']['activation']}, {values['model']['output']} + {values['model']['loss']}, "
-                  f"{values['train']['epochs']} epochs")
-    summary = train_mod.train(cfg, data, run_dir, resume_from=ckpt, progress=progress,
-                              threads=blas_threads())
+                  f"{values['train']['epochs']} epochs, {threads} thread{'s' * (threads != 1)}, {blas.describe()}")
+    summary = train_mod.train(cfg, data, run_dir, resume_from=ckpt, progress=progress, threads=threads)
     if as_json:
         _emit_json(summary)
     else:

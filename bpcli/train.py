@@ -28,9 +28,9 @@ from .data import N_CLASSES, PIXELS, seeds, validation_split, verified_dir
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import write_text_atomic
 from .metrics import loss_and_accuracy
-from .network import Spec, example_costs, init_params, n_weights, one_hot, param_views
-from .optim import clip_max_norm, learning_rate, make_optimizer
-from .step import Step
+from .fast import Engine, blas, single_threaded_blas
+from .network import Spec, example_costs, init_params, one_hot
+from .optim import learning_rate, make_optimizer
 
 TALLY_EVERY = 20  # batches between tallies of the training loss and accuracy (and the divergence check)
 
@@ -92,6 +92,10 @@ class Progress:
         if not self.quiet:
             print(text, file=self.stream, flush=True)
 
+    def warn(self, text):
+        """A line shown even when quiet."""
+        print(text, file=self.stream, flush=True)
+
     def close(self):
         if self.bar is not None:
             self.bar.close()
@@ -133,31 +137,24 @@ def stop_requests():
 class Run:
     """The state of one training run: what a checkpoint saves and a resume restores."""
 
-    def __init__(self, cfg, data, run_dir):
+    def __init__(self, cfg, data, run_dir, threads=1):
         self.values = cfg.values
         self.run_dir = run_dir
         self.spec = spec_from_config(self.values)
         init_rng, _, self.rng = seeds(self.values["seed"])
         self.train_X, self.train_y, self.val_X, self.val_y = validation_split(data, self.values)
         self.test_X, self.test_y = data.test_images, data.test_labels
-        # Pixels that are 0 in every training image (MNIST's border) add nothing
-        # to z = x @ W and get no gradient (dC/dW = x^T delta). Training keeps
-        # W0's rows in the order "inked pixels first" and leaves the others out
-        # of its two largest matrix products; checkpoints hold the true order.
-        self.augment = self.values["train"]["augment"] or None
-        # (augmentation moves ink anywhere: then every pixel takes part)
+        t = self.values["train"]
+        self.augment = t["augment"] or None
+        # the engine leaves out of its products the pixels that are 0 in every training
+        # image; augmentation moves ink anywhere, and then every pixel takes part
         inked = self.train_X.any(axis=0) | bool(self.augment)
-        self.order = np.concatenate([np.flatnonzero(inked), np.flatnonzero(~inked)])
-        self.k = int(inked.sum())
-        if self.k < PIXELS:
-            self.train_X = np.ascontiguousarray(self.train_X[:, self.order[:self.k]])
         Ws, bs = init_params(self.spec, init_rng, self.values["model"]["init"])
-        Ws[0] = Ws[0][self.order]
-        # one flat vector, weights first: the optimizer sees [all weights, all biases]
-        self.theta = np.concatenate([W.ravel() for W in Ws] + bs)
-        self.Ws, self.bs = param_views(self.theta, self.spec.sizes)
-        self.n_weights = n_weights(self.spec.sizes)
-        self.opt = make_optimizer(self.values["train"], self.theta, n_decay=self.n_weights)  # L2 on weights only
+        self.threads = threads
+        self.engine = Engine(self.spec, Ws, bs, lambda theta, n: make_optimizer(t, theta, n), t["batch_size"],
+                             inked, threads=threads, dropout=self.values["model"]["dropout"],
+                             max_norm=t["max_norm"], rng=self.rng)
+        self.train_X = self.engine.inputs_of(self.train_X)
         self.epoch = 0            # epochs completed
         self.step = 0             # batches completed in the current epoch
         self.history = []         # one metrics dict per completed epoch
@@ -165,32 +162,10 @@ class Run:
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.epoch_rng_state = None
         self.train_seconds = 0.0
-        self.threads = None       # BLAS threads asked for (None: the library's default)
-
-    def model_order(self, W0, inverse=False):
-        """W0 (or any array shaped like it) from training row order to the true pixel order.
-        inverse: the other way."""
-        if inverse:
-            return W0[self.order]
-        out = np.empty_like(W0)
-        out[self.order] = W0
-        return out
 
     def model_params(self):
         """(Ws, bs) in the true pixel order: what evaluation and checkpoints see."""
-        return [self.model_order(self.Ws[0]), *self.Ws[1:]], self.bs
-
-    def _reorder_state(self, state, inverse=False):
-        """Optimizer state with the W0 block of each weight segment ("v0", "m0") reordered."""
-        rows, cols = self.spec.sizes[0], self.spec.sizes[1]
-        out = {}
-        for key, arr in state.items():
-            if key.endswith("0") and arr.ndim == 1:
-                arr = arr.copy()
-                block = arr[:rows * cols].reshape(rows, cols)
-                block[...] = self.model_order(block.copy(), inverse)
-            out[key] = arr
-        return out
+        return self.engine.params()
 
     # -- checkpoints --------------------------------------------------------
     def meta(self):
@@ -207,16 +182,17 @@ class Run:
             "epoch_rng": self.epoch_rng_state,
             "threads": self.threads,
             "cpu_count": os.cpu_count(),
+            "blas": blas.describe(),
         }
 
     def save(self, name, with_optimizer=True):
         Ws, bs = self.model_params()
         save_checkpoint(os.path.join(self.run_dir, name), Ws, bs, self.meta(),
-                        self._reorder_state(self.opt.state()) if with_optimizer else None)
+                        self.engine.state() if with_optimizer else None)
 
     def restore(self, path):
         # every array and value is checked against this run before any is taken over
-        arrays, meta = read_checkpoint(path, opt_state=self.opt.state())
+        arrays, meta = read_checkpoint(path, opt_state=self.engine.state())
         if meta["sizes"] != self.spec.sizes:
             raise CheckpointError(f"checkpoint {path} has layer sizes {meta['sizes']}, the config "
                                   f"says {self.spec.sizes}; resume without changing model keys")
@@ -224,11 +200,9 @@ class Run:
         check_training_state(meta, arrays, path, n_train=n,
                              steps_per_epoch=-(-n // self.values["train"]["batch_size"]))
         try:
-            for l, (W, b) in enumerate(zip(self.Ws, self.bs)):
-                W[...] = self.model_order(arrays[f"W{l}"], inverse=True) if l == 0 else arrays[f"W{l}"]
-                b[...] = arrays[f"b{l}"]
+            L = len(self.spec.sizes) - 1
             state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
-            self.opt.load_state(self._reorder_state(state, inverse=True))
+            self.engine.load([arrays[f"W{l}"] for l in range(L)], [arrays[f"b{l}"] for l in range(L)], state)
             self.epoch, self.step = meta["epoch"], meta["step"]
             self.history, self.partial = meta["metrics"], meta["partial"]
             self.best = meta["best"]
@@ -257,7 +231,6 @@ class Run:
             self.rng.bit_generator.state = self.epoch_rng_state
             perm = self.rng.permutation(n)
             self.rng.bit_generator.state = current
-        dropout, max_norm = self.values["model"]["dropout"], t["max_norm"]
         # every example's label and target Y in this epoch's order: a batch's are then a slice
         labels = self.train_y[perm]
         targets = one_hot(labels, N_CLASSES)
@@ -267,10 +240,10 @@ class Run:
         fixed_lr = learning_rate(t, 0) if t["schedule"] == "constant" and not t["warmup_epochs"] else None
         p = self.partial
         # pixels stay uint8 until they enter the step's float32 batch
-        pixels = np.empty((B, self.k), dtype=np.uint8)
-        step = Step(self.spec, self.theta, self.opt, B, self.k, dropout, self.rng)
-        augment = Augmenter(self.augment, B, out=step.inputs) if self.augment else None
-        flush_every = self.opt.flush_every
+        engine = self.engine
+        pixels = np.empty((B, self.train_X.shape[1]), dtype=np.uint8)
+        augment = Augmenter(self.augment, B, out=engine.inputs) if self.augment else None
+        flush_every = engine.flush_every
         # Training loss and accuracy come from each batch's a[L], kept and tallied every
         # TALLY_EVERY batches in one vectorised pass rather than a few small calls per batch
         outputs = np.empty((TALLY_EVERY * B, N_CLASSES), dtype=np.float32)
@@ -304,18 +277,13 @@ class Run:
             idx = perm[self.step * B:(self.step + 1) * B]
             n = len(idx)
             np.take(self.train_X, idx, axis=0, out=pixels[:n])
-            if augment:
-                A = step.forward(augment(pixels[:n], self.rng))  # floats, written into step.inputs
-            else:
-                A = step.forward(pixels[:n])
+            X = augment(pixels[:n], self.rng) if augment else pixels[:n]  # floats: in engine.inputs
+            lr = fixed_lr or learning_rate(t, self.epoch + self.step / steps)
+            A = engine.train_batch(X, targets[self.step * B:self.step * B + n], lr)
             start = (self.step - untallied) * B
             outputs[start:start + n] = A
-            lr = fixed_lr or learning_rate(t, self.epoch + self.step / steps)
-            step.backward(targets[self.step * B:self.step * B + n], lr)
-            if max_norm:
-                clip_max_norm(self.Ws, max_norm)
             if flush_every and self.step % flush_every == 0:
-                self.opt.flush_subnormals()
+                engine.flush_subnormals()
             self.step += 1
             loss = tally() if self.step - untallied == TALLY_EVERY or self.step == steps else None
             p["seconds"] += time.perf_counter() - t0
@@ -338,7 +306,7 @@ class Run:
         """Raise TrainingDiverged if any weight or bias is NaN or infinite. One sum
         finds out: it is finite only if every term is (a weight large enough to
         overflow the sum has diverged too)."""
-        if not math.isfinite(float(self.theta.sum())):
+        if not self.engine.finite():
             raise self.diverged("the weights became NaN or infinite", lr)
 
     def diverged(self, what, lr):
@@ -385,27 +353,59 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None):
 
     The run dir is held (``rundir.lock``) throughout; ``result.json`` in it says how
     the run ended (finished with this summary, interrupted, diverged) before this
-    returns or raises. ``threads`` is only recorded (checkpoint meta, summary):
-    the caller pins BLAS.
+    returns or raises. ``threads``: the engine's worker threads (None: the count
+    the checkpoint resumed from recorded, else every CPU this process may use;
+    see ``choose_threads``), recorded in every checkpoint.
     """
     progress = progress or Progress(quiet=True)
-    with rundir.held(run_dir):
-        run = Run(cfg, data, run_dir)
-        run.threads = threads
-        if resume_from:
-            run.restore(resume_from)
-        # on resume too when --epochs extended the run: config.yaml says what the run is
-        config_path, text = os.path.join(run_dir, "config.yaml"), cfg.to_yaml()
-        if not resume_from or _read_text(config_path) != text:
-            write_text_atomic(config_path, text)
+    threads, warning = choose_threads(threads, resume_from)
+    if warning:
+        progress.warn(warning)
+    with rundir.held(run_dir), single_threaded_blas():
+        run = Run(cfg, data, run_dir, threads)
         try:
-            summary = _train_epochs(run, progress)
-        except (Interrupted, TrainingDiverged) as err:
-            state = "interrupted" if isinstance(err, Interrupted) else "diverged"
-            _write_result(run, {"state": state, "error": str(err)})
-            raise
-        _write_result(run, {"state": "finished", **summary})
+            if resume_from:
+                run.restore(resume_from)
+            # on resume too when --epochs extended the run: config.yaml says what the run is
+            config_path, text = os.path.join(run_dir, "config.yaml"), cfg.to_yaml()
+            if not resume_from or _read_text(config_path) != text:
+                write_text_atomic(config_path, text)
+            try:
+                summary = _train_epochs(run, progress)
+            except (Interrupted, TrainingDiverged) as err:
+                state = "interrupted" if isinstance(err, Interrupted) else "diverged"
+                _write_result(run, {"state": state, "error": str(err)})
+                raise
+            _write_result(run, {"state": "finished", **summary})
+        finally:
+            run.engine.close()
     return summary
+
+
+def usable_cpus():
+    """The CPUs this process may run on (its affinity mask, e.g. under taskset), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def choose_threads(asked, resume_from=None):
+    """(threads, warning or None): the count asked for; else, on --resume, the count the
+    run was trained with (bit-exact resume needs it); else every usable CPU."""
+    recorded = None
+    if resume_from:
+        _, meta = read_checkpoint(resume_from, arrays=False)
+        recorded = meta.get("threads")
+        if not (isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1):
+            recorded = None  # (a bad value is Run.restore's clean error, once the run is held)
+    if asked is None:
+        return recorded or usable_cpus(), None
+    if recorded is not None and asked != recorded:
+        return asked, (f"warning: this run was trained on {recorded} thread{'s' * (recorded != 1)}; "
+                       f"resuming on {asked} continues it, but not bit for bit as an uninterrupted run "
+                       f"(that needs --threads {recorded})")
+    return asked, None
 
 
 def _read_text(path):

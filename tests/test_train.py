@@ -239,7 +239,7 @@ def test_leaving_blank_pixels_out_equals_the_full_computation(tmp_path):
                          "train.schedule=constant", "train.nesterov=false", "train.weight_decay=0.01",
                          "train.epochs=1"])
     run = Run(cfg, data, str(tmp_path / "r"))
-    assert run.k == 600
+    assert run.engine.layout.k == 600
     run.train_epoch(Progress(quiet=True), [])
     Ws_fast, bs_fast = run.model_params()
 
@@ -330,7 +330,7 @@ def test_a_run_diverging_later_keeps_its_last_good_checkpoint(data, tmp_path, mo
     real_finish = train_mod.Run.finish_epoch
 
     def blow_up(self, seconds):
-        self.theta[:] = np.inf  # what an exploding step leaves behind
+        self.engine.theta[:] = np.inf  # what an exploding step leaves behind
         return real_finish(self, seconds)
 
     monkeypatch.setattr(train_mod.Run, "finish_epoch", blow_up)
@@ -345,7 +345,7 @@ def test_outputs_that_overflow_with_finite_weights_count_as_divergence(data, tmp
     real_finish = train_mod.Run.finish_epoch
 
     def huge(self, seconds):
-        self.theta *= np.float32(1e30)  # finite, but z = x @ W overflows to inf
+        self.engine.theta *= np.float32(1e30)  # finite, but z = x @ W overflows to inf
         return real_finish(self, seconds)
 
     monkeypatch.setattr(train_mod.Run, "finish_epoch", huge)
