@@ -223,8 +223,9 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
     if not resume:
         run_dir = rundir.create(run_dir, force)
     from .fast import blas
+    from .progress import Progress
 
-    progress = train_mod.Progress(quiet=quiet)
+    progress = Progress(quiet=quiet)
     threads, _ = train_mod.choose_threads(threads, ckpt)  # train() warns if it differs from the run's
     progress.note(f"run dir {run_dir}: {'-'.join(map(str, train_mod.spec_from_config(values).sizes))} "
                   f"{values['model']['activation']}, {values['model']['output']} + {values['model']['loss']}, "

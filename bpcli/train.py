@@ -15,7 +15,6 @@ import contextlib
 import math
 import os
 import signal
-import sys
 import time
 
 import numpy as np
@@ -31,6 +30,7 @@ from .metrics import loss_and_accuracy
 from .fast import Engine, blas, single_threaded_blas
 from .network import Spec, example_costs, init_params, one_hot
 from .optim import learning_rate, make_optimizer
+from .progress import Progress, percent
 
 TALLY_EVERY = 20  # batches between tallies of the training loss and accuracy (and the divergence check)
 
@@ -49,61 +49,6 @@ class Interrupted(BpError):
 def spec_from_config(values):
     m = values["model"]
     return Spec([PIXELS, *m["hidden"], N_CLASSES], m["activation"], m["output"], m["loss"])
-
-
-# ---------------------------------------------------------------------------
-# Progress on stderr: a tqdm bar per epoch on a terminal, one line per epoch otherwise
-
-class Progress:
-    def __init__(self, quiet=False, stream=None):
-        self.stream = stream or sys.stderr
-        self.quiet = quiet
-        self.bar = None
-        isatty = getattr(self.stream, "isatty", None)
-        self.tty = bool(isatty and isatty())
-
-    def start_epoch(self, epoch, epochs, steps, done=0):
-        if self.quiet or not self.tty:
-            return
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{epochs}", unit="batch",
-                        file=self.stream, leave=True, dynamic_ncols=True)
-
-    def step(self, loss=None):
-        """One batch done; ``loss``, when given, is the recent training loss."""
-        if self.bar is not None:
-            self.bar.update(1)
-            if loss is not None:
-                self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-
-    def end_epoch(self, m):
-        line = (f"epoch {m['epoch']}/{m['epochs']}  loss {m['train_loss']:.4f}  "
-                f"train {m['train_accuracy']:.2%}  val {_pct(m['val_accuracy'])}  "
-                f"lr {m['lr']:.4g}  {m['seconds']:.1f}s  {m['samples_per_second']:,.0f} samples/s")
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"val {_pct(m['val_accuracy'])}", refresh=True)
-            self.bar.close()
-            self.bar = None
-        if not self.quiet:
-            print(line, file=self.stream, flush=True)
-
-    def note(self, text):
-        if not self.quiet:
-            print(text, file=self.stream, flush=True)
-
-    def warn(self, text):
-        """A line shown even when quiet."""
-        print(text, file=self.stream, flush=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _pct(x):
-    return "-" if x is None or x != x else f"{x:.2%}"
 
 
 @contextlib.contextmanager
@@ -451,8 +396,8 @@ def _train_epochs(run, progress):
                 raise Interrupted.of(run_dir, f"after epoch {run.epoch}")
     best = load_model(os.path.join(run_dir, "best.npz"))
     _, test_acc = loss_and_accuracy(best.Ws, best.bs, run.spec, run.test_X, run.test_y)
-    progress.note(f"best epoch {run.best['epoch']}: val {_pct(run.best['val_accuracy'])}, "
-                  f"test {_pct(test_acc)}  ->  {os.path.join(run_dir, 'best.npz')}")
+    progress.note(f"best epoch {run.best['epoch']}: val {percent(run.best['val_accuracy'])}, "
+                  f"test {percent(test_acc)}  ->  {os.path.join(run_dir, 'best.npz')}")
     return {
         "run_dir": run_dir,
         "epochs": run.epoch,
