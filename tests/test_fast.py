@@ -266,3 +266,38 @@ def test_the_direct_path_is_used_where_scipy_is():
     pytest.importorskip("scipy")
     assert blas.available(), blas.describe()
     assert blas.describe().startswith("scipy.linalg.blas")
+
+
+# ---------------------------------------------------------------------------
+# The engine's in-place kernels against the reference's out-of-place functions
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_in_place_activations_equal_the_reference(name):
+    from bpcli import network
+    from bpcli.fast import kernels
+
+    z = np.random.default_rng(0).normal(0, 5, (7, 9)).astype(np.float32)
+    expected = network.ACTIVATIONS[name][0](z)
+    work = z.copy()
+    assert kernels.ACTIVATIONS[name][0](work) is work
+    np.testing.assert_allclose(work, expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(kernels.ACTIVATIONS[name][1](work), network.ACTIVATIONS[name][1](expected), rtol=1e-6)
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_output_and_delta_kernels_equal_the_reference(pair):
+    from bpcli import network
+    from bpcli.fast import kernels
+
+    output, loss = pair
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, (6, 10)).astype(np.float32)
+    z[0] -= 200  # a row far below the batch's max: softmax must still be a distribution
+    A = network.OUTPUTS[output](z)
+    work = z.copy()
+    np.testing.assert_allclose(kernels.OUTPUTS[output](work), A, rtol=1e-5, atol=1e-7)
+    Y = one_hot(rng.integers(0, 10, 6))
+    out = np.empty_like(A)
+    # a shard of 6 rows of a mini-batch of 15: the mean is over the mini-batch
+    kernels.output_delta(A, Y, output, loss, 15, out)
+    np.testing.assert_allclose(out, network.output_delta(A, Y, output, loss) * 6 / 15, rtol=1e-5, atol=1e-8)
