@@ -461,8 +461,9 @@ def read_file(path):
 BYTES_PER_PARAM = 4 * 9
 TALLY_EVERY = 20  # train.TALLY_EVERY: batches of outputs kept until they are tallied
 # Augmenter, per image: the zero-padded 31x31 copy; fx, fy, tmp, qx, qy, 4 corner
-# planes (9 x 784); idx as intp (2 x 784); two elastic work arrays of 2 fields each
-AUGMENT_FLOATS_PER_IMAGE = 31 * 31 + 9 * 784 + 2 * 784 + 4 * 784
+# planes (9 x 784); idx as intp (2 x 784); two elastic work arrays of 2 fields each;
+# the two output buffers train alternates between (one is prepared while the other trains)
+AUGMENT_FLOATS_PER_IMAGE = 31 * 31 + 9 * 784 + 2 * 784 + 4 * 784 + 2 * 784
 EVAL_BATCH = 2000  # metrics.EVAL_BATCH: evaluation's rows per forward pass
 # the images, uint8: as loaded (train + test), the training split's copy and the
 # training copy with the inked pixels first; float32 (N_TRAIN, 10): the epoch's
@@ -479,7 +480,7 @@ def training_bytes(flat, threads=1):
     widest = max(widths)
     n_params = sum(m * n + n for m, n in zip([784, *hidden], widths))
     floats_per_row = (
-        784                                      # Step.inputs: the batch as float32
+        784                                      # Engine.inputs: the batch as float32
         + 2 * sum(widths)                        # Step.a[1:] and Step.delta[1:]
         + widest                                 # f'(a) of one layer, made during backward
         + TALLY_EVERY * 10                       # a[L] of the batches kept for the tally
@@ -489,7 +490,7 @@ def training_bytes(flat, threads=1):
         floats_per_row += 2 * sum(hidden) + 2 * max(hidden, default=0)
     if flat["train.augment"]:
         floats_per_row += AUGMENT_FLOATS_PER_IMAGE
-    batch = flat["train.batch_size"] * (4 * floats_per_row + 784)  # + the uint8 pixels of the batch
+    batch = flat["train.batch_size"] * (4 * floats_per_row + 2 * 784)  # + the uint8 pixels of two batches
     evaluation = EVAL_BATCH * 4 * (784 + 2 * sum(widths))          # network.forward keeps every a[l]
     return {"parameters": n_params * (BYTES_PER_PARAM + 4 * (threads - 1)), "data": DATA_BYTES, "batch": batch,
             "evaluation": evaluation, "n_params": n_params}

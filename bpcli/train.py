@@ -186,8 +186,11 @@ class Run:
         p = self.partial
         # pixels stay uint8 until they enter the step's float32 batch
         engine = self.engine
-        pixels = np.empty((B, self.train_X.shape[1]), dtype=np.uint8)
-        augment = Augmenter(self.augment, B, out=engine.inputs) if self.augment else None
+        # two of each batch buffer: the next batch is prepared in one while the engine
+        # trains on the other
+        pixels = [np.empty((B, self.train_X.shape[1]), dtype=np.uint8) for _ in range(2)]
+        augment = Augmenter(self.augment, B) if self.augment else None
+        augmented = [augment.out, np.empty_like(augment.out)] if augment else None
         flush_every = engine.flush_every
         # Training loss and accuracy come from each batch's a[L], kept and tallied every
         # TALLY_EVERY batches in one vectorised pass rather than a few small calls per batch
@@ -217,14 +220,27 @@ class Run:
             untallied = self.step
             return loss
 
+        def batch(step):
+            """Batch ``step``'s pixels, gathered (and augmented: random draws, so batches
+            are prepared in step order) into the buffers of its parity."""
+            idx = perm[step * B:(step + 1) * B]
+            X = np.take(self.train_X, idx, axis=0, out=pixels[step % 2][:len(idx)])
+            return augment(X, self.rng, out=augmented[step % 2][:len(idx)]) if augment else X
+
+        ahead = {"X": batch(self.step), "rng": None}
+
+        def prepare_next():
+            # the random stream as it was before the next batch's draws: what an
+            # interruption now saves, so that a resumed run draws them again
+            ahead["rng"] = self.rng.bit_generator.state if augment else None
+            ahead["X"] = batch(self.step + 1)
+
         while self.step < steps:
             t0 = time.perf_counter()
-            idx = perm[self.step * B:(self.step + 1) * B]
-            n = len(idx)
-            np.take(self.train_X, idx, axis=0, out=pixels[:n])
-            X = augment(pixels[:n], self.rng) if augment else pixels[:n]  # floats: in engine.inputs
+            X, n = ahead["X"], len(ahead["X"])
             lr = fixed_lr or learning_rate(t, self.epoch + self.step / steps)
-            A = engine.train_batch(X, targets[self.step * B:self.step * B + n], lr)
+            A = engine.train_batch(X, targets[self.step * B:self.step * B + n], lr,
+                                   meanwhile=prepare_next if self.step + 1 < steps else None)
             start = (self.step - untallied) * B
             outputs[start:start + n] = A
             if flush_every and self.step % flush_every == 0:
@@ -236,6 +252,8 @@ class Run:
             if stop and self.step < steps:
                 tally()
                 progress.close()
+                if ahead["rng"] is not None:
+                    self.rng.bit_generator.state = ahead["rng"]
                 self.save("last.npz")
                 raise Interrupted.of(self.run_dir, f"in epoch {self.epoch + 1}")
 

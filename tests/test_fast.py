@@ -179,8 +179,11 @@ def test_team_runs_every_task_and_raises_a_workers_error():
     team = Team(3)
     try:
         done = []
-        team.run([lambda: done.append(0), None, lambda: done.append(2)])
-        assert sorted(done) == [0, 2]
+        team.run([lambda: done.append(0), None, lambda: done.append(2)], meanwhile=lambda: done.append("here"))
+        assert sorted(done, key=str) == [0, 2, "here"]
+        with pytest.raises(KeyError):
+            team.run([lambda: done.append(3)] * 3, meanwhile=lambda: {}["meanwhile"])
+        assert done.count(3) == 3  # the workers' tasks ran to the end all the same
 
         def fail():
             raise ZeroDivisionError("in a worker")

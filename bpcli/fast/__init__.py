@@ -81,12 +81,13 @@ class Engine:
         """X (n, 784)'s columns as train_batch takes them (the inked ones, in order)."""
         return self.layout.inputs(X)
 
-    def train_batch(self, X, Y, lr):
+    def train_batch(self, X, Y, lr, meanwhile=None):
         """One step of mini-batch SGD on X (n, k) and targets Y (n, 10), n <= batch.
 
-        X: uint8 pixels in ``inputs_of`` order, or float32 in [0, 1] (best written
-        straight into ``self.inputs``). Returns a[L] (n, 10) before the update,
-        valid until the next call.
+        X: uint8 pixels in ``inputs_of`` order, or float32 in [0, 1]. Returns a[L]
+        (n, 10) before the update, valid until the next call. ``meanwhile``: a
+        function to run while the threads compute (on one thread: after them),
+        such as preparing the next batch; it must not touch X, Y or the engine.
         """
         n = len(X)
         if not 0 < n <= self.batch or len(Y) != n:
@@ -104,8 +105,10 @@ class Engine:
             tasks.append(self._task(shard, X[lo:hi], Y[lo:hi], n, own, shard_coeffs))
         if self.team is None:
             tasks[0]()
+            if meanwhile is not None:
+                meanwhile()
         else:
-            self.team.run(tasks)
+            self.team.run(tasks, meanwhile)
             # the shards' gradients added in shard order: the same sum whatever the scheduling
             target = self.update.target
             for t in range(1, self.threads):

@@ -1,7 +1,8 @@
 """A fixed team of worker threads that each run one task per round, and wait blocked.
 
-The caller runs the first task itself and the workers the others; ``run``
-returns when every task has. Waiting is on semaphores (a futex in the
+Every task runs on a worker of its own while the caller does something else
+(``meanwhile``: the engine's caller prepares the next batch), then waits;
+``run`` returns when every task has. Waiting is on semaphores (a futex in the
 kernel), never a spin: on a machine where another process holds a core, a
 waiting thread costs nothing, and BLAS inside the tasks is single-threaded
 (``single_threaded_blas``) because OpenBLAS's own threads spin while they
@@ -20,7 +21,7 @@ class Team:
         self.go = [threading.Semaphore(0) for _ in range(size)]
         self.done = threading.Semaphore(0)
         self.threads = [threading.Thread(target=self._work, args=(i,), daemon=True, name=f"bp-worker-{i}")
-                        for i in range(1, size)]
+                        for i in range(size)]
         for t in self.threads:
             t.start()
 
@@ -36,22 +37,22 @@ class Team:
                 self.errors[i] = err
             self.done.release()
 
-    def run(self, tasks):
-        """Run tasks[0] here and tasks[i] on worker i; wait for all; raise the first error.
-        A task may be None (nothing to do this round)."""
-        others = 0
-        for i in range(1, self.size):
-            if tasks[i] is not None:
-                self.tasks[i] = tasks[i]
+    def run(self, tasks, meanwhile=None):
+        """Run tasks[i] on worker i and ``meanwhile`` here; wait for all; raise the first
+        error (``meanwhile``'s first). A task may be None (nothing to do this round)."""
+        started = 0
+        for i, task in enumerate(tasks):
+            if task is not None:
+                self.tasks[i] = task
                 self.go[i].release()
-                others += 1
+                started += 1
         error = None
         try:
-            if tasks[0] is not None:
-                tasks[0]()
+            if meanwhile is not None:
+                meanwhile()
         except BaseException as err:
             error = err
-        for _ in range(others):
+        for _ in range(started):
             self.done.acquire()
         errors = [e for e in self.errors if e is not None]
         self.errors = [None] * self.size
@@ -61,7 +62,7 @@ class Team:
             raise errors[0]
 
     def close(self):
-        for i in range(1, self.size):
+        for i in range(self.size):
             self.tasks[i] = None
             self.go[i].release()
         for t in self.threads:
