@@ -77,14 +77,24 @@ def train_both(spec, optimizer, threads=1, dropout=0.0, lr=0.3, batch=BATCH, siz
         engine.close()
 
 
-@pytest.fixture(params=["blas", "numpy"])
-def path(request, monkeypatch):
-    """Run each test through the direct BLAS calls and through the NumPy fallback."""
-    if request.param == "blas":
-        if not blas.available():
-            pytest.skip(f"the direct BLAS path is not available here: {blas.describe()}")
+def use_path(monkeypatch, name):
+    """Make bpcli.fast.blas use one path (what BP_BLAS=name chooses), or skip if it cannot."""
+    if name == "numpy":
+        gemm = axpy = None
     else:
-        monkeypatch.setattr(blas, "available", lambda: False)
+        found = blas._bind_ctypes() if name == "ctypes" else blas._bind_scipy()
+        if isinstance(found, str):
+            pytest.skip(f"the {name} BLAS path is not available here: {found}")
+        gemm, axpy = found
+    for attr, value in (("_path", None if name == "numpy" else name), ("_gemm", gemm), ("_axpy", axpy),
+                        ("_why", "chosen by the test")):
+        monkeypatch.setattr(blas, attr, value)
+
+
+@pytest.fixture(params=["ctypes", "scipy", "numpy"])
+def path(request, monkeypatch):
+    """Run each test through both direct BLAS paths and through the NumPy fallback."""
+    use_path(monkeypatch, request.param)
     return request.param
 
 
@@ -257,18 +267,26 @@ def test_axpy(path):
     np.testing.assert_array_equal(y, 1 - 0.5 * np.arange(5, dtype=np.float32))
 
 
-def test_direct_blas_can_be_turned_off_and_says_why(monkeypatch):
-    monkeypatch.setenv("BP_DIRECT_BLAS", "0")
-    monkeypatch.setattr(blas, "_blas", None)
-    monkeypatch.setattr(blas, "_why", None)
-    assert not blas.available()
-    assert "BP_DIRECT_BLAS=0" in blas.describe()
-
-
-def test_the_direct_path_is_used_where_scipy_is():
-    pytest.importorskip("scipy")
-    assert blas.available(), blas.describe()
-    assert blas.describe().startswith("scipy.linalg.blas")
+@pytest.mark.parametrize("env,path,says", [
+    ({"BP_DIRECT_BLAS": "0"}, None, "BP_BLAS=numpy"),
+    ({"BP_BLAS": "numpy"}, None, "numpy matmul"),
+    ({"BP_BLAS": "scipy"}, "scipy", "scipy.linalg.blas"),
+    ({"BP_BLAS": "ctypes"}, "ctypes", "NumPy's own OpenBLAS"),
+    ({}, "ctypes", "the faster path here"),
+])
+def test_the_blas_path_is_chosen_and_says_why(monkeypatch, env, path, says):
+    monkeypatch.delenv("BP_BLAS", raising=False)
+    monkeypatch.delenv("BP_DIRECT_BLAS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for attr in ("_path", "_gemm", "_axpy", "_why"):
+        monkeypatch.setattr(blas, attr, None)
+    if path == "scipy":
+        pytest.importorskip("scipy")
+    if path == "ctypes" and isinstance(blas._bind_ctypes(), str):
+        pytest.skip("NumPy's wheel has no ILP64 OpenBLAS here")
+    assert blas.path() == path
+    assert says in blas.describe()
 
 
 # ---------------------------------------------------------------------------
