@@ -1,12 +1,17 @@
-"""A fixed team of worker threads that each run one task per round, and wait blocked.
+"""A fixed team of worker threads that share out a round of tasks, and wait blocked.
 
-Every task runs on a worker of its own while the caller does something else
-(``meanwhile``: the engine's caller prepares the next batch), then waits;
-``run`` returns when every task has. Waiting is on semaphores (a futex in the
-kernel), never a spin: on a machine where another process holds a core, a
-waiting thread costs nothing, and BLAS inside the tasks is single-threaded
-(``single_threaded_blas``) because OpenBLAS's own threads spin while they
-wait for work.
+``run(tasks, meanwhile)`` wakes the workers; each takes the next task not yet
+taken until none is left, while the caller runs ``meanwhile`` (the engine's
+caller prepares the next batch) and then takes tasks too. Tasks go to
+whoever is free, so a thread that the system holds back (another process
+busy on its core) delays a round by one task at most, not by its share.
+Which thread ran a task never changes its result: each task writes its own
+memory, and the engine adds the results up in task order.
+
+Waiting is on semaphores (a futex in the kernel), never a spin: a waiting
+thread costs nothing. BLAS inside the tasks runs single-threaded
+(``single_threaded_blas``), because OpenBLAS's own threads spin while they
+wait for work, on cores that the team or another process needs.
 """
 
 import contextlib
@@ -14,57 +19,69 @@ import threading
 
 
 class Team:
-    def __init__(self, size):
-        self.size = size
-        self.tasks = [None] * size
-        self.errors = [None] * size
-        self.go = [threading.Semaphore(0) for _ in range(size)]
+    def __init__(self, workers):
+        self.size = workers
+        self.tasks = []
+        self.next = 0
+        self.lock = threading.Lock()
+        self.errors = []
+        self.go = threading.Semaphore(0)
         self.done = threading.Semaphore(0)
-        self.threads = [threading.Thread(target=self._work, args=(i,), daemon=True, name=f"bp-worker-{i}")
-                        for i in range(size)]
+        self.closing = False
+        self.threads = [threading.Thread(target=self._work, daemon=True, name=f"bp-worker-{i}")
+                        for i in range(workers)]
         for t in self.threads:
             t.start()
 
-    def _work(self, i):
-        while True:
-            self.go[i].acquire()
-            task = self.tasks[i]
-            if task is None:
-                return
+    def _take(self):
+        """The next task of this round, or None when all are taken."""
+        with self.lock:
+            if self.next >= len(self.tasks):
+                return None
+            task = self.tasks[self.next]
+            self.next += 1
+            return task
+
+    def _run_tasks(self):
+        while (task := self._take()) is not None:
             try:
                 task()
             except BaseException as err:  # handed to the caller of run, which raises it
-                self.errors[i] = err
+                self.errors.append(err)
+
+    def _work(self):
+        while True:
+            self.go.acquire()
+            if self.closing:
+                return
+            self._run_tasks()
             self.done.release()
 
     def run(self, tasks, meanwhile=None):
-        """Run tasks[i] on worker i and ``meanwhile`` here; wait for all; raise the first
-        error (``meanwhile``'s first). A task may be None (nothing to do this round)."""
-        started = 0
-        for i, task in enumerate(tasks):
-            if task is not None:
-                self.tasks[i] = task
-                self.go[i].release()
-                started += 1
+        """Run every task (None entries skipped) on the workers and, once ``meanwhile`` has
+        run here, on this thread too; wait for all; raise the first error (``meanwhile``'s first)."""
+        self.tasks, self.next, self.errors = [t for t in tasks if t is not None], 0, []
+        for _ in range(self.size):
+            self.go.release()
         error = None
         try:
             if meanwhile is not None:
                 meanwhile()
         except BaseException as err:
             error = err
-        for _ in range(started):
+        self._run_tasks()
+        for _ in range(self.size):
             self.done.acquire()
-        errors = [e for e in self.errors if e is not None]
-        self.errors = [None] * self.size
+        self.tasks = []
         if error is not None:
             raise error
-        if errors:
-            raise errors[0]
+        if self.errors:
+            raise self.errors[0]
 
     def close(self):
-        for i in range(self.size):
-            self.tasks[i] = None
-            self.go[i].release()
+        self.closing = True
+        for _ in range(self.size):
+            self.go.release()
         for t in self.threads:
             t.join()
 
