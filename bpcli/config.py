@@ -450,7 +450,7 @@ def read_file(path):
 
 # ---------------------------------------------------------------------------
 # What training allocates, counted from bpcli/train.py (Run, Run.train_epoch),
-# bpcli/step.py (Step), bpcli/augment.py (Augmenter) and bpcli/metrics.py. This
+# bpcli/fast (Engine, Shard), bpcli/augment.py (Augmenter) and bpcli/metrics.py. This
 # module cannot import them (numpy: 'bp --help' stays cheap), so the constants are
 # repeated here; tests/test_config.py holds the count to a measured training run.
 
