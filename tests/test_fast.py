@@ -206,6 +206,36 @@ def test_team_runs_every_task_once_and_raises_a_workers_error():
     assert not any(t.is_alive() for t in team.threads)
 
 
+def test_pace_keeps_the_faster_mode_and_keeps_trying_the_other():
+    from bpcli.fast import Pace
+
+    pace = Pace()
+    modes = []
+    for step in range(3 * Pace.EVERY):
+        parallel = pace.choose()
+        modes.append(parallel)
+        pace.record(parallel, 1.0 if parallel else 0.5)  # a busy core: the caller alone is faster
+    assert modes[:Pace.EVERY - 1] == [True] * (Pace.EVERY - 1)
+    assert modes[Pace.EVERY - 1:Pace.EVERY - 1 + Pace.TRIAL] == [False] * Pace.TRIAL  # the trial
+    after = modes[Pace.EVERY - 1 + Pace.TRIAL:]
+    assert after[:Pace.EVERY - Pace.TRIAL] == [False] * (Pace.EVERY - Pace.TRIAL)  # switched to the caller alone
+    assert after[Pace.EVERY - Pace.TRIAL:Pace.EVERY] == [True] * Pace.TRIAL  # and tries the team again
+    for step in range(2 * Pace.EVERY):
+        parallel = pace.choose()
+        pace.record(parallel, 0.2 if parallel else 0.5)  # the core is free again
+    assert pace.parallel is True
+
+
+def test_serial_and_parallel_rounds_give_the_same_bits(monkeypatch):
+    from bpcli import fast
+
+    spec = Spec(SIZES, "relu")
+    first = train_both(spec, "nesterov+decay", threads=2, dropout=0.3)[0]
+    monkeypatch.setattr(fast.Pace, "choose", lambda self: False)  # the caller runs every shard
+    second = train_both(spec, "nesterov+decay", threads=2, dropout=0.3)[0]
+    np.testing.assert_array_equal(first, second)
+
+
 def test_shards_are_independent_of_which_thread_runs_them():
     """The engine's result is fixed by the shard count: a team that runs every shard
     on one thread in reverse order gives the same bits as the real team."""

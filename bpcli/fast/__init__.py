@@ -17,12 +17,15 @@ thread count. Behind its small interface live:
   own and they are added up in shard order, so the same seed and thread
   count give the same weights, bit for bit, however the threads were
   scheduled. It is the same mini-batch SGD as on one thread (not Hogwild):
-  only float rounding differs.
+  only float rounding differs. When another process holds a core, the
+  caller may run the shards alone, if that is faster (``Pace``).
 
 Interface: ``train_batch(X, Y, lr)`` trains on one mini-batch; ``params()``,
 ``state()`` and ``load()`` see parameters and optimizer state in model order
 (true pixel order, the checkpoint's names).
 """
+
+import time
 
 import numpy as np
 
@@ -40,6 +43,39 @@ def dropout_masks(rng, shape_rows, widths, rate, dtype=np.float32):
     from ..network import dropout_mask
 
     return [dropout_mask(rng, (shape_rows, w), rate, dtype) for w in widths]
+
+
+class Pace:
+    """Whether the shards of a step run on the team or, one after the other, on the caller.
+
+    Both give the same bits (a shard's result never depends on its thread), so
+    the choice is speed alone: when another process holds a core, a thread
+    that shares it stalls every step, and the caller alone is faster. The
+    engine times its steps in the mode it runs, tries the other mode for a few
+    steps every ``EVERY`` steps, and keeps the faster one.
+    """
+
+    EVERY, TRIAL = 200, 8
+
+    def __init__(self):
+        self.parallel = True
+        self.seconds = {True: None, False: None}  # recent step time of each mode
+        self.steps = 0
+        self.trial = 0  # steps left in the current trial of the other mode
+
+    def choose(self):
+        self.steps += 1
+        if self.trial == 0 and self.steps % self.EVERY == 0:
+            self.trial = self.TRIAL
+        return self.parallel if self.trial == 0 else not self.parallel
+
+    def record(self, parallel, seconds):
+        old = self.seconds[parallel]
+        self.seconds[parallel] = seconds if old is None else 0.8 * old + 0.2 * seconds
+        if self.trial:
+            self.trial -= 1
+            if self.trial == 0 and None not in self.seconds.values():
+                self.parallel = self.seconds[True] <= self.seconds[False]
 
 
 def shards_for(threads):
@@ -87,6 +123,7 @@ class Engine:
         # counts, so that a resumed run flushes where an uninterrupted one did
         self.flush_every = self.opt.flush_every
         self.team = Team(threads - 1) if threads > 1 else None  # and the caller
+        self.pace = Pace()
 
     def inputs_of(self, X):
         """X (n, 784)'s columns as train_batch takes them (the inked ones, in order)."""
@@ -114,12 +151,18 @@ class Engine:
             own = [m[lo:hi] for m in masks] if masks else None
             shard_coeffs = coeffs if t == 0 else (1.0, 0.0, 0.0)
             tasks.append(self._task(shard, X[lo:hi], Y[lo:hi], n, own, shard_coeffs))
-        if self.team is None:
-            tasks[0]()
+        parallel = self.team is not None and self.pace.choose()
+        start = time.perf_counter()
+        if parallel:
+            self.team.run(tasks, meanwhile)
+        else:
+            for task in tasks:
+                if task is not None:
+                    task()
             if meanwhile is not None:
                 meanwhile()
-        else:
-            self.team.run(tasks, meanwhile)
+        if self.team is not None:
+            self.pace.record(parallel, time.perf_counter() - start)
             # the shards' gradients added in shard order: the same sum whatever the scheduling
             target = self.update.target
             for t in range(1, len(tasks)):
