@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from ..network import dropout_mask
+from ..optim import clip_max_norm
 from . import blas
 from .fused import Update
 from .layout import Layout, param_views
@@ -39,9 +41,8 @@ __all__ = ["Engine", "blas", "single_threaded_blas"]
 
 
 def dropout_masks(rng, shape_rows, widths, rate, dtype=np.float32):
-    """Inverted-dropout masks for a batch, layer by layer, in the reference's draw order."""
-    from ..network import dropout_mask
-
+    """Inverted-dropout masks for a batch, layer by layer, in the reference's draw order
+    (drawn here, on the calling thread, so that the stream never depends on the threads)."""
     return [dropout_mask(rng, (shape_rows, w), rate, dtype) for w in widths]
 
 
@@ -90,7 +91,7 @@ class Engine:
     to ``batch`` rows with optimizer ``make_opt(theta, n_decay)``, on ``threads`` threads.
 
     ``inked`` (784,) bool: the inputs that are not 0 in every training image; the
-    others must stay 0 in every batch given (``inputs()`` drops them). ``rng``
+    others must stay 0 in every batch given (``inputs_of()`` drops them). ``rng``
     draws the dropout masks; ``max_norm`` caps each unit's incoming weights.
     """
 
@@ -185,8 +186,6 @@ class Engine:
             self.blank *= coeffs.beta_weights  # no gradient: the update's decay alone
         self.update.finish(lr)
         if self.max_norm:
-            from ..optim import clip_max_norm
-
             clip_max_norm(self.Ws, self.max_norm)
 
     # -- what the outside sees: model order ---------------------------------
