@@ -829,7 +829,7 @@ def main(argv=None):
         inked = bench.attempt("inked pixels", runner.run,
                               [sys.executable, "-c", INKED, find_split_file(data_dir, mnist, "train-images-idx3-ubyte")],
                               bench.env_one, False, "inked pixels of the training images")
-        k = last_json(inked["stdout"], "inked")["inked"] if inked else 784
+        inked_k = last_json(inked["stdout"], "inked")["inked"] if inked else 784
         E = {}  # engine rows: key -> list of results
 
         def keep(key, label, fn, *a, **kw):
@@ -866,7 +866,7 @@ def main(argv=None):
                 dflt.append(r)
             # the engine rows: the GEMM floor, 1 and 2 threads, one core busy, the baseline, the BLAS path
             for c in cfgs:
-                keep(f"floor {c}", f"GEMM floor {c}", bench.gemm_floor, c, k, 5, f"GEMM-only floor {c} #{rep}")
+                keep(f"floor {c}", f"GEMM floor {c}", bench.gemm_floor, c, inked_k, 5, f"GEMM-only floor {c} #{rep}")
             keep("default 1", "bp default 1 thread", bench.bp_train, "default", 1, dflt_epochs,
                  f"bp train -c configs/default.yaml 1 thread #{rep}")
             keep("a scipy", "bp a BP_BLAS=scipy", bench.bp_train, "a", 1, EPOCHS,
@@ -984,7 +984,7 @@ def main(argv=None):
             return median([r["samples_per_s"] for r in E.get(key, [])])
 
         R["engine"] = {
-            "k": k, "baseline": None if base_cmd is None else args.baseline,
+            "k": inked_k, "baseline": None if base_cmd is None else args.baseline,
             "floor": {c: median([r["samples_per_s"] for r in E.get(f"floor {c}", [])]) for c in cfgs},
             "bp_1": {c: R["train"][c]["bp_sps"] for c in cfgs},
             "bp_a2": R["a2"]["bp_sps"], "torch_a2": R["a2"]["torch_sps"],
