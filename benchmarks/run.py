@@ -61,6 +61,7 @@ REPO = Path(__file__).resolve().parent.parent
 N_TRAIN = 60000
 TARGET_ACC = 0.97
 EPOCHS = 5
+BASELINE = "4e0bdb0"  # bp before the threaded engine (issue 14)
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
 
@@ -119,6 +120,52 @@ for _ in range(n):
     times.append(time.perf_counter() - t)
 print(json.dumps({"times": times, "n": int(len(X)), "accuracy": float((P.argmax(1) == y).mean())}))
 """
+
+# The GEMM-only floor of a network: the matrix products of one training step of
+# bp (forward z = a @ W, the errors delta @ W.T, the gradients a.T @ delta), timed
+# alone with NumPy's matmul on preallocated arrays, nothing else: samples/s = batch
+# / (the median time of one step's products). The first layer has k inputs: the
+# pixels inked in some training image (bp leaves the others out of its products).
+GEMM_FLOOR = r"""
+import json, sys, time
+import numpy as np
+sizes, batch, k, n = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = np.random.default_rng(0)
+widths = [k, *sizes[1:]]
+Ws = [rng.standard_normal((m, w), dtype=np.float32) for m, w in zip(widths[:-1], widths[1:])]
+a = [rng.random((batch, w), dtype=np.float32) for w in widths]
+d = [rng.random((batch, w), dtype=np.float32) for w in widths]
+g = [np.empty_like(W) for W in Ws]
+def step():
+    for l, W in enumerate(Ws):
+        np.matmul(a[l], W, out=a[l + 1])
+    for l in range(len(Ws) - 1, -1, -1):
+        np.matmul(a[l].T, d[l + 1], out=g[l])
+        if l:
+            np.matmul(d[l + 1], Ws[l].T, out=d[l])
+for _ in range(20):
+    step()
+times = []
+for _ in range(n):
+    t = time.perf_counter()
+    for _ in range(50):
+        step()
+    times.append((time.perf_counter() - t) / 50)
+times.sort()
+print(json.dumps({"step_s": times[len(times) // 2], "samples_per_s": batch / times[len(times) // 2]}))
+"""
+
+# The inked-pixel count of MNIST's training images: the k above.
+INKED = r"""
+import gzip, json, sys
+import numpy as np
+raw = gzip.open(sys.argv[1]).read() if sys.argv[1].endswith(".gz") else open(sys.argv[1], "rb").read()
+X = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 784)
+print(json.dumps({"inked": int(X.any(axis=0).sum())}))
+"""
+
+# Keeps one core busy: what another process on the machine does to bp.
+SPIN = "while True: pass"
 
 # The same forward pass in PyTorch: network a's shapes, untrained weights (the
 # time of a dense ReLU MLP does not depend on the weights' values); uint8 ->
@@ -349,6 +396,54 @@ def train_examples(run_dir, metrics):
         raise BenchError(f"cannot tell how many training examples {run_dir} used")
 
 
+class BusyCore:
+    """A process spinning on one core (the last this process may use) for the duration."""
+
+    def __init__(self):
+        try:
+            self.core = max(os.sched_getaffinity(0))
+        except AttributeError:
+            self.core = 0
+        self.proc = None
+
+    def __enter__(self):
+        cmd = [sys.executable, "-c", SPIN]
+        if shutil.which("taskset"):
+            cmd = ["taskset", "-c", str(self.core)] + cmd
+        self.proc = subprocess.Popen(cmd)
+        time.sleep(0.5)  # running before the measured command starts
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def baseline_bp(commit, venv, log_to=log):
+    """The `bp` command of bp as of ``commit``, installed (once) into ``venv`` from a
+    temporary `git worktree` of it; None with a reason when it cannot be made."""
+    exe = Path(venv) / "bin" / "bp"
+    marker = Path(venv) / "bp-commit"
+    if exe.is_file() and marker.is_file() and marker.read_text().strip() == commit:
+        return [str(exe)], None
+    if not shutil.which("git"):
+        return None, "git not found"
+    tree = Path(tempfile.mkdtemp(prefix="bp-baseline-")) / "tree"
+    log_to(f"making the baseline: bp at {commit} into {venv} (once)")
+    steps = [["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), commit],
+             [sys.executable, "-m", "venv", str(venv)],
+             [str(Path(venv) / "bin" / "pip"), "install", "-q", str(tree)]]
+    try:
+        for cmd in steps:
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            if p.returncode:
+                return None, f"{shlex.join(cmd)} failed: {p.stderr.strip()[-300:]}"
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
+    marker.write_text(commit + "\n")
+    return [str(exe)], None
+
+
 class Bench:
     def __init__(self, bp_cmd, mnist, data_dir, tmp, runner, torch_py, peer):
         self.bp = bp_cmd
@@ -378,7 +473,9 @@ class Bench:
         return self.tmp / "runs" / f"{self.runs:03d}-{name}"
 
     # -- bp
-    def bp_train(self, cfg, threads, epochs, label):
+    def bp_train(self, cfg, threads, epochs, label, bp=None, env=None, pin=None):
+        """One `bp train`; ``bp``: another bp command (the baseline's), ``env``: extra
+        variables, ``pin``: pin to one core (default: when on 1 thread)."""
         rd = self.run_dir(f"{cfg}-t{threads}-e{epochs}")
         if cfg == "default":
             args = ["-c", str(REPO / "configs" / "default.yaml")]
@@ -386,9 +483,10 @@ class Bench:
             args = _COMMON + CONFIGS[cfg]["bp"]
         if epochs is not None:
             args = args + ["--epochs", str(epochs)]
-        cmd = self.bp + ["train", "--threads", str(threads)] + args + [
+        cmd = (bp or self.bp) + ["train", "--threads", str(threads)] + args + [
             "--data-dir", str(self.data_dir), "--run-dir", str(rd), "--quiet", "--json"]
-        r = self.runner.run(cmd, self.env_train, pin=threads == 1, label=label)
+        r = self.runner.run(cmd, dict(self.env_train, **(env or {})), pin=threads == 1 if pin is None else pin,
+                            label=label)
         doc = last_json(r["stdout"], label)
         metrics = read_metrics(rd)
         ts = [m["train_seconds"] for m in metrics]
@@ -409,6 +507,13 @@ class Bench:
                 return {"epochs": k, "train_s": r["train_s_total"], "test_accuracy": r["test_accuracy"],
                         "tried": tried}
         return {"epochs": None, "train_s": None, "tried": tried}
+
+    def gemm_floor(self, cfg, k, n, label):
+        sizes = [784, *[int(h) for h in CONFIGS[cfg]["bp"][CONFIGS[cfg]["bp"].index("--hidden") + 1].split(",")], 10]
+        batch = int(CONFIGS[cfg]["bp"][CONFIGS[cfg]["bp"].index("--batch-size") + 1])
+        r = self.runner.run([sys.executable, "-c", GEMM_FLOOR, json.dumps(sizes), str(batch), str(k), str(n)],
+                            self.env_one, True, label)
+        return last_json(r["stdout"], label)
 
     # -- torch
     def torch_train(self, cfg, threads, label):
@@ -492,7 +597,7 @@ def build_rows(R, quick, repeats, have_torch):
         d = R["a2"]
         rr = ratio(d["bp_sps"], tv(d["torch_sps"]))
         row("train a: samples/s, 2 threads (not pinned)", d["bp_sps"], tv(d["torch_sps"]), fmt_rate,
-            ">= 1.5x PyTorch", None if rr is None else rr >= 1.5)
+            ">= 2.0x PyTorch", None if rr is None else rr >= 2.0)
         row(f"  test accuracy after {EPOCHS} epochs (a, 2 threads)", d["bp_acc"], tv(d["torch_acc"]), fmt_acc,
             show_ratio=False)
     if "t97" in R:
@@ -543,6 +648,60 @@ def build_rows(R, quick, repeats, have_torch):
     return rows
 
 
+ENGINE_HEADER = ["measure (engine, issue 14)", "bp", "baseline", "bp/baseline", "target", "met?"]
+
+
+def build_engine_rows(E, quick):
+    """[(measure, bp, baseline, ratio, target, met)]: the engine against the GEMM floor, its
+    own 1-thread speed, a busy core and the baseline bp (E = R["engine"])."""
+    rows = []
+    base = E.get("baseline") or "baseline"
+
+    def fmt_x(x):
+        return "n/a" if x is None else f"{x:.2f}x"
+
+    def fmt_pct(x):
+        return "n/a" if x is None else f"{100 * x:.0f}%"
+
+    def row(measure, b, t, fmt, target="", met=None, show_ratio=True):
+        r = ratio(b, t) if show_ratio else None
+        rows.append([measure, fmt(b), fmt(t), "" if r is None else f"{r:.2f}x", target,
+                     "" if met is None else ("yes" if met else "NO")])
+
+    for c, floor in E["floor"].items():
+        row(f"GEMM-only floor of {c} (one step's products alone, k={E['k']} inputs, 1 thread): samples/s",
+            floor, None, fmt_rate, show_ratio=False)
+        frac = ratio(E["bp_1"][c], floor)
+        base_frac = ratio(E["base_a1"], floor) if c == "a" else None
+        row(f"  {c}, 1 thread: fraction of that floor", frac, base_frac, fmt_pct,
+            ">= 90%" if c == "a" else "", None if c != "a" or frac is None else frac >= 0.90)
+    two = ratio(E["bp_a2"], E["bp_1"].get("a"))
+    row("a: 2 threads / 1 thread (samples/s)", two, ratio(E["base_a2"], E["base_a1"]), fmt_x,
+        ">= 1.7x", None if two is None else two >= 1.7)
+    vs_torch = ratio(E["bp_a2"], E["torch_a2"])
+    row("a, 2 threads: bp / PyTorch (2 threads)", vs_torch, None, fmt_x, ">= 2.0x",
+        None if vs_torch is None else vs_torch >= 2.0, show_ratio=False)
+    row("a, 2 threads: samples/s", E["bp_a2"], E["base_a2"], fmt_rate)
+    ep = " (quick: 2 epochs)" if quick else ""
+    row(f"configs/default.yaml{ep}, 1 thread: samples/s", E["bp_default1"], E["base_default1"], fmt_rate)
+    d2 = ratio(E["bp_default2"], E["base_default2"])
+    row(f"configs/default.yaml{ep}, 2 threads: samples/s", E["bp_default2"], E["base_default2"], fmt_rate,
+        f">= 1.6x {base}", None if d2 is None else d2 >= 1.6)
+    row("  its test accuracy (2 threads)", E["bp_default2_acc"], E["base_default2_acc"], fmt_acc,
+        "same within noise", show_ratio=False)
+    busy = E["busy"]
+    for cfg in ("a", "default"):
+        b = ratio(busy[f"bp {cfg} 2"], busy[f"bp {cfg} 1"])
+        row(f"one core busy, {cfg}: 2 threads / 1 thread (neither pinned)", b,
+            ratio(busy[f"base {cfg} 2"], busy[f"base {cfg} 1"]), fmt_x, ">= 0.9x", None if b is None else b >= 0.9,
+            show_ratio=False)
+        row(f"  one core busy, {cfg}: samples/s on 1 and on 2 threads",
+            busy[f"bp {cfg} 1"], busy[f"bp {cfg} 2"], fmt_rate, show_ratio=False)
+    row("BLAS path, a, 1 thread: scipy.linalg.blas (BP_BLAS=scipy) / the default path", 
+        ratio(E["a_scipy"], E["bp_1"].get("a")), None, fmt_x, "< 0.95x keeps the default [7]", show_ratio=False)
+    return rows
+
+
 FOOTNOTES = [
     "[1] c: the torch peer minimises 0.5*sum((a-y)^2) averaged over the batch with lr 3.0; bp's quadratic "
     "cost is sum((a-y)^2), without the 1/2, so bp runs lr 1.5: the same steps.",
@@ -556,6 +715,10 @@ FOOTNOTES = [
     "[5] default.yaml holds out 5,000 validation images: 55,000 training examples per epoch; median over all "
     "its epochs of the training time (validation excluded).",
     "[6] the target stated in configs/default.yaml's comment.",
+    "[7] bpcli/fast/blas.py: NumPy's own OpenBLAS (ctypes) is the default path while SciPy's public wrappers "
+    "are >= 5% slower on this row; the engine table's baseline column is bp at the --baseline commit, "
+    "installed from a git worktree into --baseline-venv; 'one core busy' runs a spinning process pinned to the "
+    "last usable core.",
     "samples/s = training examples / median per-epoch training time (evaluation excluded): bp's "
     "metrics.jsonl `train_seconds`, the peer's `epoch_s`. bp/PyTorch is the plain ratio (for times, lower "
     "is better).",
@@ -599,6 +762,12 @@ def main(argv=None):
                                                  "../shared/bench/torch_peer.py)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per command")
     ap.add_argument("--keep", action="store_true", help="keep the temporary run dirs")
+    ap.add_argument("--baseline", default=BASELINE, metavar="COMMIT",
+                    help=f"the bp to compare the engine rows with (default {BASELINE}, before the threaded engine)")
+    ap.add_argument("--baseline-venv", default=str(REPO / ".baseline-venv"),
+                    help="its venv, made once from a git worktree of it (default .baseline-venv in the repo)")
+    ap.add_argument("--skip-baseline", action="store_true", help="no baseline rows")
+    ap.add_argument("--skip-busy", action="store_true", help="no rows with one core kept busy")
     args = ap.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
     if repeats < 1:
@@ -652,6 +821,21 @@ def main(argv=None):
         labels = find_split_file(data_dir, mnist, "t10k-labels-idx1-ubyte")
 
         cfgs = ["a"] if args.quick else ["a", "b", "c"]
+        base_cmd = None
+        if not args.skip_baseline:
+            base_cmd, why = baseline_bp(args.baseline, args.baseline_venv)
+            if why:
+                bench.errors.append(f"baseline bp {args.baseline}: {why}")
+        inked = bench.attempt("inked pixels", runner.run,
+                              [sys.executable, "-c", INKED, find_split_file(data_dir, mnist, "train-images-idx3-ubyte")],
+                              bench.env_one, False, "inked pixels of the training images")
+        inked_k = last_json(inked["stdout"], "inked")["inked"] if inked else 784
+        E = {}  # engine rows: key -> list of results
+
+        def keep(key, label, fn, *a, **kw):
+            r = bench.attempt(label, fn, *a, **kw)
+            if r:
+                E.setdefault(key, []).append(r)
         bp_runs = {c: [] for c in cfgs}
         th_runs = {c: [] for c in cfgs}
         bp2, th2, bp97, dflt = [], [], [], []
@@ -680,6 +864,30 @@ def main(argv=None):
                               f"bp train -c configs/default.yaml #{rep}")
             if r:
                 dflt.append(r)
+            # the engine rows: the GEMM floor, 1 and 2 threads, one core busy, the baseline, the BLAS path
+            for c in cfgs:
+                keep(f"floor {c}", f"GEMM floor {c}", bench.gemm_floor, c, inked_k, 5, f"GEMM-only floor {c} #{rep}")
+            keep("default 1", "bp default 1 thread", bench.bp_train, "default", 1, dflt_epochs,
+                 f"bp train -c configs/default.yaml 1 thread #{rep}")
+            keep("a scipy", "bp a BP_BLAS=scipy", bench.bp_train, "a", 1, EPOCHS,
+                 f"bp train a 1 thread BP_BLAS=scipy #{rep}", env={"BP_BLAS": "scipy"})
+            for who, cmd in (("bp", None), ("base", base_cmd)):
+                if who == "base":
+                    if cmd is None:
+                        continue
+                    for threads in (1, 2):
+                        keep(f"base a {threads}", f"base a {threads}", bench.bp_train, "a", threads, EPOCHS,
+                             f"bp@{args.baseline} train a {threads} thread(s) #{rep}", bp=cmd)
+                        keep(f"base default {threads}", f"base default {threads}", bench.bp_train, "default",
+                             threads, dflt_epochs, f"bp@{args.baseline} default {threads} thread(s) #{rep}", bp=cmd)
+                if args.skip_busy:
+                    continue
+                for cfg, epochs in (("a", EPOCHS), ("default", dflt_epochs)):
+                    for threads in (1, 2):
+                        with BusyCore():  # not pinned: the system places bp beside the busy core
+                            keep(f"{who} busy {cfg} {threads}", f"{who} busy {cfg} {threads}", bench.bp_train,
+                                 cfg, threads, epochs, f"{who} {cfg} {threads} thread(s), one core busy #{rep}",
+                                 bp=cmd, pin=False)
 
         def agg(runs, key):
             return median([r[key] for r in runs])
@@ -772,6 +980,25 @@ def main(argv=None):
             R["predict"] = {"bp": median(pr), "n": n_cli, "true_digit": label, "predicted": digit}
             raw["predict"] = pr
 
+        def sps(key):
+            return median([r["samples_per_s"] for r in E.get(key, [])])
+
+        R["engine"] = {
+            "k": inked_k, "baseline": None if base_cmd is None else args.baseline,
+            "floor": {c: median([r["samples_per_s"] for r in E.get(f"floor {c}", [])]) for c in cfgs},
+            "bp_1": {c: R["train"][c]["bp_sps"] for c in cfgs},
+            "bp_a2": R["a2"]["bp_sps"], "torch_a2": R["a2"]["torch_sps"],
+            "base_a1": sps("base a 1"), "base_a2": sps("base a 2"),
+            "bp_default1": sps("default 1"), "bp_default2": agg(dflt, "samples_per_s"),
+            "base_default1": sps("base default 1"), "base_default2": sps("base default 2"),
+            "bp_default2_acc": agg(dflt, "test_accuracy"),
+            "base_default2_acc": median([r["test_accuracy"] for r in E.get("base default 2", [])]),
+            "a_scipy": sps("a scipy"),
+            "busy": {f"{who} {cfg} {t}": sps(f"{who} busy {cfg} {t}")
+                     for who in ("bp", "base") for cfg in ("a", "default") for t in (1, 2)},
+        }
+        raw["engine"] = E
+
         if dflt:
             R["default"] = {"sps": agg(dflt, "samples_per_s"), "wall": agg(dflt, "wall_s"),
                             "acc": agg(dflt, "test_accuracy"), "rss": agg(dflt, "peak_rss_mib"),
@@ -834,11 +1061,14 @@ def main(argv=None):
     for e in bench.errors:
         notes.append(f"ERROR {e}")
 
-    text = "\n".join(lines_facts) + "\n\n" + text_table(rows, header) + "\n\n" + "\n".join(FOOTNOTES) + \
+    engine_rows = build_engine_rows(R["engine"], args.quick) if "engine" in R else []
+    engine_text = ("\n\n" + text_table(engine_rows, ENGINE_HEADER)) if engine_rows else ""
+    text = "\n".join(lines_facts) + "\n\n" + text_table(rows, header) + engine_text + "\n\n" + "\n".join(FOOTNOTES) + \
         ("\n" + "\n".join(notes) if notes else "")
     print(text)
     if args.markdown:
         md = "\n".join(["```", *lines_facts, "```", "", md_table(rows, header), "",
+                        *([md_table(engine_rows, ENGINE_HEADER), ""] if engine_rows else []),
                         *[f"{f}  " for f in FOOTNOTES], *[f"{n}  " for n in notes]]) + "\n"
         Path(args.markdown).write_text(md)
         log(f"wrote {args.markdown}")

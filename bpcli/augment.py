@@ -115,8 +115,9 @@ class Augmenter:
         self.qx, self.qy = np.empty(shape, np.float32), np.empty(shape, np.float32)
         self.elastic = [np.empty((2 * batch, SIDE, SIDE), np.float32) for _ in range(2)]
 
-    def __call__(self, X8, rng):
-        """A randomly transformed copy of X8 (n, 784) uint8, as float32 in [0, 1] (n, 784).
+    def __call__(self, X8, rng, out=None):
+        """A randomly transformed copy of X8 (n, 784) uint8, as float32 in [0, 1] (n, 784),
+        written into ``out`` if given, else into this augmenter's own buffer.
 
         Labels are unchanged; the result stays in [0, 1] (bilinear weights are convex).
         """
@@ -130,9 +131,9 @@ class Augmenter:
             dx, dy = elastic_displacements(rng, n, alpha, spec.get("elastic_sigma", ELASTIC_SIGMA), work)
             qx += dx
             qy += dy
-        return self.bilinear(X8, qx, qy)
+        return self.bilinear(X8, qx, qy, out)
 
-    def bilinear(self, X8, qx, qy):
+    def bilinear(self, X8, qx, qy, out=None):
         """Read each image of X8 (n, 784) uint8 at the points (qx, qy) (n, 784): float32 in [0, 1]."""
         n = len(X8)
         to_float(X8.reshape(n, SIDE, SIDE), out=self.padded[:n, 1:SIDE + 1, 1:SIDE + 1])
@@ -156,4 +157,4 @@ class Augmenter:
         bottom_left += bottom_right               # bottom = bl + (br - bl) fx
         bottom_left -= top_left
         bottom_left *= fy
-        return np.add(top_left, bottom_left, out=self.out[:n])  # top + (bottom - top) fy
+        return np.add(top_left, bottom_left, out=self.out[:n] if out is None else out)  # top + (bottom - top) fy

@@ -141,21 +141,16 @@ THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 
 def _threads_option(f):
     return click.option("--threads", type=click.IntRange(1, 256), default=None, metavar="N",
-                        help="BLAS threads for the matrix products (default: the BLAS library's own choice).")(f)
+                        help="Training threads, each on its share of every mini-batch (default: the CPUs "
+                             "this process may use; on --resume, the count the run was trained with).")(f)
 
 
-def set_threads(n):
-    """Pin the BLAS thread count through the environment: BLAS reads it when numpy is
-    first imported, which in bp happens inside the commands, after this."""
-    if n is not None:
-        for name in THREAD_VARIABLES:
-            os.environ[name] = str(n)
-
-
-def blas_threads():
-    """The thread count bp asked BLAS for, or None for the library's default."""
-    value = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    return int(value) if value and value.isdigit() else None
+def single_threaded_blas():
+    """BLAS in the caller's thread: bp's engine runs its own threads, and a BLAS thread
+    pool that spins while it waits would fight them (and any other process) for the cores.
+    Set before numpy is first imported, which in bp happens inside the commands, after this."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = "1"
 
 
 def _complete_keys(ctx, param, incomplete):
@@ -246,7 +241,7 @@ def _flags(epochs, batch_size, lr, hidden, seed):
 def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resume, init_model, force, data_dir,
           mirrors, offline, threads, quiet, as_json):
     """Train an MLP on MNIST by backprop and mini-batch SGD."""
-    set_threads(threads)
+    single_threaded_blas()
     from . import config as config_mod
     from . import rundir
     from . import train as train_mod
@@ -277,12 +272,15 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
                       **_fetching(mirrors, offline))
     if not resume:
         run_dir = rundir.create(run_dir, force)
-    progress = train_mod.Progress(quiet=quiet)
+    from .fast import blas
+    from .progress import Progress
+
+    progress = Progress(quiet=quiet)
+    threads, _ = train_mod.choose_threads(threads, ckpt)  # train() warns if it differs from the run's
     progress.note(f"run dir {run_dir}: {'-'.join(map(str, train_mod.spec_from_config(values).sizes))} "
                   f"{values['model']['activation']}, {values['model']['output']} + {values['model']['loss']}, "
-                  f"{values['train']['epochs']} epochs")
-    summary = train_mod.train(cfg, data, run_dir, resume_from=ckpt, progress=progress,
-                              threads=blas_threads(), init=init)
+                  f"{values['train']['epochs']} epochs, {threads} thread{'s' * (threads != 1)}, {blas.describe()}")
+    summary = train_mod.train(cfg, data, run_dir, resume_from=ckpt, progress=progress, threads=threads, init=init)
     if summary["test_accuracy"] < train_mod.CHANCE_LEVEL:  # loud even with --quiet: exit 0 hides it
         click.echo(f"Warning: test accuracy {summary['test_accuracy']:.1%} is chance level: the network learned "
                    f"nothing. Is the learning rate ({values['train']['lr']:g}) too high? Try --lr "

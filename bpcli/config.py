@@ -532,18 +532,20 @@ def read_file(path):
 
 # ---------------------------------------------------------------------------
 # What training allocates, counted from bpcli/train.py (Run, Run.train_epoch),
-# bpcli/step.py (Step), bpcli/augment.py (Augmenter) and bpcli/metrics.py. This
+# bpcli/fast (Engine, Shard), bpcli/augment.py (Augmenter) and bpcli/metrics.py. This
 # module cannot import them (numpy: 'bp --help' stays cheap), so the constants are
 # repeated here; tests/test_config.py holds the count to a measured training run.
 
-# float32 per parameter: theta, the gradient, up to two optimizer moments (Adam's
-# m and v), Adam's scratch, and the copies a checkpoint save makes (the weight
-# parts of m and v in Run._reorder_state, W0 in pixel order in Run.model_params)
-BYTES_PER_PARAM = 4 * 8
+# float32 per parameter: theta, the gradient (kept by the engine for the whole run),
+# up to two optimizer moments (Adam's m and v), Adam's scratch, and the copies a
+# checkpoint save makes (the weight parts of m and v in fast.Layout.state_to_model,
+# W0 in pixel order in fast.Layout.params, the file's own buffers)
+BYTES_PER_PARAM = 4 * 9
 TALLY_EVERY = 20  # train.TALLY_EVERY: batches of outputs kept until they are tallied
 # Augmenter, per image: the zero-padded 31x31 copy; fx, fy, tmp, qx, qy, 4 corner
-# planes (9 x 784); idx as intp (2 x 784); two elastic work arrays of 2 fields each
-AUGMENT_FLOATS_PER_IMAGE = 31 * 31 + 9 * 784 + 2 * 784 + 4 * 784
+# planes (9 x 784); idx as intp (2 x 784); two elastic work arrays of 2 fields each;
+# the two output buffers train alternates between (one is prepared while the other trains)
+AUGMENT_FLOATS_PER_IMAGE = 31 * 31 + 9 * 784 + 2 * 784 + 4 * 784 + 2 * 784
 EVAL_BATCH = 2000  # metrics.EVAL_BATCH: evaluation's rows per forward pass
 # the images, uint8: as loaded (train + test), the training split's copy and the
 # training copy with the inked pixels first; float32 (N_TRAIN, 10): the epoch's
@@ -551,16 +553,16 @@ EVAL_BATCH = 2000  # metrics.EVAL_BATCH: evaluation's rows per forward pass
 DATA_BYTES = 3 * N_TRAIN * 784 + 10_000 * 784 + 5 * 4 * N_TRAIN * 10
 
 
-def training_bytes(flat):
-    """Bytes ``bp train`` needs under the flat config ``flat``, by part: parameters
-    (with optimizer state), data, the per-batch buffers of one epoch's step, and
-    evaluation's buffers (alive after the epoch's step is freed, so not added to it)."""
+def training_bytes(flat, threads=1):
+    """Bytes ``bp train`` needs under the flat config ``flat`` on ``threads`` threads, by
+    part: parameters (with optimizer state, and a gradient per extra thread), data, the
+    per-batch buffers of the engine, and evaluation's buffers."""
     hidden = flat["model.hidden"]
     widths = [*hidden, 10]                       # every layer's output: a[l], delta[l]
     widest = max(widths)
     n_params = sum(m * n + n for m, n in zip([784, *hidden], widths))
     floats_per_row = (
-        784                                      # Step.inputs: the batch as float32
+        784                                      # Engine.inputs: the batch as float32
         + 2 * sum(widths)                        # Step.a[1:] and Step.delta[1:]
         + widest                                 # f'(a) of one layer, made during backward
         + TALLY_EVERY * 10                       # a[L] of the batches kept for the tally
@@ -570,10 +572,18 @@ def training_bytes(flat):
         floats_per_row += 2 * sum(hidden) + 2 * max(hidden, default=0)
     if flat["train.augment"]:
         floats_per_row += AUGMENT_FLOATS_PER_IMAGE
-    batch = flat["train.batch_size"] * (4 * floats_per_row + 784)  # + the uint8 pixels of the batch
+    batch = flat["train.batch_size"] * (4 * floats_per_row + 2 * 784)  # + the uint8 pixels of two batches
     evaluation = EVAL_BATCH * 4 * (784 + 2 * sum(widths))          # network.forward keeps every a[l]
-    return {"parameters": n_params * BYTES_PER_PARAM, "data": DATA_BYTES, "batch": batch,
+    return {"parameters": n_params * (BYTES_PER_PARAM + 4 * (threads - 1)), "data": DATA_BYTES, "batch": batch,
             "evaluation": evaluation, "n_params": n_params}
+
+
+def _usable_cpus():
+    """train's default thread count (train.usable_cpus; repeated: this module cannot import numpy)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _memory_bytes():
@@ -590,8 +600,8 @@ def check_model_size(cfg):
     have = _memory_bytes()
     if not have:
         return
-    part = training_bytes(cfg.flat)
-    need = part["parameters"] + part["data"] + max(part["batch"], part["evaluation"])
+    part = training_bytes(cfg.flat, _usable_cpus())
+    need = part["parameters"] + part["data"] + part["batch"] + part["evaluation"]
     if need <= 0.8 * have:
         return
     hidden = shown(cfg.flat["model.hidden"])

@@ -12,24 +12,19 @@ holds the verified files (``load_mnist_for``). Images stay uint8, ``(n, 784)``, 
 0 = background: 47 MB for the training set, against 188 MB as float32, so
 scaling to [0, 1] is left to whoever makes the batches.
 
-IDX, the format of the MNIST files: a big-endian header, then the raw bytes.
-    magic  0x00000803 (2051): uint8, 3 dims -> images, n x 28 x 28
-           0x00000801 (2049): uint8, 1 dim  -> labels, n
-    dims   one big-endian uint32 per dim
-    data   prod(dims) bytes
+The files are in IDX format, which ``bpcli.idx`` describes.
 """
 
 import os
-import struct
 from typing import NamedTuple
 
 import numpy as np
 
-from . import datasets, download
+from . import datasets, download, idx
 from .datasets import TEST_FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS  # noqa: F401
 from .errors import ConfigError, DataError
 
-PIXELS = download.ROWS * download.COLS
+PIXELS = idx.ROWS * idx.COLS
 N_CLASSES = 10
 
 
@@ -60,25 +55,22 @@ def read_idx(path):
             head = f.read(4)
             if len(head) < 4:
                 raise DataError(f"{path} is truncated ({size} bytes, not even an IDX header); {_REDOWNLOAD}")
-            magic = int.from_bytes(head, "big")
-            if magic == download.IDX_MAGIC["images"]:
-                kind, ndim = "images", 3
-            elif magic == download.IDX_MAGIC["labels"]:
-                kind, ndim = "labels", 1
-            else:
+            kind = idx.kind_of(head)
+            if kind is None:
                 raise DataError(
-                    f"{path} is not an MNIST IDX file (magic {magic:#010x}, expected 0x00000803 for images "
-                    f"or 0x00000801 for labels); {_REDOWNLOAD}"
+                    f"{path} is not an MNIST IDX file (magic {int.from_bytes(head, 'big'):#010x}, expected "
+                    f"0x00000803 for images or 0x00000801 for labels); {_REDOWNLOAD}"
                 )
+            ndim = idx.NDIM[kind]
             raw_dims = f.read(4 * ndim)
             if len(raw_dims) < 4 * ndim:
                 raise DataError(f"{path} is truncated inside its IDX header ({size} bytes); {_REDOWNLOAD}")
-            dims = struct.unpack(f">{ndim}I", raw_dims)
-            if kind == "images" and dims[1:] != (download.ROWS, download.COLS):
+            dims = idx.dims(kind, raw_dims)
+            if kind == "images" and dims[1:] != (idx.ROWS, idx.COLS):
                 raise DataError(f"{path} holds {dims[1]} x {dims[2]} images, bp needs 28 x 28")
             n = dims[0]
             # Python ints: a corrupt header cannot overflow this or make a huge allocation.
-            expected = 4 + 4 * ndim + n * (PIXELS if kind == "images" else 1)
+            expected = idx.file_size(kind, n)
             if size != expected:
                 raise DataError(
                     f"{path} is {size} bytes but its header promises {n} {kind} ({expected} bytes): "

@@ -99,13 +99,12 @@ import hashlib
 import os
 import re
 import stat
-import struct
 import sys
 import time
 import zlib
 from typing import NamedTuple
 
-from . import __version__, datasets, fsutil
+from . import __version__, datasets, fsutil, idx
 from .datasets import FileSpec  # noqa: F401 (part of this module's interface)
 from .errors import BpError, ConfigError, DataError
 
@@ -121,8 +120,7 @@ def files_of(dataset):
     ds = datasets.get(dataset) if isinstance(dataset, str) or dataset is None else dataset
     return MNIST_FILES if ds.name == "mnist" else ds.files
 
-ROWS = COLS = 28
-IDX_MAGIC = {"images": 2051, "labels": 2049}
+ROWS, COLS, IDX_MAGIC = idx.ROWS, idx.COLS, idx.MAGIC
 MISSING = "missing"
 
 # How long a mirror may take; the module docstring says why these numbers.
@@ -140,15 +138,12 @@ CHUNK = 1 << 16
 
 def idx_header(spec):
     """The exact IDX header a file matching ``spec`` starts with (big-endian uint32s)."""
-    if spec.kind == "images":
-        return struct.pack(">4I", IDX_MAGIC["images"], spec.count, ROWS, COLS)
-    return struct.pack(">2I", IDX_MAGIC["labels"], spec.count)
+    return idx.header(spec.kind, spec.count)
 
 
 def idx_size(spec):
     """The exact length in bytes of a file matching ``spec``."""
-    per_item = ROWS * COLS if spec.kind == "images" else 1
-    return len(idx_header(spec)) + spec.count * per_item
+    return idx.file_size(spec.kind, spec.count)
 
 
 def _header_problem(head, spec, what="IDX"):
@@ -160,8 +155,7 @@ def _header_problem(head, spec, what="IDX"):
         # A captive portal or an error page served with status 200.
         return "got an HTML page, not IDX data"
     if len(head) >= len(expected) and head[:4] == expected[:4]:
-        got = struct.unpack(f">{len(expected) // 4}I", head[: len(expected)])[1:]
-        want = struct.unpack(f">{len(expected) // 4}I", expected)[1:]
+        got, want = idx.header_dims(head[: len(expected)]), idx.header_dims(expected)
         return f"IDX header says {' x '.join(map(str, got))} {spec.kind}, expected {' x '.join(map(str, want))}"
     return f"not {what} {spec.kind} data (starts with {head[:8].hex()})"
 

@@ -37,26 +37,21 @@ Each activation's derivative is written in terms of its *output* a (sigmoid'
 activations, not z.
 """
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 # ---------------------------------------------------------------------------
 # Activations, each beside its derivative (micrograd's habit): name -> (f, f')
-# f(z) works in place (z becomes a); fprime(a) takes the activation f(z), not z.
+# fprime(a) takes the activation a = f(z), not z.
 
 LEAKY_SLOPE = 0.01
 
 
 def sigmoid(z):
     # 1 / (1 + exp(-z)) written as (1 + tanh(z / 2)) / 2: the same function, but
-    # tanh never overflows, so no clipping is needed (and it is fewer calls)
-    z *= 0.5
-    np.tanh(z, out=z)
-    z += 1.0
-    z *= 0.5
-    return z
+    # tanh never overflows, so no clipping is needed
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 def sigmoid_prime(a):
@@ -64,7 +59,7 @@ def sigmoid_prime(a):
 
 
 def tanh(z):
-    return np.tanh(z, out=z)
+    return np.tanh(z)
 
 
 def tanh_prime(a):
@@ -72,7 +67,7 @@ def tanh_prime(a):
 
 
 def relu(z):
-    return np.maximum(z, 0.0, out=z)
+    return np.maximum(z, 0.0)
 
 
 def relu_prime(a):
@@ -80,7 +75,7 @@ def relu_prime(a):
 
 
 def leaky_relu(z):
-    return np.maximum(z, LEAKY_SLOPE * z, out=z)  # z where z > 0, else LEAKY_SLOPE z
+    return np.where(z > 0, z, LEAKY_SLOPE * z)
 
 
 def leaky_relu_prime(a):
@@ -88,28 +83,9 @@ def leaky_relu_prime(a):
 
 
 def softmax(z):
-    # Softmax is unchanged by subtracting a constant from a row; subtracting the
-    # batch's largest z keeps exp from overflowing, and finding it is ~10x
-    # cheaper than a max per row of a (n, 10) array. Only a row lying ~87 below
-    # that max would underflow to all zeros: such a row gets its own max.
-    z -= z.max()
-    e = np.exp(z)
-    row_sums = row_sum(e)
-    if row_sums.min() < 1e-30:
-        z -= z.max(axis=1, keepdims=True)
-        np.exp(z, out=e)
-        row_sums = row_sum(e)
-    return np.divide(e, row_sums, out=z)
-
-
-def row_sum(x):
-    """x.sum(axis=1, keepdims=True) as the matrix product x @ 1: faster on short rows."""
-    return x @ _ones_column(x.shape[1], x.dtype)
-
-
-@functools.lru_cache(maxsize=8)
-def _ones_column(k, dtype):
-    return np.ones((k, 1), dtype)
+    # unchanged by subtracting a constant from a row: each row's max keeps exp from overflowing
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 ACTIVATIONS = {
@@ -119,24 +95,50 @@ ACTIVATIONS = {
     "leaky_relu": (leaky_relu, leaky_relu_prime),
 }
 OUTPUTS = {"softmax": softmax, "sigmoid": sigmoid}
-LOSSES = ("cross_entropy", "mse")
 
 
 # ---------------------------------------------------------------------------
-# Costs: the per-example cost C0 averaged over the batch, and dC/dz[L].
+# Costs, each beside its derivative: name -> (C0, dC0/dz[L]). Both take the
+# output activations A = a[L] (n, k), the targets Y (n, k) and the output's name.
 
 _TINY = 1e-12  # keeps log() finite when a probability underflows to 0
 
 
+def cross_entropy(A, Y, output):
+    """C0 = -sum_j y_j log a_j for softmax (targets may be smoothed, not one-hot); for
+    sigmoid outputs each unit is its own yes/no question: -sum_j [y log a + (1-y) log(1-a)]."""
+    log_A = np.log(A + _TINY)
+    if output == "softmax":
+        return -(Y * log_A).sum(axis=1)
+    return -(Y * log_A + (1 - Y) * np.log(1 - A + _TINY)).sum(axis=1)
+
+
+def cross_entropy_delta(A, Y, output):
+    """dC0/dz = a - y for both outputs: the output's derivative cancels the log's, so the
+    gradient never vanishes however wrong the output is."""
+    return A - Y
+
+
+def mse(A, Y, output):
+    """C0 = sum_j (a_j - y_j)^2, the quadratic cost of the backprop explanation."""
+    return np.square(A - Y).sum(axis=1)
+
+
+def mse_delta(A, Y, output):
+    """dC0/dz = dC0/da * da/dz with dC0/da = 2 (a - y)."""
+    dC_dA = 2.0 * (A - Y)
+    if output == "sigmoid":
+        return dC_dA * sigmoid_prime(A)
+    # softmax Jacobian: da_j/dz_i = a_j (delta_ij - a_i), applied row by row
+    return A * (dC_dA - np.sum(dC_dA * A, axis=1, keepdims=True))
+
+
+LOSSES = {"cross_entropy": (cross_entropy, cross_entropy_delta), "mse": (mse, mse_delta)}
+
+
 def example_costs(A, Y, output, loss):
     """C0 of every example: (n,) for A = a[L] (n, k) and targets Y (n, k)."""
-    if loss == "mse":
-        return np.square(A - Y).sum(axis=1)
-    log_A = np.log(A + _TINY)
-    if output == "softmax":  # -sum_j y_j log a_j (targets may be smoothed, not one-hot)
-        return -(Y * log_A).sum(axis=1)
-    # sigmoid outputs with cross-entropy: each output unit is its own yes/no question
-    return -(Y * log_A + (1 - Y) * np.log(1 - A + _TINY)).sum(axis=1)
+    return LOSSES[loss][0](A, Y, output)
 
 
 def cost(A, Y, output, loss):
@@ -144,25 +146,9 @@ def cost(A, Y, output, loss):
     return float(np.mean(example_costs(A, Y, output, loss)))
 
 
-def output_delta(A, Y, output, loss, out=None):
-    """delta[L] = dC/dz[L] for the batch mean C: shape (n, k).
-
-    The two classic pairs have shortcuts: for softmax + cross-entropy and for
-    sigmoid + cross-entropy, dC0/dz = a - y (the output's derivative cancels
-    the log's), so the gradient never vanishes however wrong the output is.
-    """
-    n = A.shape[0]
-    if loss == "cross_entropy":
-        delta = np.subtract(A, Y, out=out)
-        delta *= 1.0 / n
-        return delta
-    dC_dA = np.subtract(A, Y, out=out)
-    dC_dA *= 2.0 / n  # d/da of the quadratic cost (a - y)^2, averaged over the batch
-    if output == "sigmoid":
-        dC_dA *= sigmoid_prime(A)
-        return dC_dA
-    # softmax Jacobian: dA_j/dz_i = A_j (delta_ij - A_i), applied row by row
-    return np.multiply(A, dC_dA - np.sum(dC_dA * A, axis=1, keepdims=True), out=dC_dA)
+def output_delta(A, Y, output, loss):
+    """delta[L] = dC/dz[L] for the batch mean C: dC0/dz[L] / n, shape (n, k)."""
+    return LOSSES[loss][1](A, Y, output) / len(A)
 
 
 def one_hot(y, k=10, dtype=np.float32):
@@ -212,28 +198,6 @@ def init_params(spec, rng, init="auto", dtype=np.float32):
     return Ws, bs
 
 
-def param_views(flat, sizes):
-    """Views (Ws, bs) into one flat vector laid out as all weights, then all biases.
-
-    Training keeps parameters, gradients and optimizer state in such vectors,
-    so the optimizer updates every weight with a few calls on one array
-    instead of a few calls per layer, and weight decay applies to the
-    weights' prefix alone.
-    """
-    Ws, bs, i = [], [], 0
-    for m, n in zip(sizes[:-1], sizes[1:]):
-        Ws.append(flat[i:i + m * n].reshape(m, n))
-        i += m * n
-    for n in sizes[1:]:
-        bs.append(flat[i:i + n])
-        i += n
-    return Ws, bs
-
-
-def n_weights(sizes):
-    return sum(m * n for m, n in zip(sizes[:-1], sizes[1:]))
-
-
 def forward(Ws, bs, X, spec, dropout=0.0, rng=None):
     """Feedforward. Returns the activations [a0 = X, a1, ..., aL] and the dropout masks.
 
@@ -247,10 +211,9 @@ def forward(Ws, bs, X, spec, dropout=0.0, rng=None):
     a = X
     L = len(Ws)
     for l in range(L):
-        z = a @ Ws[l]
-        z += bs[l]
+        z = a @ Ws[l] + bs[l]
         if l < L - 1:
-            a = f(z)  # in place: z becomes a
+            a = f(z)
             if dropout > 0:
                 mask = dropout_mask(rng, a.shape, dropout, a.dtype)
                 masks.append((mask, a))
@@ -287,8 +250,8 @@ def backward(Ws, activations, masks, Y, spec):
             a = activations[l]
             if masks[l - 1] is not None:
                 mask, a = masks[l - 1]
-                delta *= mask
-            delta *= fprime(a)
+                delta = delta * mask
+            delta = delta * fprime(a)
     return dWs, dbs
 
 

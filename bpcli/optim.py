@@ -10,11 +10,7 @@ gains ``weight_decay / 2 * sum(W**2)``, so the gradient gains
 """
 
 import math
-from typing import NamedTuple
-
 import numpy as np
-
-from . import blas
 
 TINY = 1e-20                # optimizer state below this is flushed to 0 (see flush_subnormals)
 SMALLEST_NORMAL = 1.18e-38  # float32's smallest normal number
@@ -53,9 +49,10 @@ class SGD:
         w <- w - lr * (g + momentum * v)    Nesterov: look one step ahead
 
     ``theta`` is one flat vector of all parameters, updated in place; its
-    first ``n_decay`` entries (the weights) are under weight decay. One
-    update is then a few calls on one array, not a few per layer. The state
-    is saved as two named parts, the decayed one first.
+    first ``n_decay`` entries (the weights) are under weight decay. The state
+    is saved as two named parts, the decayed one first. (The training
+    engine, ``bpcli.fast``, runs this same update fused into its matrix
+    products; the tests hold it to this one.)
     """
 
     def __init__(self, theta, momentum=0.0, nesterov=False, weight_decay=0.0, n_decay=None):
@@ -66,37 +63,22 @@ class SGD:
         self.n_decay = len(theta) if n_decay is None else n_decay
         self.v = np.zeros_like(theta) if momentum else None
         self.flush_every = steps_to_subnormal(momentum)
-        self.fused = None if nesterov else FusedSGD(self)
-        self.axpys = (None, None)  # (gradient, its prepared axpys)
 
     def step(self, g, lr):
-        """One update, as axpys (y += a x: one pass over memory each, a BLAS call where
-        it can be). The gradient g doubles as scratch space: afterwards it holds
-        nothing meaningful (one array less in the cache)."""
-        ax = self.prepared_axpys(g)
+        """One update. The gradient g doubles as scratch space: afterwards it holds
+        nothing meaningful."""
+        w = self.theta
         if self.weight_decay:
-            ax["decay"](self.weight_decay)    # g += weight_decay * w
+            add_decay(g, w, self.weight_decay, self.n_decay)
         if self.v is None:
-            ax["g_into_w"](-lr)               # w -= lr * g
+            w -= lr * g
             return
         self.v *= self.momentum
-        ax["g_into_v"](1.0)                   # v = momentum * v + g
+        self.v += g
         if self.nesterov:
-            ax["v_into_g"](self.momentum)
-            ax["g_into_w"](-lr)               # w -= lr * (g + momentum * v)
+            w -= lr * (g + self.momentum * self.v)
         else:
-            ax["v_into_w"](-lr)               # w -= lr * v
-
-    def prepared_axpys(self, g):
-        """The axpys between g, v and w, prepared for this gradient array (training passes the same one)."""
-        if self.axpys[0] is not g:
-            w, v, n = self.theta, self.v, self.n_decay
-            s = None if blas.direct(g, w) else np.empty_like(w)  # NumPy's scratch, shared
-            named = {"decay": blas.Axpy(w[:n], g[:n], s if s is None else s[:n]), "g_into_w": blas.Axpy(g, w, s)}
-            if v is not None:
-                named.update(g_into_v=blas.Axpy(g, v, s), v_into_g=blas.Axpy(v, g, s), v_into_w=blas.Axpy(v, w, s))
-            self.axpys = (g, named)
-        return self.axpys[1]
+            w -= lr * self.v
 
     def state(self):
         return split_state(v=self.v, n=self.n_decay) if self.v is not None else {}
@@ -108,53 +90,6 @@ class SGD:
     def flush_subnormals(self):
         if self.v is not None:
             flush_subnormals([self.v])
-
-
-class Coefficients(NamedTuple):
-    """target <- alpha * gradient + beta * target, beta by weights and biases."""
-
-    alpha: float
-    beta_weights: float
-    beta_biases: float
-
-
-class FusedSGD:
-    """SGD written into the gradient's own matrix product (see ``bpcli.step``).
-
-    A BLAS product computes ``C <- alpha * A @ B + beta * C``. With the
-    gradient as ``A @ B``::
-
-        momentum:   C = v,  alpha = 1,   beta = momentum     v <- momentum v + g
-                    then    v += weight_decay * w;  w -= lr * v   (two axpys)
-        plain SGD:  C = w,  alpha = -lr, beta = 1 - lr * weight_decay (1 for biases)
-                                                            w <- w - lr (g + weight_decay w)
-
-    so the gradient is never stored and the update costs one pass or none.
-    """
-
-    def __init__(self, opt):
-        self.opt = opt
-        self.target = opt.theta if opt.v is None else opt.v
-        self.axpys = None
-
-    def coefficients(self, lr):
-        opt = self.opt
-        if opt.v is None:
-            return Coefficients(-lr, 1.0 - lr * opt.weight_decay, 1.0)
-        return Coefficients(1.0, opt.momentum, opt.momentum)
-
-    def finish(self, lr):
-        """The rest of the update, after every product has run (momentum only)."""
-        opt = self.opt
-        if opt.v is None:
-            return
-        if self.axpys is None:
-            n = opt.n_decay
-            self.axpys = blas.Axpy(opt.theta[:n], opt.v[:n]), blas.Axpy(opt.v, opt.theta)
-        decay, step = self.axpys
-        if opt.weight_decay:
-            decay(opt.weight_decay)   # v += weight_decay * w
-        step(-lr)                     # w -= lr * v
 
 
 class Adam:
@@ -171,7 +106,6 @@ class Adam:
         self.t = np.zeros((), dtype=np.int64)
         self.scratch = np.empty_like(theta)
         self.flush_every = steps_to_subnormal(min(beta1, beta2))
-        self.fused = None  # needs the gradient itself
 
     def step(self, g, lr):
         """One update; the gradient g doubles as scratch space, as for SGD."""
@@ -205,10 +139,10 @@ class Adam:
         flush_subnormals([self.m, self.v])
 
 
-def add_decay(g, theta, weight_decay, n_decay, scratch):
+def add_decay(g, theta, weight_decay, n_decay, scratch=None):
     """g += weight_decay * w on the weights: the gradient of L2's weight_decay / 2 * sum(w**2)."""
-    w = slice(0, n_decay)
-    g[w] += np.multiply(theta[w], weight_decay, out=scratch[w])
+    out = None if scratch is None else scratch[:n_decay]
+    g[:n_decay] += np.multiply(theta[:n_decay], weight_decay, out=out)
 
 
 def split_state(n, **arrays):

@@ -15,7 +15,6 @@ import contextlib
 import math
 import os
 import signal
-import sys
 import time
 from datetime import datetime
 
@@ -29,9 +28,10 @@ from .data import N_CLASSES, PIXELS, seeds, validation_split, verified_dir
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import read_text, write_text_atomic
 from .metrics import loss_and_accuracy
-from .network import Spec, example_costs, init_params, n_weights, one_hot, param_views
-from .optim import clip_max_norm, learning_rate, make_optimizer
-from .step import Step
+from .fast import Engine, blas, single_threaded_blas
+from .network import Spec, example_costs, init_params, one_hot
+from .optim import learning_rate, make_optimizer
+from .progress import Progress, percent
 
 TALLY_EVERY = 20  # batches between tallies of the training loss and accuracy (and the divergence check)
 
@@ -50,57 +50,6 @@ class Interrupted(BpError):
 def spec_from_config(values):
     m = values["model"]
     return Spec([PIXELS, *m["hidden"], N_CLASSES], m["activation"], m["output"], m["loss"])
-
-
-# ---------------------------------------------------------------------------
-# Progress on stderr: a tqdm bar per epoch on a terminal, one line per epoch otherwise
-
-class Progress:
-    def __init__(self, quiet=False, stream=None):
-        self.stream = stream or sys.stderr
-        self.quiet = quiet
-        self.bar = None
-        isatty = getattr(self.stream, "isatty", None)
-        self.tty = bool(isatty and isatty())
-
-    def start_epoch(self, epoch, epochs, steps, done=0):
-        if self.quiet or not self.tty:
-            return
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{epochs}", unit="batch",
-                        file=self.stream, leave=True, dynamic_ncols=True)
-
-    def step(self, loss=None):
-        """One batch done; ``loss``, when given, is the recent training loss."""
-        if self.bar is not None:
-            self.bar.update(1)
-            if loss is not None:
-                self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-
-    def end_epoch(self, m):
-        line = (f"epoch {m['epoch']}/{m['epochs']}  loss {m['train_loss']:.4f}  "
-                f"train {m['train_accuracy']:.2%}  val {_pct(m['val_accuracy'])}  "
-                f"lr {m['lr']:.4g}  {m['seconds']:.1f}s  {m['samples_per_second']:,.0f} samples/s")
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"val {_pct(m['val_accuracy'])}", refresh=True)
-            self.bar.close()
-            self.bar = None
-        if not self.quiet:
-            print(line, file=self.stream, flush=True)
-
-    def note(self, text):
-        if not self.quiet:
-            print(text, file=self.stream, flush=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _pct(x):
-    return "-" if x is None or x != x else f"{x:.2%}"
 
 
 @contextlib.contextmanager
@@ -134,31 +83,24 @@ def stop_requests():
 class Run:
     """The state of one training run: what a checkpoint saves and a resume restores."""
 
-    def __init__(self, cfg, data, run_dir):
+    def __init__(self, cfg, data, run_dir, threads=1):
         self.values = cfg.values
         self.run_dir = run_dir
         self.spec = spec_from_config(self.values)
         init_rng, _, self.rng = seeds(self.values["seed"])
         self.train_X, self.train_y, self.val_X, self.val_y = validation_split(data, self.values)
         self.test_X, self.test_y = data.test_images, data.test_labels
-        # Pixels that are 0 in every training image (MNIST's border) add nothing
-        # to z = x @ W and get no gradient (dC/dW = x^T delta). Training keeps
-        # W0's rows in the order "inked pixels first" and leaves the others out
-        # of its two largest matrix products; checkpoints hold the true order.
-        self.augment = self.values["train"]["augment"] or None
-        # (augmentation moves ink anywhere: then every pixel takes part)
+        t = self.values["train"]
+        self.augment = t["augment"] or None
+        # the engine leaves out of its products the pixels that are 0 in every training
+        # image; augmentation moves ink anywhere, and then every pixel takes part
         inked = self.train_X.any(axis=0) | bool(self.augment)
-        self.order = np.concatenate([np.flatnonzero(inked), np.flatnonzero(~inked)])
-        self.k = int(inked.sum())
-        if self.k < PIXELS:
-            self.train_X = np.ascontiguousarray(self.train_X[:, self.order[:self.k]])
         Ws, bs = init_params(self.spec, init_rng, self.values["model"]["init"])
-        Ws[0] = Ws[0][self.order]
-        # one flat vector, weights first: the optimizer sees [all weights, all biases]
-        self.theta = np.concatenate([W.ravel() for W in Ws] + bs)
-        self.Ws, self.bs = param_views(self.theta, self.spec.sizes)
-        self.n_weights = n_weights(self.spec.sizes)
-        self.opt = make_optimizer(self.values["train"], self.theta, n_decay=self.n_weights)  # L2 on weights only
+        self.threads = threads
+        self.engine = Engine(self.spec, Ws, bs, lambda theta, n: make_optimizer(t, theta, n), t["batch_size"],
+                             inked, threads=threads, dropout=self.values["model"]["dropout"],
+                             max_norm=t["max_norm"], rng=self.rng)
+        self.train_X = self.engine.inputs_of(self.train_X)
         self.epoch = 0            # epochs completed
         self.step = 0             # batches completed in the current epoch
         self.history = []         # one metrics dict per completed epoch
@@ -166,33 +108,11 @@ class Run:
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.epoch_rng_state = None
         self.train_seconds = 0.0
-        self.threads = None       # BLAS threads asked for (None: the library's default)
         self.init = None          # where the weights came from with --init: {"checkpoint", "epoch"}
-
-    def model_order(self, W0, inverse=False):
-        """W0 (or any array shaped like it) from training row order to the true pixel order.
-        inverse: the other way."""
-        if inverse:
-            return W0[self.order]
-        out = np.empty_like(W0)
-        out[self.order] = W0
-        return out
 
     def model_params(self):
         """(Ws, bs) in the true pixel order: what evaluation and checkpoints see."""
-        return [self.model_order(self.Ws[0]), *self.Ws[1:]], self.bs
-
-    def _reorder_state(self, state, inverse=False):
-        """Optimizer state with the W0 block of each weight segment ("v0", "m0") reordered."""
-        rows, cols = self.spec.sizes[0], self.spec.sizes[1]
-        out = {}
-        for key, arr in state.items():
-            if key.endswith("0") and arr.ndim == 1:
-                arr = arr.copy()
-                block = arr[:rows * cols].reshape(rows, cols)
-                block[...] = self.model_order(block.copy(), inverse)
-            out[key] = arr
-        return out
+        return self.engine.params()
 
     # -- checkpoints --------------------------------------------------------
     def meta(self):
@@ -210,22 +130,21 @@ class Run:
             "threads": self.threads,
             "init": self.init,
             "cpu_count": os.cpu_count(),
+            "blas": blas.describe(),
         }
 
     def save(self, name, with_optimizer=True):
         Ws, bs = self.model_params()
         save_checkpoint(os.path.join(self.run_dir, name), Ws, bs, self.meta(),
-                        self._reorder_state(self.opt.state()) if with_optimizer else None)
+                        self.engine.state() if with_optimizer else None)
 
     def load_params(self, Ws, bs):
-        """Take over weights and biases given in the true pixel order (a checkpoint's)."""
-        for l, (W, b) in enumerate(zip(self.Ws, self.bs)):
-            W[...] = self.model_order(Ws[l], inverse=True) if l == 0 else Ws[l]
-            b[...] = bs[l]
+        """Take over weights and biases (a model's, for --init); the optimizer starts afresh."""
+        self.engine.load(Ws, bs, self.engine.state())
 
     def restore(self, path):
         # every array and value is checked against this run before any is taken over
-        arrays, meta = read_checkpoint(path, opt_state=self.opt.state())
+        arrays, meta = read_checkpoint(path, opt_state=self.engine.state())
         if meta["sizes"] != self.spec.sizes:
             raise CheckpointError(f"checkpoint {path} has layer sizes {meta['sizes']}, the config "
                                   f"says {self.spec.sizes}; resume without changing model keys")
@@ -233,10 +152,9 @@ class Run:
         check_training_state(meta, arrays, path, n_train=n,
                              steps_per_epoch=-(-n // self.values["train"]["batch_size"]))
         try:
-            self.load_params([arrays[f"W{l}"] for l in range(len(self.Ws))],
-                             [arrays[f"b{l}"] for l in range(len(self.bs))])
+            L = len(self.spec.sizes) - 1
             state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
-            self.opt.load_state(self._reorder_state(state, inverse=True))
+            self.engine.load([arrays[f"W{l}"] for l in range(L)], [arrays[f"b{l}"] for l in range(L)], state)
             self.epoch, self.step = meta["epoch"], meta["step"]
             self.history, self.partial = meta["metrics"], meta["partial"]
             self.best = meta["best"]
@@ -266,7 +184,6 @@ class Run:
             self.rng.bit_generator.state = self.epoch_rng_state
             perm = self.rng.permutation(n)
             self.rng.bit_generator.state = current
-        dropout, max_norm = self.values["model"]["dropout"], t["max_norm"]
         # every example's label and target Y in this epoch's order: a batch's are then a slice
         labels = self.train_y[perm]
         targets = one_hot(labels, N_CLASSES)
@@ -276,10 +193,13 @@ class Run:
         fixed_lr = learning_rate(t, 0) if t["schedule"] == "constant" and not t["warmup_epochs"] else None
         p = self.partial
         # pixels stay uint8 until they enter the step's float32 batch
-        pixels = np.empty((B, self.k), dtype=np.uint8)
-        step = Step(self.spec, self.theta, self.opt, B, self.k, dropout, self.rng)
-        augment = Augmenter(self.augment, B, out=step.inputs) if self.augment else None
-        flush_every = self.opt.flush_every
+        engine = self.engine
+        # two of each batch buffer: the next batch is prepared in one while the engine
+        # trains on the other
+        pixels = [np.empty((B, self.train_X.shape[1]), dtype=np.uint8) for _ in range(2)]
+        augment = Augmenter(self.augment, B) if self.augment else None
+        augmented = [augment.out, np.empty_like(augment.out)] if augment else None
+        flush_every = engine.flush_every
         # Training loss and accuracy come from each batch's a[L], kept and tallied every
         # TALLY_EVERY batches in one vectorised pass rather than a few small calls per batch
         outputs = np.empty((TALLY_EVERY * B, N_CLASSES), dtype=np.float32)
@@ -308,23 +228,31 @@ class Run:
             untallied = self.step
             return loss
 
+        def batch(step):
+            """Batch ``step``'s pixels, gathered (and augmented: random draws, so batches
+            are prepared in step order) into the buffers of its parity."""
+            idx = perm[step * B:(step + 1) * B]
+            X = np.take(self.train_X, idx, axis=0, out=pixels[step % 2][:len(idx)])
+            return augment(X, self.rng, out=augmented[step % 2][:len(idx)]) if augment else X
+
+        ahead = {"X": batch(self.step), "rng": None}
+
+        def prepare_next():
+            # the random stream as it was before the next batch's draws: what an
+            # interruption now saves, so that a resumed run draws them again
+            ahead["rng"] = self.rng.bit_generator.state if augment else None
+            ahead["X"] = batch(self.step + 1)
+
         while self.step < steps:
             t0 = time.perf_counter()
-            idx = perm[self.step * B:(self.step + 1) * B]
-            n = len(idx)
-            np.take(self.train_X, idx, axis=0, out=pixels[:n])
-            if augment:
-                A = step.forward(augment(pixels[:n], self.rng))  # floats, written into step.inputs
-            else:
-                A = step.forward(pixels[:n])
+            X, n = ahead["X"], len(ahead["X"])
+            lr = fixed_lr or learning_rate(t, self.epoch + self.step / steps)
+            A = engine.train_batch(X, targets[self.step * B:self.step * B + n], lr,
+                                   meanwhile=prepare_next if self.step + 1 < steps else None)
             start = (self.step - untallied) * B
             outputs[start:start + n] = A
-            lr = fixed_lr or learning_rate(t, self.epoch + self.step / steps)
-            step.backward(targets[self.step * B:self.step * B + n], lr)
-            if max_norm:
-                clip_max_norm(self.Ws, max_norm)
             if flush_every and self.step % flush_every == 0:
-                self.opt.flush_subnormals()
+                engine.flush_subnormals()
             self.step += 1
             loss = tally() if self.step - untallied == TALLY_EVERY or self.step == steps else None
             p["seconds"] += time.perf_counter() - t0
@@ -332,6 +260,8 @@ class Run:
             if stop and self.step < steps:
                 tally()
                 progress.close()
+                if ahead["rng"] is not None:
+                    self.rng.bit_generator.state = ahead["rng"]
                 self.save("last.npz")
                 raise Interrupted.of(self.run_dir, f"in epoch {self.epoch + 1}")
 
@@ -347,7 +277,7 @@ class Run:
         """Raise TrainingDiverged if any weight or bias is NaN or infinite. One sum
         finds out: it is finite only if every term is (a weight large enough to
         overflow the sum has diverged too)."""
-        if not math.isfinite(float(self.theta.sum())):
+        if not self.engine.finite():
             raise self.diverged("the weights became NaN or infinite", lr)
 
     def diverged(self, what, lr):
@@ -412,45 +342,77 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, ini
 
     The run dir is held (``rundir.lock``) throughout; ``result.json`` in it says how
     the run ended (finished with this summary, interrupted, diverged) before this
-    returns or raises. ``threads`` is only recorded (checkpoint meta, summary):
-    the caller pins BLAS. ``init`` is ``(checkpoint path, Model)`` to start from
-    (``initial_model``), for a new run only.
+    returns or raises. ``threads``: the engine's worker threads (None: the count
+    the checkpoint resumed from recorded, else every CPU this process may use;
+    see ``choose_threads``), recorded in every checkpoint. ``init`` is
+    ``(checkpoint path, Model)`` to start from (``initial_model``), for a new run only.
     """
     progress = progress or Progress(quiet=True)
-    with rundir.held(run_dir):
-        run = Run(cfg, data, run_dir)
-        run.threads = threads
-        if resume_from:
-            run.restore(resume_from)
-        elif init:
-            ckpt, model = init
-            run.load_params(model.Ws, model.bs)
-            run.init = {"checkpoint": os.path.realpath(ckpt), "epoch": model.meta.get("epoch")}  # not via latest
-        # on resume too when --epochs extended the run: config.yaml says what the run is
-        config_path, text = os.path.join(run_dir, "config.yaml"), cfg.to_yaml()
-        if not resume_from or read_text(config_path, 1 << 16) != text:
-            write_text_atomic(config_path, text)
-        started = (resume_from and (rundir.read_result(run_dir) or {}).get("started")) or \
-            datetime.now().isoformat(timespec="seconds")
-        _write_result(run, {"state": "running", "started": started})
+    threads, warning = choose_threads(threads, resume_from)
+    if warning:
+        progress.warn(warning)
+    with rundir.held(run_dir), single_threaded_blas():
+        run = Run(cfg, data, run_dir, threads)
         try:
-            summary = _train_epochs(run, progress)
-        except (Interrupted, TrainingDiverged) as err:
-            state = "interrupted" if isinstance(err, Interrupted) else "diverged"
-            _write_result(run, {"state": state, "started": started, "error": str(err)})
-            raise
-        except BaseException as err:  # a full disk, a bug: the run says it did not end well
-            with contextlib.suppress(BpError, OSError):
-                _write_result(run, {"state": "failed", "started": started,
-                                    "error": str(err) or type(err).__name__})
-            raise
-        _write_result(run, {"state": "finished", "started": started, **summary})
+            if resume_from:
+                run.restore(resume_from)
+            elif init:
+                ckpt, model = init
+                run.load_params(model.Ws, model.bs)
+                run.init = {"checkpoint": os.path.realpath(ckpt), "epoch": model.meta.get("epoch")}  # not via latest
+            # on resume too when --epochs extended the run: config.yaml says what the run is
+            config_path, text = os.path.join(run_dir, "config.yaml"), cfg.to_yaml()
+            if not resume_from or read_text(config_path, 1 << 16) != text:
+                write_text_atomic(config_path, text)
+            started = (resume_from and (rundir.read_result(run_dir) or {}).get("started")) or \
+                datetime.now().isoformat(timespec="seconds")
+            _write_result(run, {"state": "running", "started": started})
+            try:
+                summary = _train_epochs(run, progress)
+            except (Interrupted, TrainingDiverged) as err:
+                state = "interrupted" if isinstance(err, Interrupted) else "diverged"
+                _write_result(run, {"state": state, "started": started, "error": str(err)})
+                raise
+            except BaseException as err:  # a full disk, a bug: the run says it did not end well
+                with contextlib.suppress(BpError, OSError):
+                    _write_result(run, {"state": "failed", "started": started,
+                                        "error": str(err) or type(err).__name__})
+                raise
+            _write_result(run, {"state": "finished", "started": started, **summary})
+        finally:
+            run.engine.close()
     return summary
 
 
 def _finished(run_dir):
     """Whether the run's result.json says it finished (all its epochs, or stopped early)."""
     return (rundir.read_result(run_dir) or {}).get("state") == "finished"
+
+
+def usable_cpus():
+    """The CPUs this process may run on (its affinity mask, e.g. under taskset), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def choose_threads(asked, resume_from=None):
+    """(threads, warning or None): the count asked for; else, on --resume, the count the
+    run was trained with (bit-exact resume needs it); else every usable CPU."""
+    recorded = None
+    if resume_from:
+        _, meta = read_checkpoint(resume_from, arrays=False)
+        recorded = meta.get("threads")
+        if not (isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1):
+            recorded = None  # (a bad value is Run.restore's clean error, once the run is held)
+    if asked is None:
+        return recorded or usable_cpus(), None
+    if recorded is not None and asked != recorded:
+        return asked, (f"warning: this run was trained on {recorded} thread{'s' * (recorded != 1)}; "
+                       f"resuming on {asked} continues it, but not bit for bit as an uninterrupted run "
+                       f"(that needs --threads {recorded})")
+    return asked, None
 
 
 def _write_result(run, doc):
@@ -490,8 +452,8 @@ def _train_epochs(run, progress):
                 raise Interrupted.of(run_dir, f"after epoch {run.epoch}")
     best = load_model(os.path.join(run_dir, "best.npz"))
     _, test_acc = loss_and_accuracy(best.Ws, best.bs, run.spec, run.test_X, run.test_y)
-    progress.note(f"best epoch {run.best['epoch']}: val {_pct(run.best['val_accuracy'])}, "
-                  f"test {_pct(test_acc)}  ->  {os.path.join(run_dir, 'best.npz')}")
+    progress.note(f"best epoch {run.best['epoch']}: val {percent(run.best['val_accuracy'])}, "
+                  f"test {percent(test_acc)}  ->  {os.path.join(run_dir, 'best.npz')}")
     return {
         "run_dir": run_dir,
         "epochs": run.epoch,

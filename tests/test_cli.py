@@ -168,6 +168,28 @@ def test_existing_run_dir_is_refused_before_any_data_is_needed(tmp_path):
 
 
 @NEEDS_MNIST
+def test_train_names_its_threads_and_blas_path_first_and_resume_reapplies_them(mnist_env, tmp_path):
+    from bpcli.checkpoint import read_checkpoint
+    from bpcli.fast import blas
+
+    args = ["train", "--set", "data.limit=1500", "--set", "data.validation=500", "--hidden", "16",
+            "--epochs", "1", "--run-dir", str(tmp_path / "r")]
+    result = CliRunner().invoke(cli, [*args, "--threads", "2"], env=mnist_env)
+    assert result.exit_code == 0, result.output
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("run dir ") and ", 2 threads, " in first and blas.describe() in first
+    _, meta = read_checkpoint(str(tmp_path / "r" / "last.npz"), arrays=False)
+    assert meta["threads"] == 2 and meta["blas"] == blas.describe()
+    resumed = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "r"), "--epochs", "2"], env=mnist_env)
+    assert resumed.exit_code == 0, resumed.output
+    assert ", 2 threads, " in resumed.stderr.splitlines()[0] and "warning" not in resumed.stderr
+    other = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "r"), "--epochs", "3", "--threads", "1"],
+                               env=mnist_env)
+    assert other.exit_code == 0, other.output
+    assert "warning: this run was trained on 2 threads" in other.stderr
+
+
+@NEEDS_MNIST
 def test_resume_with_other_flags_is_refused(smoke_run, mnist_env):
     result = CliRunner().invoke(cli, ["train", "--resume", smoke_run["run_dir"], "--lr", "0.5"], env=mnist_env)
     assert result.exit_code == 2 and "only --epochs" in result.output

@@ -414,7 +414,7 @@ def test_the_memory_count_uses_the_trainers_constants():
     ["train.batch_size=16", "model.hidden=[1000, 1000]", "train.optimizer=adam"],
 ])
 def test_the_memory_count_covers_a_measured_training_run(tmp_path, sets):
-    """training_bytes is counted by reading train.py, step.py and augment.py; hold it to what
+    """training_bytes is counted by reading train.py, fast/ and augment.py; hold it to what
     a real run allocates (numpy reports its arrays to tracemalloc). The data here is tiny,
     so its share (and evaluation's, 50 rows) is left out of the comparison."""
     import tracemalloc
@@ -424,11 +424,11 @@ def test_the_memory_count_covers_a_measured_training_run(tmp_path, sets):
 
     data = tiny_mnist(n_train=300, n_test=50)
     cfg = resolve(None, ["data.validation=50", "train.epochs=1", *sets])
-    part = config_mod.training_bytes(cfg.flat)
+    part = config_mod.training_bytes(cfg.flat, threads=2)
     counted = part["parameters"] + part["batch"]
     tracemalloc.start()
     try:
-        train(cfg, data, str(tmp_path / "run"))
+        train(cfg, data, str(tmp_path / "run"), threads=2)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

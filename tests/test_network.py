@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bpcli.network import (ACTIVATIONS, LOSSES, OUTPUTS, Spec, backward, cost, forward,
-                           gradient_check, init_params, one_hot)
+                           gradient_check, init_params, one_hot, output_delta)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
@@ -167,3 +167,23 @@ def test_cross_entropy_with_smoothed_targets_by_hand():
     A = np.array([[0.5, 0.25, 0.25]])
     Y = np.array([[0.8, 0.1, 0.1]])
     assert cost(A, Y, "softmax", "cross_entropy") == pytest.approx(1.2 * np.log(2), rel=1e-9)
+
+
+def test_the_reference_never_writes_into_its_inputs():
+    """network.py reads like the equations: every function returns a new array."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2, (4, 10)).astype(np.float32)
+    Y = one_hot(np.array([1, 2, 3, 4]))
+    for f, fprime in ACTIVATIONS.values():
+        kept = z.copy()
+        a = f(z)
+        fprime(a)
+        np.testing.assert_array_equal(z, kept)
+    for output in OUTPUTS:
+        A = OUTPUTS[output](z)
+        np.testing.assert_array_equal(z, kept)
+        for loss in LOSSES:
+            A_kept = A.copy()
+            output_delta(A, Y, output, loss)
+            cost(A, Y, output, loss)
+            np.testing.assert_array_equal(A, A_kept)

@@ -36,17 +36,18 @@ def assert_same_weights(a, b):
         assert np.array_equal(a[k], b[k]), k
 
 
-def resume(data, run_dir, **flags):
-    """What bp train --resume RUN_DIR [--epochs N] does."""
+def resume(data, run_dir, threads=None, progress=None, **flags):
+    """What bp train --resume RUN_DIR [--epochs N] [--threads N] does."""
     ckpt = os.path.join(run_dir, "last.npz")
     flags = {f"train.{k}": v for k, v in flags.items()}
-    return train(train_mod.resume_config(ckpt, flags), data, str(run_dir), resume_from=ckpt)
+    return train(train_mod.resume_config(ckpt, flags), data, str(run_dir), resume_from=ckpt, threads=threads,
+                 progress=progress)
 
 
-def run(data, tmp_path, name, sets=(), progress=None, resume_from=None, cfg=None):
+def run(data, tmp_path, name, sets=(), progress=None, resume_from=None, cfg=None, threads=1):
     cfg = cfg or resolve(None, [*BASE, *sets])
     run_dir = str(tmp_path / name)
-    return train(cfg, data, run_dir, resume_from=resume_from, progress=progress), run_dir
+    return train(cfg, data, run_dir, resume_from=resume_from, progress=progress, threads=threads), run_dir
 
 
 def test_training_learns_and_writes_the_run_dir(data, tmp_path, runs_root):
@@ -76,11 +77,12 @@ def test_best_is_the_best_validation_epoch(data, tmp_path):
     assert meta["epoch"] == meta["best"]["epoch"]
 
 
-def test_same_seed_same_weights_bitwise(data, tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_same_seed_same_weights_bitwise(data, tmp_path, threads):
     sets = ["train.epochs=2", "model.dropout=0.2"]
-    _, a = run(data, tmp_path, "a", sets)
-    _, b = run(data, tmp_path, "b", sets)
-    _, c = run(data, tmp_path, "c", [*sets, "seed=1"])
+    _, a = run(data, tmp_path, "a", sets, threads=threads)
+    _, b = run(data, tmp_path, "b", sets, threads=threads)
+    _, c = run(data, tmp_path, "c", [*sets, "seed=1"], threads=threads)
     assert_same_weights(weights(a), weights(b))
     assert not np.array_equal(weights(a)["W0"], weights(c)["W0"])
 
@@ -110,13 +112,15 @@ class SignalAt(Progress):
             os.kill(os.getpid(), self.signum)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("at,signum", [(3, signal.SIGINT), (19, signal.SIGTERM), (40, signal.SIGINT)])
-def test_interrupt_then_resume_equals_uninterrupted(data, tmp_path, at, signum):
-    # 600 training rows / 32 = 19 steps per epoch: 19 is an epoch's last step
+def test_interrupt_then_resume_equals_uninterrupted(data, tmp_path, at, signum, threads):
+    # 600 training rows / 32 = 19 steps per epoch: 19 is an epoch's last step; the
+    # resumed run takes the thread count from the checkpoint
     sets = ["train.epochs=3", "model.dropout=0.1"]
-    _, full = run(data, tmp_path, "full", sets)
+    _, full = run(data, tmp_path, "full", sets, threads=threads)
     with pytest.raises(Interrupted) as info:
-        run(data, tmp_path, "cut", sets, progress=SignalAt(at, signum))
+        run(data, tmp_path, "cut", sets, progress=SignalAt(at, signum), threads=threads)
     assert info.value.exit_code == 130
     cut = str(tmp_path / "cut")
     assert f"bp train --resume {cut}" in str(info.value)
@@ -128,6 +132,35 @@ def test_interrupt_then_resume_equals_uninterrupted(data, tmp_path, at, signum):
     for a, b in zip(full_hist, cut_hist):
         assert a["train_loss"] == b["train_loss"] and a["val_accuracy"] == b["val_accuracy"]
         assert a["train_accuracy"] == b["train_accuracy"]
+
+
+def test_threads_are_recorded_and_reapplied_on_resume(data, tmp_path):
+    summary, run_dir = run(data, tmp_path, "r", ["train.epochs=1"], threads=2)
+    assert summary["threads"] == 2
+    _, meta = read_checkpoint(os.path.join(run_dir, "last.npz"), arrays=False)
+    assert meta["threads"] == 2 and meta["blas"]
+    summary = resume(data, run_dir, epochs=2)  # no thread count asked: the run's own
+    assert summary["threads"] == 2
+    assert read_checkpoint(os.path.join(run_dir, "last.npz"), arrays=False)[1]["threads"] == 2
+
+
+def test_resuming_on_another_thread_count_warns(data, tmp_path):
+    import io
+
+    _, run_dir = run(data, tmp_path, "r", ["train.epochs=1"], threads=2)
+    stream = io.StringIO()
+    summary = resume(data, run_dir, threads=1, epochs=2, progress=Progress(quiet=True, stream=stream))
+    assert summary["threads"] == 1
+    assert "trained on 2 threads" in stream.getvalue() and "--threads 2" in stream.getvalue()
+    stream = io.StringIO()
+    resume(data, run_dir, threads=1, epochs=3, progress=Progress(quiet=True, stream=stream))
+    assert stream.getvalue() == ""  # the same count as recorded: nothing to say
+
+
+def test_threads_default_to_the_usable_cpus(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert train_mod.choose_threads(None) == (3, None)
+    assert train_mod.choose_threads(4) == (4, None)
 
 
 def test_interrupt_right_after_a_tally_resumes_exactly(data, tmp_path):
@@ -241,7 +274,7 @@ def test_leaving_blank_pixels_out_equals_the_full_computation(tmp_path):
                          "train.schedule=constant", "train.nesterov=false", "train.weight_decay=0.01",
                          "train.epochs=1", "train.augment=false"])
     run = Run(cfg, data, str(tmp_path / "r"))
-    assert run.k == 600
+    assert run.engine.layout.k == 600
     run.train_epoch(Progress(quiet=True), [])
     Ws_fast, bs_fast = run.model_params()
 
@@ -265,13 +298,16 @@ def test_leaving_blank_pixels_out_equals_the_full_computation(tmp_path):
     assert not np.array_equal(Ws_fast[0][:100], init_params(run.spec, seeds(0)[0])[0][:100])
 
 
-def test_augmented_training_is_seeded_and_resumes_exactly(data, tmp_path):
-    sets = ["train.epochs=2", "train.augment={shift: 2, rotate: 10, elastic: 10}"]
-    _, full = run(data, tmp_path, "full", sets)
-    _, again = run(data, tmp_path, "again", sets)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_augmented_training_is_seeded_and_resumes_exactly(data, tmp_path, threads):
+    # the next batch is augmented while the current one trains: an interruption must
+    # save the random stream as it was before that batch's draws
+    sets = ["train.epochs=2", "train.augment={shift: 2, rotate: 10, elastic: 10}", "model.dropout=0.1"]
+    _, full = run(data, tmp_path, "full", sets, threads=threads)
+    _, again = run(data, tmp_path, "again", sets, threads=threads)
     assert_same_weights(weights(full), weights(again))
     with pytest.raises(Interrupted):
-        run(data, tmp_path, "cut", sets, progress=SignalAt(7))
+        run(data, tmp_path, "cut", sets, progress=SignalAt(7), threads=threads)
     cut = str(tmp_path / "cut")
     resume(data, cut)
     assert_same_weights(weights(full), weights(cut))
@@ -332,7 +368,7 @@ def test_a_run_diverging_later_keeps_its_last_good_checkpoint(data, tmp_path, mo
     real_finish = train_mod.Run.finish_epoch
 
     def blow_up(self, seconds):
-        self.theta[:] = np.inf  # what an exploding step leaves behind
+        self.engine.theta[:] = np.inf  # what an exploding step leaves behind
         return real_finish(self, seconds)
 
     monkeypatch.setattr(train_mod.Run, "finish_epoch", blow_up)
@@ -347,7 +383,7 @@ def test_outputs_that_overflow_with_finite_weights_count_as_divergence(data, tmp
     real_finish = train_mod.Run.finish_epoch
 
     def huge(self, seconds):
-        self.theta *= np.float32(1e30)  # finite, but z = x @ W overflows to inf
+        self.engine.theta *= np.float32(1e30)  # finite, but z = x @ W overflows to inf
         return real_finish(self, seconds)
 
     monkeypatch.setattr(train_mod.Run, "finish_epoch", huge)

@@ -271,7 +271,12 @@ def test_two_worker_processes_share_the_default_storage(env, files, runs_root):
     assert proc.returncode == 0, err
     doc = json.loads(out)
     trials = study_trials(tune.default_storage(doc["study_dir"]), "space")
-    assert states(trials) == ["FINISHED"] * 4 and sorted(t.number for t in trials) == [0, 1, 2, 3]
+    # two workers may both ask for the last trial: the one that loses is failed as surplus
+    # before it trains (tune's N rule), never a lost or a duplicated trial
+    surplus = [t for t in trials if t.state.name == "FAIL" and t.user_attrs.get("surplus")]
+    trials = [t for t in trials if t not in surplus]
+    assert states(trials) == ["FINISHED"] * 4, [(t.number, t.state.name, t.user_attrs) for t in trials]
+    assert all("run_dir" not in t.user_attrs for t in surplus)
     run_dirs = {t.user_attrs["run_dir"] for t in trials}
     assert len(run_dirs) == 4
     assert "2 workers" in err

@@ -1,0 +1,385 @@
+"""The training engine (bpcli.fast) and its BLAS calls, held to the reference:
+network.forward + network.backward + the plain optimizers of bpcli.optim,
+for every activation x output x cost x optimizer x thread count."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from bpcli.fast import Engine, blas
+from bpcli.fast.threads import Team
+from bpcli.network import ACTIVATIONS, Spec, backward, forward, init_params, one_hot
+from bpcli.optim import SGD, Adam
+
+SIZES = [20, 7, 5, 10]
+K = 16            # inputs 16..19 are blank in every example
+BATCH = 6
+INKED = np.arange(SIZES[0]) < K
+
+OPTIMIZERS = {
+    "sgd": lambda theta, nw: SGD(theta, n_decay=nw),
+    "sgd+decay": lambda theta, nw: SGD(theta, weight_decay=0.05, n_decay=nw),
+    "momentum": lambda theta, nw: SGD(theta, momentum=0.9, n_decay=nw),
+    "momentum+decay": lambda theta, nw: SGD(theta, momentum=0.9, weight_decay=0.05, n_decay=nw),
+    "nesterov+decay": lambda theta, nw: SGD(theta, momentum=0.9, nesterov=True, weight_decay=0.05, n_decay=nw),
+    "adam": lambda theta, nw: Adam(theta, weight_decay=0.05, n_decay=nw),
+}
+PAIRS = [("softmax", "cross_entropy"), ("sigmoid", "mse"), ("softmax", "mse"), ("sigmoid", "cross_entropy")]
+
+
+def flat(Ws, bs):
+    return np.concatenate([W.ravel() for W in Ws] + list(bs))
+
+
+def views(theta, sizes):
+    from bpcli.fast.layout import param_views
+
+    return param_views(theta, sizes)
+
+
+def batches(batch=BATCH, sizes=(BATCH, BATCH, BATCH - 2), seed=0):
+    """Batches of pixels (full ones, then a short one) with blank inputs K.., and their labels."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in sizes:
+        pixels = rng.integers(0, 256, (n, SIZES[0]), dtype=np.uint8)
+        pixels[:, K:] = 0
+        out.append((pixels, rng.integers(0, 10, n)))
+    return out
+
+
+def train_both(spec, optimizer, threads=1, dropout=0.0, lr=0.3, batch=BATCH, sizes=None, max_norm=0.0):
+    """Steps by the engine and by the reference from the same start; returns both
+    parameter vectors in model order (all weights, then all biases)."""
+    Ws, bs = init_params(spec, np.random.default_rng(1))
+    reference = flat(Ws, bs)
+    nw = sum(W.size for W in Ws)
+    engine = Engine(spec, Ws, bs, OPTIMIZERS[optimizer], batch, INKED, threads=threads, dropout=dropout,
+                    max_norm=max_norm, rng=np.random.default_rng(2))
+    ref_opt = OPTIMIZERS[optimizer](reference, nw)
+    ref_rng = np.random.default_rng(2)
+    ref_Ws, ref_bs = views(reference, spec.sizes)
+    try:
+        for pixels, y in batches(batch, sizes or (batch, batch, batch - 2)):
+            Y = one_hot(y)
+            A = engine.train_batch(engine.inputs_of(pixels), Y, lr).copy()
+            acts, masks = forward(ref_Ws, ref_bs, pixels.astype(np.float32) / 255, spec, dropout, ref_rng)
+            np.testing.assert_allclose(A, acts[-1], rtol=1e-5, atol=1e-6)
+            dWs, dbs = backward(ref_Ws, acts, masks, Y, spec)
+            ref_opt.step(flat(dWs, dbs), lr)
+            if max_norm:
+                from bpcli.optim import clip_max_norm
+
+                clip_max_norm(ref_Ws, max_norm)
+        return flat(*engine.params()), reference
+    finally:
+        engine.close()
+
+
+def use_path(monkeypatch, name):
+    """Make bpcli.fast.blas use one path (what BP_BLAS=name chooses), or skip if it cannot."""
+    if name == "numpy":
+        gemm = axpy = None
+    else:
+        found = blas._bind_ctypes() if name == "ctypes" else blas._bind_scipy()
+        if isinstance(found, str):
+            pytest.skip(f"the {name} BLAS path is not available here: {found}")
+        gemm, axpy = found
+    for attr, value in (("_path", None if name == "numpy" else name), ("_gemm", gemm), ("_axpy", axpy),
+                        ("_why", "chosen by the test")):
+        monkeypatch.setattr(blas, attr, value)
+
+
+@pytest.fixture(params=["ctypes", "scipy", "numpy"])
+def path(request, monkeypatch):
+    """Run each test through both direct BLAS paths and through the NumPy fallback."""
+    use_path(monkeypatch, request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("activation,pair", list(itertools.product(ACTIVATIONS, PAIRS)))
+def test_engine_equals_reference_for_every_activation_output_and_cost(path, activation, pair, threads):
+    spec = Spec(SIZES, activation, *pair)
+    theta, reference = train_both(spec, "momentum+decay", threads)
+    np.testing.assert_allclose(theta, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_engine_equals_reference_for_every_optimizer(path, optimizer, threads):
+    theta, reference = train_both(Spec(SIZES, "relu"), optimizer, threads)
+    np.testing.assert_allclose(theta, reference, rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(theta, flat(*init_params(Spec(SIZES), np.random.default_rng(1))))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_engine_with_dropout_and_max_norm_equals_reference(path, threads):
+    theta, reference = train_both(Spec(SIZES, "relu"), "momentum", threads, dropout=0.4, max_norm=1.0)
+    np.testing.assert_allclose(theta, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd+decay", "momentum+decay", "nesterov+decay"])
+def test_odd_shards_and_empty_shards_equal_reference(path, optimizer):
+    """A batch of 10 over 3 threads (6 shards of 1 or 2 rows), then batches of 7 and 2: the
+    last leaves four shards with nothing to do."""
+    theta, reference = train_both(Spec(SIZES, "tanh"), optimizer, threads=3, batch=10, sizes=(10, 7, 2))
+    np.testing.assert_allclose(theta, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_blank_inputs_weights_change_only_by_decay(path, threads):
+    spec = Spec(SIZES, "relu")
+    theta, _ = train_both(spec, "sgd+decay", threads, lr=0.3)
+    start = flat(*init_params(spec, np.random.default_rng(1)))
+    blank = np.zeros((SIZES[0], SIZES[1]), bool)
+    blank[K:] = True
+    blank = np.flatnonzero(blank.ravel())
+    # three plain SGD steps on zero gradient: w (1 - lr * weight_decay)^3
+    np.testing.assert_allclose(theta[blank], start[blank] * (1 - 0.3 * 0.05) ** 3, rtol=1e-6)
+
+
+def test_same_threads_same_bits_whatever_the_scheduling():
+    """Two engines on 2 threads give identical weights (the reduction order is fixed)."""
+    spec = Spec(SIZES, "relu")
+    results = [train_both(spec, "nesterov+decay", threads=2, dropout=0.2)[0] for _ in range(3)]
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
+
+
+def test_state_and_params_round_trip_in_model_order():
+    spec = Spec(SIZES, "relu")
+    Ws, bs = init_params(spec, np.random.default_rng(1))
+    inked = np.zeros(SIZES[0], bool)
+    inked[[3, 0, 19, 7, 11]] = True  # an order that is not a prefix
+    engine = Engine(spec, Ws, bs, OPTIMIZERS["momentum"], BATCH, inked)
+    got_Ws, got_bs = engine.params()
+    for a, b in zip(got_Ws + list(got_bs), Ws + bs):
+        np.testing.assert_array_equal(a, b)
+    state = {"v0": np.arange(spec.n_params - sum(SIZES[1:]), dtype=np.float32),
+             "v1": np.ones(sum(SIZES[1:]), np.float32)}
+    engine.load(Ws, bs, state)
+    for key, value in engine.state().items():
+        np.testing.assert_array_equal(value, state[key])
+
+
+def test_a_batch_larger_than_prepared_is_refused():
+    spec = Spec(SIZES)
+    engine = Engine(spec, *init_params(spec, np.random.default_rng(1)), OPTIMIZERS["sgd"], BATCH, INKED)
+    with pytest.raises(ValueError):
+        engine.train_batch(np.zeros((BATCH + 1, K), np.uint8), np.zeros((BATCH + 1, 10), np.float32), 0.1)
+
+
+def test_fused_update_is_used_where_it_can_be():
+    from bpcli.fast.fused import Update
+
+    theta = np.zeros(Spec(SIZES).n_params, np.float32)
+    for optimizer, threads, fused in [("sgd", 1, True), ("sgd", 2, False), ("momentum+decay", 1, True),
+                                      ("momentum+decay", 2, True), ("nesterov+decay", 1, False), ("adam", 1, False)]:
+        update = Update(OPTIMIZERS[optimizer](theta, 10), threads)
+        assert (update.grad is None) == fused, (optimizer, threads)
+        assert len(update.shard_targets) == threads
+
+
+# ---------------------------------------------------------------------------
+# The worker team
+
+def test_team_runs_every_task_once_and_raises_a_workers_error():
+    team = Team(2)
+    try:
+        done = []
+        team.run([lambda i=i: done.append(i) for i in range(7)] + [None], meanwhile=lambda: done.append("here"))
+        assert sorted(done, key=str) == [0, 1, 2, 3, 4, 5, 6, "here"]
+        with pytest.raises(KeyError):
+            team.run([lambda: done.append(3)] * 3, meanwhile=lambda: {}["meanwhile"])
+        assert done.count(3) == 4  # the tasks ran to the end all the same
+
+        def fail():
+            raise ZeroDivisionError("in a worker")
+        with pytest.raises(ZeroDivisionError):
+            team.run([lambda: None, fail, lambda: None])
+        team.run([lambda: done.append(5)] * 3)  # still usable afterwards
+        assert done.count(5) == 4  # (one 5 from the first round)
+    finally:
+        team.close()
+    assert not any(t.is_alive() for t in team.threads)
+
+
+def test_pace_keeps_the_faster_mode_and_keeps_trying_the_other():
+    from bpcli.fast import Pace
+
+    pace = Pace()
+    modes = []
+    for step in range(3 * Pace.EVERY):
+        parallel = pace.choose()
+        modes.append(parallel)
+        pace.record(parallel, 1.0 if parallel else 0.5)  # a busy core: the caller alone is faster
+    assert modes[:Pace.EVERY - 1] == [True] * (Pace.EVERY - 1)
+    assert modes[Pace.EVERY - 1:Pace.EVERY - 1 + Pace.TRIAL] == [False] * Pace.TRIAL  # the trial
+    after = modes[Pace.EVERY - 1 + Pace.TRIAL:]
+    assert after[:Pace.EVERY - Pace.TRIAL] == [False] * (Pace.EVERY - Pace.TRIAL)  # switched to the caller alone
+    assert after[Pace.EVERY - Pace.TRIAL:Pace.EVERY] == [True] * Pace.TRIAL  # and tries the team again
+    for step in range(2 * Pace.EVERY):
+        parallel = pace.choose()
+        pace.record(parallel, 0.2 if parallel else 0.5)  # the core is free again
+    assert pace.parallel is True
+
+
+def test_serial_and_parallel_rounds_give_the_same_bits(monkeypatch):
+    from bpcli import fast
+
+    spec = Spec(SIZES, "relu")
+    first = train_both(spec, "nesterov+decay", threads=2, dropout=0.3)[0]
+    monkeypatch.setattr(fast.Pace, "choose", lambda self: False)  # the caller runs every shard
+    second = train_both(spec, "nesterov+decay", threads=2, dropout=0.3)[0]
+    np.testing.assert_array_equal(first, second)
+
+
+def test_shards_are_independent_of_which_thread_runs_them():
+    """The engine's result is fixed by the shard count: a team that runs every shard
+    on one thread in reverse order gives the same bits as the real team."""
+    from bpcli import fast
+
+    spec = Spec(SIZES, "relu")
+    first = train_both(spec, "momentum+decay", threads=2)[0]
+
+    class Reversed:
+        def __init__(self, workers):
+            pass
+
+        def run(self, tasks, meanwhile=None):
+            for task in reversed(tasks):
+                if task is not None:
+                    task()
+            if meanwhile is not None:
+                meanwhile()
+
+        def close(self):
+            pass
+
+    real = fast.Team
+    fast.Team = Reversed
+    try:
+        second = train_both(spec, "momentum+decay", threads=2)[0]
+    finally:
+        fast.Team = real
+    np.testing.assert_array_equal(first, second)
+
+
+# ---------------------------------------------------------------------------
+# blas.Product and blas.Axpy against NumPy, on both paths
+
+@pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([False, True], repeat=2)))
+def test_product_computes_alpha_a_b_plus_beta_c(path, trans_a, trans_b):
+    rng = np.random.default_rng(0)
+    a = rng.random((5, 3) if trans_a else (3, 5), dtype=np.float32)
+    b = rng.random((4, 5) if trans_b else (5, 4), dtype=np.float32)
+    c = rng.random((3, 4), dtype=np.float32)
+    op_a, op_b = (a.T if trans_a else a), (b.T if trans_b else b)
+    expected = 0.5 * op_a @ op_b - 2.0 * c
+    blas.Product(a, b, c, trans_a, trans_b, batch="k")(5, alpha=0.5, beta=-2.0)
+    np.testing.assert_allclose(c, expected, rtol=1e-5)
+
+
+def test_product_on_a_short_batch_touches_only_its_rows(path):
+    rng = np.random.default_rng(0)
+    a, b = rng.random((6, 5), dtype=np.float32), rng.random((5, 4), dtype=np.float32)
+    c = np.full((6, 4), 7.0, dtype=np.float32)
+    blas.Product(a, b, c)(2)  # batch "m": the first 2 rows of a and c
+    np.testing.assert_allclose(c[:2], a[:2] @ b, rtol=1e-5)
+    assert (c[2:] == 7.0).all()
+    g = np.zeros((5, 4), np.float32)
+    blas.Product(a, c, g, trans_a=True, batch="k")(2)  # a[:2].T @ c[:2]
+    np.testing.assert_allclose(g, a[:2].T @ c[:2], rtol=1e-5)
+
+
+def test_product_of_single_rows_and_views(path):
+    ones, delta = np.ones((1, 3), np.float32), np.arange(12, dtype=np.float32).reshape(3, 4)
+    target = np.zeros(10, np.float32)
+    blas.Product(ones, delta, target[2:6][None, :], batch="k")(3)
+    np.testing.assert_array_equal(target, [0, 0, 12, 15, 18, 21, 0, 0, 0, 0])
+    target[:] = 0
+    blas.Product(ones, delta, target[2:6][None, :], batch="k")(2)  # the first 2 columns of ones
+    np.testing.assert_array_equal(target, [0, 0, 4, 6, 8, 10, 0, 0, 0, 0])
+
+
+def test_product_and_axpy_refuse_what_they_cannot_multiply(path):
+    f32 = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError):
+        blas.Product(f32, f32, f32)                       # (3, 4) @ (3, 4)
+    with pytest.raises(ValueError):
+        blas.Product(f32.astype(np.float64), f32.T.copy(), np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError):
+        blas.Product(f32[:, ::2], np.zeros((2, 3), np.float32), np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError):
+        blas.Product(f32, np.zeros((4, 3), np.float32), np.zeros((3, 3), np.float32).T)  # C not row-major
+    with pytest.raises(ValueError):
+        blas.Axpy(np.zeros(3, np.float32), np.zeros(4, np.float32))
+    product = blas.Product(f32, np.zeros((4, 2), np.float32), np.zeros((3, 2), np.float32))
+    for rows in (4, 0, -1):  # more rows than prepared, or none
+        with pytest.raises(ValueError):
+            product(rows)
+
+
+def test_axpy(path):
+    x, y = np.arange(5, dtype=np.float32), np.ones(5, np.float32)
+    blas.Axpy(x, y)(-0.5)
+    np.testing.assert_array_equal(y, 1 - 0.5 * np.arange(5, dtype=np.float32))
+
+
+@pytest.mark.parametrize("env,path,says", [
+    ({"BP_DIRECT_BLAS": "0"}, None, "BP_BLAS=numpy"),
+    ({"BP_BLAS": "numpy"}, None, "numpy matmul"),
+    ({"BP_BLAS": "scipy"}, "scipy", "scipy.linalg.blas"),
+    ({"BP_BLAS": "ctypes"}, "ctypes", "NumPy's own OpenBLAS"),
+    ({}, "ctypes", "the faster path here"),
+])
+def test_the_blas_path_is_chosen_and_says_why(monkeypatch, env, path, says):
+    monkeypatch.delenv("BP_BLAS", raising=False)
+    monkeypatch.delenv("BP_DIRECT_BLAS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for attr in ("_path", "_gemm", "_axpy", "_why"):
+        monkeypatch.setattr(blas, attr, None)
+    if path == "scipy":
+        pytest.importorskip("scipy")
+    if path == "ctypes" and isinstance(blas._bind_ctypes(), str):
+        pytest.skip("NumPy's wheel has no ILP64 OpenBLAS here")
+    assert blas.path() == path
+    assert says in blas.describe()
+
+
+# ---------------------------------------------------------------------------
+# The engine's in-place kernels against the reference's out-of-place functions
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_in_place_activations_equal_the_reference(name):
+    from bpcli import network
+    from bpcli.fast import kernels
+
+    z = np.random.default_rng(0).normal(0, 5, (7, 9)).astype(np.float32)
+    expected = network.ACTIVATIONS[name][0](z)
+    work = z.copy()
+    assert kernels.ACTIVATIONS[name][0](work) is work
+    np.testing.assert_allclose(work, expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(kernels.ACTIVATIONS[name][1](work), network.ACTIVATIONS[name][1](expected), rtol=1e-6)
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_output_and_delta_kernels_equal_the_reference(pair):
+    from bpcli import network
+    from bpcli.fast import kernels
+
+    output, loss = pair
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, (6, 10)).astype(np.float32)
+    z[0] -= 200  # a row far below the batch's max: softmax must still be a distribution
+    A = network.OUTPUTS[output](z)
+    work = z.copy()
+    np.testing.assert_allclose(kernels.OUTPUTS[output](work), A, rtol=1e-5, atol=1e-7)
+    Y = one_hot(rng.integers(0, 10, 6))
+    out = np.empty_like(A)
+    # a shard of 6 rows of a mini-batch of 15: the mean is over the mini-batch
+    kernels.output_delta(A, Y, output, loss, 15, out)
+    np.testing.assert_allclose(out, network.output_delta(A, Y, output, loss) * 6 / 15, rtol=1e-5, atol=1e-8)
