@@ -32,7 +32,7 @@ import numpy as np
 from . import __version__
 from .config import from_values
 from .errors import CheckpointError, ConfigError
-from .fsutil import atomic_path, open_untrusted, shown_path, truncate
+from .fsutil import atomic_path, open_untrusted, shown, shown_path, truncate
 from .metrics import predict
 from .network import Spec
 
@@ -369,9 +369,6 @@ def check_training_state(meta, arrays, path, *, steps_per_epoch, n_train):
     def bad(key, problem):
         return _fail(path, f"has a bad training state: '{key}' {problem}; it cannot be resumed "
                            "(best.npz cannot be resumed: use the run's last.npz)")
-
-    def shown(v):
-        return truncate(repr(v), 60)
 
     missing = [k for k in ("epoch", "step", "metrics", "best", "partial", "train_seconds", "rng", "epoch_rng")
                if k not in meta]

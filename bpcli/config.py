@@ -12,11 +12,10 @@ import difflib
 import functools
 import math
 import os
-import reprlib
 
 from .datasets import NAMES as DATASET_NAMES
 from .errors import ConfigError
-from .fsutil import open_untrusted, shown_path, truncate
+from .fsutil import open_untrusted, shown, shown_path, truncate
 
 # Every key bp knows, with its default. The defaults are the recipe configs/default.yaml
 # (tests/test_config.py holds the two equal), so a bare `bp train` trains the main job. The YAML key, the config field, the
@@ -64,27 +63,6 @@ DEFAULTS = {
 # ---------------------------------------------------------------------------
 # The rules, declared once: key -> check(value) returning an error or None.
 
-def _short_repr():
-    r = reprlib.Repr()
-    r.maxlevel, r.maxstring, r.maxlong, r.maxother = 2, 60, 40, 60
-    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 6
-    return r
-
-
-_SHORT_REPR = _short_repr()
-
-
-def shown(value, limit=60):
-    """A user's value as it can go inside a one-line message: its repr, control
-    characters escaped, cut to ``limit`` characters. reprlib looks at a few items
-    of a few levels only, so even a value whose full repr would take gigabytes
-    (a list of aliases to lists of aliases) costs nothing to show."""
-    try:
-        text = _SHORT_REPR.repr(value)
-    except ValueError:  # an int past Python's 4,300-digit str() limit
-        text = f"an integer of {value.bit_length():,} bits"
-    return truncate(text.encode("unicode_escape", "backslashreplace").decode("ascii")
-                    if not text.isprintable() else text, limit)
 
 
 def _is_int(v):

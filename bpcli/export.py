@@ -33,7 +33,7 @@ import numpy as np
 from . import __version__
 from .api import network_string
 from .errors import BpError, ConfigError, DataError
-from .fsutil import atomic_path, shown_path
+from .fsutil import atomic_path, one_line, shown_path
 
 OPSET = 17
 IR_VERSION = 8  # the IR version of opset 17: older runtimes refuse a newer IR
@@ -244,4 +244,4 @@ def verify(path, X, P, images):
 
 
 def _first_line(err):
-    return " ".join(str(err).split())[:200]
+    return one_line(" ".join(str(err).split()))

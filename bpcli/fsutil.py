@@ -7,6 +7,7 @@ rename is atomic), fsync, then ``os.replace`` it over the final name.
 import contextlib
 import errno
 import os
+import reprlib
 import secrets
 import stat
 
@@ -122,13 +123,39 @@ def open_untrusted(path, what, error=BpError, max_bytes=None, hint=""):
 
 
 def shown_path(path, limit=200):
-    """A path as it can be printed inside a one-line message: control characters
-    (a newline in a file name) escaped, and at most ``limit`` characters."""
+    """A path as it can be printed inside a one-line message (see ``one_line``)."""
     text = os.fspath(path)
-    if isinstance(text, bytes):
-        text = os.fsdecode(text)
+    return one_line(os.fsdecode(text) if isinstance(text, bytes) else text, limit)
+
+
+def one_line(text, limit=200):
+    """``text`` as it can go inside a one-line message: control characters (a newline
+    in a file name or an exception's text) escaped, at most ``limit`` characters."""
+    text = str(text)
     return truncate(text.encode("unicode_escape", "backslashreplace").decode("ascii")
                     if not text.isprintable() else text, limit)
+
+
+def _short_repr():
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxlong, r.maxother = 2, 60, 40, 60
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 6
+    return r
+
+
+_SHORT_REPR = _short_repr()
+
+
+def shown(value, limit=60):
+    """A user's value as it can go inside a one-line message: its repr, on one line, cut to
+    ``limit`` characters. reprlib looks at a few items of a few levels only, so even a
+    value whose full repr would take gigabytes (a list of aliases to lists of aliases)
+    costs nothing to show."""
+    try:
+        text = _SHORT_REPR.repr(value)
+    except ValueError:  # an int past Python's 4,300-digit str() limit
+        text = f"an integer of {value.bit_length():,} bits"
+    return one_line(text, limit)
 
 
 def truncate(text, limit=80):

@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
-from .fsutil import open_untrusted, shown_path
+from .fsutil import one_line, open_untrusted, shown_path
 
 #: Pictures with more pixels than this are refused before they are decoded.
 MAX_PIXELS = 40_000_000
@@ -221,7 +221,7 @@ def _read_open_file(f, shown):
 
 
 def _one_line(err):
-    return " ".join(str(err).split())[:200]
+    return one_line(" ".join(str(err).split()))
 
 
 def _check_size(im, shown):

@@ -2,6 +2,8 @@
 
 import sys
 
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {elapsed}<{remaining}{postfix}"
+
 
 class Progress:
     def __init__(self, quiet=False, stream=None):
@@ -16,8 +18,11 @@ class Progress:
             return
         from tqdm import tqdm
 
+        # the bar takes what the terminal's width leaves (dynamic_ncols re-reads it as the window
+        # changes); the rate is left out of the line (the epoch's summary line has samples/s), so
+        # an 80-column terminal still has a bar, not one cell of it
         self.bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{epochs}", unit="batch",
-                        file=self.stream, leave=True, dynamic_ncols=True)
+                        file=self.stream, leave=True, dynamic_ncols=True, bar_format=BAR_FORMAT)
 
     def step(self, loss=None):
         """One batch done; ``loss``, when given, is the recent training loss."""

@@ -57,7 +57,7 @@ import warnings
 
 from . import config as config_mod
 from .errors import BpError, ConfigError
-from .fsutil import open_untrusted, shown_path, truncate
+from .fsutil import open_untrusted, shown, shown_path, truncate
 
 INSTALL = "pip install -e '.[tune]'"
 STUDIES = "studies"        # <runs root>/studies/NAME: one folder per study
@@ -192,7 +192,6 @@ def parse_space(tree, where, prefix=""):
 
 def _param(key, spec, where):
     rule = config_mod.RULES[key]
-    shown = config_mod.shown
 
     def bad(problem):
         return ConfigError(f"space file {where}: key '{key}' {problem}")
@@ -267,7 +266,7 @@ def default_study_name(space_file):
 
 def check_study_name(name):
     if not STUDY_NAME.match(name):
-        raise ConfigError(f"--study {config_mod.shown(name)} is not a usable name: use up to 64 letters, "
+        raise ConfigError(f"--study {shown(name)} is not a usable name: use up to 64 letters, "
                           "digits, '.', '_' or '-', starting with a letter or digit")
     return name
 
@@ -297,7 +296,7 @@ def heartbeat_seconds():
     if not raw:
         return DEFAULT_HEARTBEAT
     if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"BP_TUNE_HEARTBEAT must be a whole number of seconds >= 1, got {config_mod.shown(raw)}")
+        raise ConfigError(f"BP_TUNE_HEARTBEAT must be a whole number of seconds >= 1, got {shown(raw)}")
     return int(raw)
 
 
@@ -633,7 +632,7 @@ def _pct(x):
 def _short(value):
     if isinstance(value, float):
         return f"{value:.4g}"
-    return config_mod.shown(value, 40).replace(" ", "")
+    return shown(value, 40).replace(" ", "")
 
 
 # ---------------------------------------------------------------------------
@@ -734,7 +733,7 @@ def tune(config_file, sets, space_file, n_trials=20, timeout=None, workers=1, st
     folder = study_dir(name)
     url = storage or default_storage(folder)
     heartbeat = heartbeat_seconds()
-    optuna = require_optuna()
+    require_optuna()  # exit 1 with the install command, before anything is created
     from .download import ensure_mnist
 
     try:
