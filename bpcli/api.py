@@ -30,7 +30,9 @@ _SHAPES = f"(n, {PIXELS}) or (n, {SIDE}, {SIDE})"
 
 def network_string(spec):
     """'784-256-128-10 relu, softmax + cross_entropy': what ``bp train`` announces."""
-    return f"{'-'.join(map(str, spec.sizes))} {spec.activation}, {spec.output} + {spec.loss}"
+    from .config import describe_network
+
+    return describe_network(spec.sizes, spec.activation, spec.output, spec.loss)
 
 
 class Classifier:
@@ -82,7 +84,8 @@ def load_model(path=None):
 
 def prepare_image(image):
     """The 28x28 input the model sees for a picture of a digit: (28, 28) uint8, 0 =
-    background, 255 = ink, exactly what ``bp predict`` feeds the model.
+    background, 255 = ink, exactly what ``bp predict`` feeds an MNIST model (a
+    Fashion-MNIST model's pictures are prepared as garments: ``image.load_for``).
 
     ``image``: a file path (any picture Pillow reads), a Pillow image, or a 2-D
     grey-level array (uint8, or floats in [0, 1]), dark ink on light paper or

@@ -277,8 +277,8 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
 
     progress = Progress(quiet=quiet)
     threads, _ = train_mod.choose_threads(threads, ckpt)  # train() warns if it differs from the run's
-    progress.note(f"run dir {run_dir}: {'-'.join(map(str, train_mod.spec_from_config(values).sizes))} "
-                  f"{values['model']['activation']}, {values['model']['output']} + {values['model']['loss']}, "
+    spec = train_mod.spec_from_config(values)
+    progress.note(f"run dir {run_dir}: {config_mod.describe_network(spec.sizes, spec.activation, spec.output, spec.loss)}, "
                   f"{values['train']['epochs']} epochs, {threads} thread{'s' * (threads != 1)}, {blas.describe()}")
     summary = train_mod.train(cfg, data, run_dir, resume_from=ckpt, progress=progress, threads=threads, init=init)
     if summary["test_accuracy"] < train_mod.CHANCE_LEVEL:  # loud even with --quiet: exit 0 hides it

@@ -461,6 +461,13 @@ def locate_config(name_or_path):
     return (found, f"recipe {name}") if found else (text, shown_path(text))
 
 
+def describe_network(sizes, activation, output=None, loss=None):
+    """How bp names a network everywhere: '784-256-128-10 relu', and with an output and a
+    loss '784-256-128-10 relu, softmax + cross_entropy'."""
+    text = "-".join(str(n) for n in sizes) + f" {activation}"
+    return text if output is None else f"{text}, {output} + {loss}"
+
+
 def recipe_table():
     """One row per built-in recipe: name, network, parameters, epochs, augmented, and
     the accuracy and time measured for it (its '# measured:' comment line)."""
@@ -471,7 +478,7 @@ def recipe_table():
         sizes = [784, *m["hidden"], 10]
         with open(path, encoding="utf-8") as f:
             measured = next((line.split(":", 1)[1].strip() for line in f if line.startswith("# measured:")), None)
-        rows.append({"name": name, "network": "-".join(map(str, sizes)) + f" {m['activation']}",
+        rows.append({"name": name, "network": describe_network(sizes, m["activation"]),
                      "parameters": sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])),
                      "epochs": t["epochs"], "augmented": bool(t["augment"]), "measured": measured})
     return rows

@@ -14,7 +14,8 @@ import os
 from datetime import datetime
 
 from . import rundir
-from .fsutil import read_text
+from .config import describe_network
+from .fsutil import one_line, read_text
 from .errors import BpError
 
 ENDINGS = ("finished", "interrupted", "diverged", "failed")  # result.json states of a run no longer running
@@ -55,9 +56,12 @@ def _number(x):
 def _network(config):
     try:
         m = config["model"]
-        return "-".join(str(n) for n in [784, *m["hidden"], 10]) + f" {m['activation']}"
+        hidden, activation = m["hidden"], m["activation"]
     except (KeyError, TypeError):
         return None
+    if not (isinstance(hidden, list) and all(type(n) is int for n in hidden) and isinstance(activation, str)):
+        return None  # a damaged config.yaml: no network to name
+    return describe_network([784, *hidden, 10], one_line(activation, 20))
 
 
 def describe(run_dir, latest=None):

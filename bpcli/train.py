@@ -23,10 +23,10 @@ import numpy as np
 from . import jsonio, rundir
 from .augment import Augmenter
 from .checkpoint import check_training_state, load_model, read_checkpoint, save_checkpoint
-from .config import from_values
+from .config import describe_network, from_values
 from .data import N_CLASSES, PIXELS, seeds, validation_split, verified_dir
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
-from .fsutil import read_text, write_text_atomic
+from .fsutil import read_text, shown_path, write_text_atomic
 from .metrics import loss_and_accuracy
 from .fast import Engine, blas, single_threaded_blas
 from .network import Spec, example_costs, init_params, one_hot
@@ -331,8 +331,8 @@ def initial_model(path, cfg):
     model = load_model(ckpt)
     spec = spec_from_config(cfg.values)
     if model.spec.sizes != spec.sizes or model.spec.activation != spec.activation:
-        raise ConfigError(f"--init {path} is a {'-'.join(map(str, model.spec.sizes))} {model.spec.activation} "
-                          f"network, the config asks for {'-'.join(map(str, spec.sizes))} {spec.activation}; "
+        raise ConfigError(f"--init {shown_path(path)} is a {describe_network(model.spec.sizes, model.spec.activation)} "
+                          f"network, the config asks for {describe_network(spec.sizes, spec.activation)}; "
                           "fine-tuning needs the same model.hidden and model.activation")
     return ckpt, model
 
