@@ -120,7 +120,8 @@ def build_graph(model, metadata):
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="bp", producer_version=__version__,
-                              doc_string="An MNIST digit classifier trained by bp; see metadata_props.")
+                              doc_string="An image classifier trained by bp (see metadata_props: dataset, "
+                                         "classes, input, preparation).")
     proto.ir_version = IR_VERSION
     helper.set_model_props(proto, metadata)
     return proto
@@ -132,19 +133,32 @@ def _leaky_slope():
     return float(LEAKY_SLOPE)
 
 
+GARMENT_PREPARATION = (
+    "Fashion-MNIST images need only pixel / 255. A product photo is prepared as bp predict does for a "
+    "Fashion-MNIST model (bpcli.image.load_for, prepare_garment): grey levels; the background (the "
+    "corners' level) trimmed away; the longer side fitted to 28 px keeping the aspect, centred; made "
+    "light on dark if the background was light; then / 255."
+)
+
+
 def metadata(model, test_accuracy, accuracy_source):
+    from .datasets import of_config
+
     spec = model.spec
+    dataset = of_config(model.meta.get("config", {}))
     how = ("softmax(logits)" if spec.output == "softmax" else
            "sigmoid(logits) normalised to sum to 1 (the model was trained with independent sigmoid outputs)")
     return {
         "bp_version": __version__,
+        "dataset": dataset.name,
+        "classes": ",".join(dataset.classes),
         "network": network_string(spec),
         "epoch": str(model.meta.get("epoch", "unknown")),
         "test_accuracy": "unknown" if test_accuracy is None else f"{test_accuracy:.4f}",
         "test_accuracy_source": accuracy_source,
         "input": f"pixels: {INPUT}",
         "outputs": OUTPUTS.format(how=how),
-        "preparation": PREPARATION,
+        "preparation": GARMENT_PREPARATION if dataset.noun == "garment" else PREPARATION,
     }
 
 
@@ -164,7 +178,10 @@ def verification_images(model, data_dir=None):
                           rng.integers(128, 256, size=(SAMPLE_SIZE - half, 784)), 0).astype(np.uint8)
         return np.concatenate([noise, sparse]), None, (f"{SAMPLE_SIZE:,} fixed random images (MNIST's test "
                                                        "set is not in the data dir: bp download fetches it)")
-    return data.test_images, data.test_labels, f"{len(data.test_labels):,} MNIST test images"
+    from .datasets import of_config
+
+    title = of_config(model.meta.get("config", {})).title
+    return data.test_images, data.test_labels, f"{len(data.test_labels):,} {title} test images"
 
 
 def recorded_accuracy(ckpt):
@@ -199,7 +216,7 @@ def export_onnx(model, ckpt, out, force=False, data_dir=None):
                       "diverged model; train it again with a lower --lr")
     if y is not None:
         accuracy = float(np.mean(P.argmax(axis=1) == y))
-        source = "measured by bp export on the 10,000 MNIST test images"
+        source = f"measured by bp export on the {len(y):,} test images of its dataset"
     else:
         accuracy = recorded_accuracy(ckpt)
         source = ("recorded by bp train (result.json of the run)" if accuracy is not None else
