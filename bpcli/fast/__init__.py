@@ -9,7 +9,7 @@ thread count. Behind its small interface live:
 * the step (``step``): preallocated memory, in-place activations, every
   matrix product prepared once, pixels entering as uint8;
 * the update (``fused``): SGD written into the gradient's own product;
-* the BLAS calls (``blas``), bounds-checked, through SciPy's public wrappers;
+* the BLAS calls (``blas``), bounds-checked: NumPy's own OpenBLAS, else SciPy's public wrappers;
 * the threads (``threads``): on more than one thread, each mini-batch is
   split into ``shards_for(threads)`` shards, which the threads share out as
   they come free (a thread held back by another process then costs one
