@@ -178,9 +178,10 @@ def _hidden(value):
 
     if value is None:
         return None
+    text = value.replace(" ", "")
     try:
-        return [int(v) for v in value.replace(" ", "").split(",") if v]
-    except ValueError:
+        return [int(v) for v in text.split(",")] if text else []
+    except ValueError:  # (an empty item too: '1,,2' is a typo, not [1, 2])
         raise ConfigError(f"--hidden expects comma-separated layer sizes like 256,128, "
                           f"got '{shown_path(value, 60)}'") from None
 

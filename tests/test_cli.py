@@ -641,3 +641,9 @@ def test_resume_given_a_best_npz_means_its_run(mnist_env, tmp_path):
                                       "--json"], env=mnist_env)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["epochs"] == 2
+
+
+def test_hidden_with_an_empty_item_is_a_usage_error():
+    assert CliRunner().invoke(cli, ["config", "--hidden", "1,,2"]).exit_code == 2
+    result = CliRunner().invoke(cli, ["config", "--hidden", ""])  # no hidden layer: logistic regression
+    assert result.exit_code == 0 and "hidden: []" in result.output
