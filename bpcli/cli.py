@@ -55,6 +55,9 @@ class BpGroup(click.Group):
             super().main(*args, **kwargs)
         except SystemExit as exit_:
             code = exit_.code
+        except KeyboardInterrupt:  # an interrupt outside a command's own code (parsing, an error's echo)
+            click.echo("Error: interrupted", err=True)
+            code = INTERRUPTED
         except OSError as err:  # click.echo failing mid-command on a closed or full stdout
             code = _output_failed(err)
         try:

@@ -49,7 +49,9 @@ def test_interrupting_a_download_is_one_line_and_exit_130(tmp_path, real_mnist_d
     wait_for_part(data)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    # 130 as a shell sees it: exit(130), or (rarely, an interrupt landing as the interpreter
+    # exits) ended by SIGINT itself, which a shell also reports as 128 + 2
+    assert proc.returncode in (130, -signal.SIGINT), err
     assert err.strip().splitlines()[-1].startswith("Error: interrupted")
     assert "Aborted" not in err and "Traceback" not in err
     assert not list(data.glob("*.part"))  # the partial download went with it
