@@ -148,7 +148,7 @@ def _threads_option(f):
                              "this process may use; on --resume, the count the run was trained with).")(f)
 
 
-def single_threaded_blas():
+def _blas_threads_env_to_one():
     """BLAS in the caller's thread: bp's engine runs its own threads, and a BLAS thread
     pool that spins while it waits would fight them (and any other process) for the cores.
     Set before numpy is first imported, which in bp happens inside the commands, after this."""
@@ -245,7 +245,7 @@ def _flags(epochs, batch_size, lr, hidden, seed):
 def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resume, init_model, force, data_dir,
           mirrors, offline, threads, quiet, as_json):
     """Train an MLP on MNIST by backprop and mini-batch SGD."""
-    single_threaded_blas()
+    _blas_threads_env_to_one()
     from . import config as config_mod
     from . import rundir
     from . import train as train_mod

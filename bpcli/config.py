@@ -563,8 +563,9 @@ def training_bytes(flat, threads=1):
             "evaluation": evaluation, "n_params": n_params}
 
 
-def _usable_cpus():
-    """train's default thread count (train.usable_cpus; repeated: this module cannot import numpy)."""
+def usable_cpus():
+    """The CPUs this process may run on (its affinity mask, e.g. under taskset), else all:
+    bp train's default thread count (here, where 'bp --help' does not import numpy)."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -585,7 +586,7 @@ def check_model_size(cfg):
     have = _memory_bytes()
     if not have:
         return
-    part = training_bytes(cfg.flat, _usable_cpus())
+    part = training_bytes(cfg.flat, usable_cpus())
     need = part["parameters"] + part["data"] + part["batch"] + part["evaluation"]
     if need <= 0.8 * have:
         return

@@ -57,5 +57,5 @@ class Progress:
 
 
 def percent(x):
-    """A fraction as a percentage for a progress line; "-" for none (or NaN)."""
+    """A fraction as a percentage for a progress line or a table; "-" for none (or NaN)."""
     return "-" if x is None or x != x else f"{x:.2%}"

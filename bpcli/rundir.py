@@ -77,8 +77,8 @@ def check(run_dir, force=False):
         raise ConfigError(f"--run-dir {shown} is a file; name a folder")
     if os.path.isdir(run_dir) and holds_a_run(run_dir):
         if not is_a_run(run_dir):
-            raise ConfigError(f"--run-dir {shown} holds a config.yaml that bp did not write there; "
-                              "choose another --run-dir")
+            raise ConfigError(f"--run-dir {shown} holds files named like a run's ({', '.join(RUN_FILES)}) "
+                              "that bp did not write there; choose another --run-dir")
         if not force:
             raise ConfigError(f"run dir {shown} already holds a run; continue it with --resume {shown}, "
                               "choose another --run-dir, or pass --force to overwrite")

@@ -17,6 +17,7 @@ from . import rundir
 from .config import describe_network
 from .fsutil import one_line, read_text
 from .errors import BpError
+from .progress import percent
 
 ENDINGS = ("finished", "interrupted", "diverged", "failed")  # result.json states of a run no longer running
 MAX_FILE = 4 << 20  # bytes read from any one file of a run (metrics of thousands of epochs fit)
@@ -128,10 +129,6 @@ def list_runs(root=None):
     return runs
 
 
-def _pct(x):
-    return "-" if x is None else f"{x:.2%}"
-
-
 def render(runs, root):
     if not runs:
         return f"no runs under {root} yet: start one with 'bp train'"
@@ -141,7 +138,7 @@ def render(runs, root):
         epochs = f"{r['epochs_done']}/{r['epochs_planned'] if r['epochs_planned'] is not None else '?'}"
         time_ = "-" if r["seconds"] is None else f"{r['seconds']:.1f}s"
         rows.append(("*" if r["latest"] else "", r["name"], (r["started"] or "-").replace("T", " "),
-                     r["network"] or "-", epochs, _pct(r["best_val_accuracy"]), _pct(r["test_accuracy"]),
+                     r["network"] or "-", epochs, percent(r["best_val_accuracy"]), percent(r["test_accuracy"]),
                      time_, r["state"]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

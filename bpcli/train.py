@@ -23,7 +23,7 @@ import numpy as np
 from . import jsonio, rundir
 from .augment import Augmenter
 from .checkpoint import check_training_state, load_model, read_checkpoint, save_checkpoint
-from .config import describe_network, from_values
+from .config import describe_network, from_values, usable_cpus
 from .data import N_CLASSES, PIXELS, seeds, validation_split, verified_dir
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import read_text, shown_path, write_text_atomic
@@ -274,9 +274,7 @@ class Run:
 
     # -- divergence ---------------------------------------------------------
     def check_finite(self, lr):
-        """Raise TrainingDiverged if any weight or bias is NaN or infinite. One sum
-        finds out: it is finite only if every term is (a weight large enough to
-        overflow the sum has diverged too)."""
+        """Raise TrainingDiverged if any weight or bias is NaN or infinite (Engine.finite)."""
         if not self.engine.finite():
             raise self.diverged("the weights became NaN or infinite", lr)
 
@@ -387,14 +385,6 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, ini
 def _finished(run_dir):
     """Whether the run's result.json says it finished (all its epochs, or stopped early)."""
     return (rundir.read_result(run_dir) or {}).get("state") == "finished"
-
-
-def usable_cpus():
-    """The CPUs this process may run on (its affinity mask, e.g. under taskset), else all."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def choose_threads(asked, resume_from=None):

@@ -58,6 +58,7 @@ import warnings
 from . import config as config_mod
 from .errors import BpError, ConfigError
 from .fsutil import open_untrusted, shown, shown_path, truncate
+from .progress import percent
 
 INSTALL = "pip install -e '.[tune]'"
 STUDIES = "studies"        # <runs root>/studies/NAME: one folder per study
@@ -533,7 +534,7 @@ def work(job, worker=0):
                 summary = train(cfg, data, run_dir, progress=progress, threads=job.threads)
         except optuna.TrialPruned:
             _write_pruned(run_dir, progress, cfg)
-            record(f"pruned (val {_pct(_best_val(progress))})")
+            record(f"pruned (val {percent(_best_val(progress))})")
             raise
         except RunInterrupted:
             trial.set_user_attr("interrupted", True)
@@ -552,7 +553,7 @@ def work(job, worker=0):
             raise
         finally:
             rundir.release(run_dir)
-        record(f"val {_pct(summary['val_accuracy'])}")
+        record(f"val {percent(summary['val_accuracy'])}")
         return summary["val_accuracy"]
 
     with _signals(unblocked=False):  # see _signals: only training and waiting are interrupted
@@ -623,10 +624,6 @@ def _write_result(run_dir, doc):
 
 def _best_val(progress):
     return max(progress.reported) if progress.reported else None
-
-
-def _pct(x):
-    return "-" if x is None else f"{x:.2%}"
 
 
 def _short(value):
@@ -825,7 +822,7 @@ def write_best_config(path, config_file, sets, best, study_name):
         flat[key] = value
     flat.update(best["params"])
     head = (f"# bp tune, study {study_name}: trial {best['number']}, validation accuracy "
-            f"{_pct(best['val_accuracy'])}\n# base: {config_file or 'the defaults'}"
+            f"{percent(best['val_accuracy'])}\n# base: {config_file or 'the defaults'}"
             f"{''.join(f' --set {s}' for s in sets)}\n# retrain: bp train -c {path}\n")
     write_text_atomic(path, head + yaml.safe_dump(config_mod.unflatten(flat), sort_keys=False, default_flow_style=None))
     config_mod.resolve(path)
@@ -845,14 +842,14 @@ def render(doc):
     header = ["trial", "val acc", "epochs", "time", *keys, "run dir"]
     rows = [header]
     for r in doc["top"]:
-        rows.append([str(r["number"]), _pct(r["val_accuracy"]), str(r["epochs"] if r["epochs"] is not None else "-"),
+        rows.append([str(r["number"]), percent(r["val_accuracy"]), str(r["epochs"] if r["epochs"] is not None else "-"),
                      "-" if r["seconds"] is None else f"{r['seconds']:.1f}s",
                      *(_short(r["params"].get(k)) for k in keys), shown_path(r["run_dir"] or "-")])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines += ["", *("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows), ""]
     best = doc["best"]
-    test = ("test " + _pct(best["test_accuracy"]) if best["test_accuracy"] is not None
+    test = ("test " + percent(best["test_accuracy"]) if best["test_accuracy"] is not None
             else f"test accuracy not measured here (its run dir is on {best['host']})")
-    lines.append(f"best trial {best['number']}: val {_pct(best['val_accuracy'])}, {test}")
+    lines.append(f"best trial {best['number']}: val {percent(best['val_accuracy'])}, {test}")
     lines.append(f"best config {doc['best_config']}; retrain with: {doc['retrain']}")
     return "\n".join(lines)
