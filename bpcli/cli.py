@@ -86,10 +86,11 @@ def _output_failed(err):
     return 1
 
 
-def _data_dir_option(envvar="BP_DATA_DIR", default="./data"):
-    # train leaves envvar to its config, so that bp config shows where data.dir came from
+def _data_dir_option(envvar=None, default="./data"):
+    # $BP_DATA_DIR is read once, where the rule lives: train's config, data.choose_data_dir;
+    # only download, which has no rule, takes it here
     return click.option("--data-dir", type=click.Path(file_okay=False), default=None, envvar=envvar,
-                        help=f"Where MNIST is cached (default: $BP_DATA_DIR, else {default}).")
+                        help=f"Where the data is cached (default: $BP_DATA_DIR, else {default}).")
 
 
 # a checkpoint's recorded data dir is untrusted: only read, never written to
@@ -125,7 +126,7 @@ def cli():
 
 
 @cli.command()
-@_data_dir_option()
+@_data_dir_option(envvar="BP_DATA_DIR")
 @click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist", "kmnist"]), default="mnist",
               show_default=True, help="Which dataset (config data.dataset); each has its own folder and mirrors.")
 @_fetch_options
@@ -237,7 +238,7 @@ def _flags(epochs, batch_size, lr, hidden, seed):
               help="Start a new run from this model's weights (a run dir or checkpoint; the config's "
                    "network must match), with a fresh optimizer: fine-tuning.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --run-dir.")
-@_data_dir_option(envvar=None)
+@_data_dir_option()
 @_fetch_options
 @_threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")

@@ -150,6 +150,21 @@ def settle_data_dir(cfg, flag=None):
     cfg.set("data.dir", os.path.abspath(cfg.flat["data.dir"]), cfg.source["data.dir"])
 
 
+def choose_data_dir(recorded, flag=None, dataset="mnist", names=None):
+    """The one rule for where a model's or a run's data is: ``flag`` (--data-dir), else
+    $BP_DATA_DIR, else the ``recorded`` dir if it already holds every verified file in
+    ``names`` (default: all of ``dataset``'s), else ./data. A recorded dir comes from a
+    checkpoint or a run's config, untrusted: it is only ever read from, never created
+    or fetched into. -> (folder, source), source one of "flag --data-dir",
+    "$BP_DATA_DIR", "recorded", "default"."""
+    if flag:
+        return flag, "flag --data-dir"
+    if os.environ.get("BP_DATA_DIR"):
+        return os.environ["BP_DATA_DIR"], "$BP_DATA_DIR"
+    folder = verified_dir(recorded, names or tuple(datasets.get(dataset).files), dataset)
+    return (folder, "recorded") if folder else ("data", "default")
+
+
 def load_mnist_for(values, data_dir=None, split=None, *, mirrors=None, offline=None):
     """The dataset a model was trained on (its run's config ``values``, from a checkpoint).
 
@@ -163,15 +178,14 @@ def load_mnist_for(values, data_dir=None, split=None, *, mirrors=None, offline=N
     """
     dataset = datasets.of_config(values).name
     names = TEST_FILES if split == "test" else tuple(datasets.get(dataset).files)
-    chosen = data_dir or os.environ.get("BP_DATA_DIR")
     recorded = (values.get("data") or {}).get("dir") if isinstance(values, dict) else None
-    folder = None if chosen else verified_dir(recorded, names, dataset)
-    if folder is not None:
+    folder, source = choose_data_dir(recorded, data_dir, dataset, names)
+    if source == "recorded":  # verified there already: read, nothing fetched
         cache = datasets.cache_dir(folder, datasets.get(dataset))
         paths = {name: os.path.join(cache, name) for name in names}
     else:
         files = download.files_of(dataset)
-        paths = download.ensure_mnist(chosen or "data", mirrors=mirrors, offline=offline, dataset=dataset,
+        paths = download.ensure_mnist(folder, mirrors=mirrors, offline=offline, dataset=dataset,
                                       files={n: files[n] for n in names})
     test_images, test_labels = _read_pair(paths[TEST_IMAGES], paths[TEST_LABELS])
     if split == "test":

@@ -24,7 +24,7 @@ from . import jsonio, rundir
 from .augment import Augmenter
 from .checkpoint import check_training_state, load_model, read_checkpoint, save_checkpoint
 from .config import describe_network, from_values, usable_cpus
-from .data import N_CLASSES, PIXELS, seeds, validation_split, verified_dir
+from .data import N_CLASSES, PIXELS, choose_data_dir, seeds, validation_split
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import read_text, shown_path, write_text_atomic
 from .metrics import loss_and_accuracy
@@ -462,13 +462,10 @@ def resume_config(ckpt, flags):
     """The config to continue a run with: its own, where flags may only extend train.epochs."""
     _, meta = read_checkpoint(ckpt, arrays=False)  # config checked; Run.restore reads the arrays
     cfg = from_values(meta["config"], f"{ckpt}")
-    # --data-dir > $BP_DATA_DIR > the run's own dir if it holds the verified files > ./data:
-    # a checkpoint never decides where bp downloads
-    chosen = os.environ.get("BP_DATA_DIR")
-    if chosen:
-        cfg.set("data.dir", chosen, "$BP_DATA_DIR")
-    elif not verified_dir(cfg.flat["data.dir"], dataset=cfg.flat["data.dataset"]):
-        cfg.set("data.dir", "data", "default")
+    # a checkpoint never decides where bp downloads (data.choose_data_dir; --data-dir is applied after)
+    folder, source = choose_data_dir(cfg.flat["data.dir"], dataset=cfg.flat["data.dataset"])
+    if source != "recorded":
+        cfg.set("data.dir", folder, source)
     for path, value in flags.items():
         if value is None:
             continue
