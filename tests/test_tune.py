@@ -73,6 +73,14 @@ def study_trials(url, name):
     return study.get_trials(deepcopy=False)
 
 
+def without_surplus(trials):
+    """The study's trials less those tune's N rule failed as surplus: when two workers both
+    ask for the last trial, the loser is failed before it trains (never lost, never run twice)."""
+    surplus = [t for t in trials if t.state.name == "FAIL" and t.user_attrs.get("surplus")]
+    assert all("run_dir" not in t.user_attrs for t in surplus)  # a surplus trial never trained
+    return [t for t in trials if t not in surplus]
+
+
 def states(trials):
     """Each trial's state, COMPLETE and PRUNED both "FINISHED" (which the pruner picks is not the point)."""
     return sorted("FINISHED" if t.state.name in ("COMPLETE", "PRUNED") else t.state.name for t in trials)
@@ -270,13 +278,8 @@ def test_two_worker_processes_share_the_default_storage(env, files, runs_root):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     doc = json.loads(out)
-    trials = study_trials(tune.default_storage(doc["study_dir"]), "space")
-    # two workers may both ask for the last trial: the one that loses is failed as surplus
-    # before it trains (tune's N rule), never a lost or a duplicated trial
-    surplus = [t for t in trials if t.state.name == "FAIL" and t.user_attrs.get("surplus")]
-    trials = [t for t in trials if t not in surplus]
+    trials = without_surplus(study_trials(tune.default_storage(doc["study_dir"]), "space"))
     assert states(trials) == ["FINISHED"] * 4, [(t.number, t.state.name, t.user_attrs) for t in trials]
-    assert all("run_dir" not in t.user_attrs for t in surplus)
     run_dirs = {t.user_attrs["run_dir"] for t in trials}
     assert len(run_dirs) == 4
     assert "2 workers" in err
@@ -429,8 +432,9 @@ def test_two_machines_share_one_postgresql_study(env, files, postgres, tmp_path)
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
         docs.append(json.loads(out))
-    trials = study_trials(postgres, "shared")
-    assert states(trials) == ["FINISHED"] * 6 and sorted(t.number for t in trials) == list(range(6))
+    trials = without_surplus(study_trials(postgres, "shared"))
+    assert states(trials) == ["FINISHED"] * 6, [(t.number, t.state.name, t.user_attrs) for t in trials]
+    assert len({t.number for t in trials}) == 6  # none duplicated
     dirs = [t.user_attrs["run_dir"] for t in trials]
     assert len(set(dirs)) == 6
     assert {d.split(os.sep)[len(str(tmp_path).split(os.sep))] for d in dirs} == {"a", "b"}  # both worked
