@@ -86,6 +86,13 @@ def shards_for(threads):
     return threads
 
 
+def parts_for(threads):
+    """How many parts the flat vector is cut into for the reduction and update on
+    ``threads`` threads: two per thread, so that each part's few arrays stay in a core's
+    cache across the update's passes; one thread: one part, the whole vector."""
+    return 1 if threads == 1 else 2 * threads
+
+
 class Engine:
     """Train ``spec``'s network, starting from (Ws, bs) in model order, on mini-batches of up
     to ``batch`` rows with optimizer ``make_opt(theta, n_decay)``, on ``threads`` threads.
@@ -105,7 +112,7 @@ class Engine:
         self.Ws, self.bs = param_views(self.theta, spec.sizes)
         self.opt = make_opt(self.theta, self.layout.n_weights)  # L2 on weights only
         shards = min(shards_for(threads), batch)
-        self.update = Update(self.opt, shards)
+        self.update = Update(self.opt, shards, parts_for(threads))
         # shard t: rows [t * batch // shards, (t + 1) * batch // shards) of every mini-batch
         self.bounds = [t * batch // shards for t in range(shards + 1)]
         self.inputs = np.empty((batch, k), np.float32)      # a[0] of the batch, every shard's rows
@@ -162,14 +169,9 @@ class Engine:
                     task()
             if meanwhile is not None:
                 meanwhile()
+        self._finish(coeffs, lr, parallel, sum(task is not None for task in tasks))
         if self.team is not None:
             self.pace.record(parallel, time.perf_counter() - start)
-            # the shards' gradients added in shard order: the same sum whatever the scheduling
-            target = self.update.target
-            for t in range(1, len(tasks)):
-                if tasks[t] is not None:
-                    target += self.update.shard_targets[t]
-        self._finish(coeffs, lr)
         return self.outputs[:n]
 
     @staticmethod
@@ -179,12 +181,18 @@ class Engine:
             shard.backward(Y, n, coeffs)
         return task
 
-    def _finish(self, coeffs, lr):
+    def _finish(self, coeffs, lr, parallel, shards):
+        """The update, once the first ``shards`` shards' products have run (the others: empty)."""
         if self.update.grad is not None:
             self.blank.fill(0)  # the update uses the gradient as scratch
         elif coeffs.beta_weights != 1.0:
             self.blank *= coeffs.beta_weights  # no gradient: the update's decay alone
-        self.update.finish(lr)
+        # the shards' gradients added up and the update, part by part of the flat vector
+        update = self.update
+        if parallel:
+            self.team.run([lambda i=i: update.finish_part(i, lr, shards) for i in range(len(update.parts))])
+        else:
+            update.finish(lr, shards)
         if self.max_norm:
             clip_max_norm(self.Ws, self.max_norm)
 

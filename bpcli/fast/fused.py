@@ -40,15 +40,28 @@ class Coefficients(NamedTuple):
 PLAIN = Coefficients(1.0, 0.0, 0.0)  # target <- gradient
 
 
+ALIGN = 16  # floats: parts start on 64-byte boundaries, so no two threads share a cache line
+
+
 class Update:
     """The update of ``opt`` (an ``optim.SGD`` or ``optim.Adam`` over the flat vector),
     with the first shard's products writing into ``target`` and the others' into
-    buffers of their own (``shard_targets``)."""
+    buffers of their own (``shard_targets``).
 
-    def __init__(self, opt, shards=1):
+    After the products, ``finish_part(i, lr)`` adds the shards' gradients up in
+    shard order and runs the rest of the update, on part ``i`` of the flat
+    vector alone: every pass is element by element, so the ``len(parts)``
+    parts can run on different threads at once, and each part's arrays stay
+    in its core's cache from one pass to the next. Part boundaries depend on
+    the number of parts only, so the same count gives the same bits however
+    the parts are scheduled. (Adam's update is one part: it runs after the
+    reduction, on the caller.)
+    """
+
+    def __init__(self, opt, shards=1, parts=1):
         self.opt = opt
         theta = opt.theta
-        sgd = hasattr(opt, "nesterov")
+        sgd = self.sgd = hasattr(opt, "nesterov")
         self.momentum = sgd and opt.v is not None and not opt.nesterov
         # plain SGD may move w inside the product only when no other shard reads w meanwhile
         self.into_w = sgd and opt.v is None and shards == 1
@@ -60,17 +73,28 @@ class Update:
             self.target = np.zeros_like(theta)  # the gradient; the update then uses it as scratch
         self.grad = None if self.momentum or self.into_w else self.target
         self.shard_targets = [self.target] + [np.zeros_like(theta) for _ in range(shards - 1)]
-        n = opt.n_decay
-        w, g = theta, self.grad
-        self.axpys = {}
+        n = len(theta)
+        parts = parts if sgd else 1
+        cuts = sorted({min(n, -(-i * n // parts // ALIGN) * ALIGN) for i in range(parts)} | {n})
+        self.scratch = np.empty_like(theta)  # NumPy's, where BLAS is not used
+        self.parts = [self._part(lo, hi) for lo, hi in zip(cuts, cuts[1:])]
+
+    def _part(self, lo, hi):
+        """Entries [lo, hi) of every array the update touches, and its axpys there."""
+        opt, part = self.opt, slice(lo, hi)
+        decayed = slice(lo, max(lo, min(hi, opt.n_decay)))  # the weights among them
+        w, g, s = self.opt.theta, self.grad, self.scratch
+        ax = {}
         if self.momentum:
-            self.axpys = {"decay": blas.Axpy(w[:n], opt.v[:n]), "v_into_w": blas.Axpy(opt.v, w)}
-        elif sgd and g is not None:
-            s = np.empty_like(w)  # NumPy's scratch, where BLAS is not used
-            self.axpys = {"decay": blas.Axpy(w[:n], g[:n], s[:n]), "g_into_w": blas.Axpy(g, w, s)}
+            ax = {"decay": blas.Axpy(w[decayed], opt.v[decayed]), "v_into_w": blas.Axpy(opt.v[part], w[part])}
+        elif self.sgd and g is not None:
+            ax = {"decay": blas.Axpy(w[decayed], g[decayed], s[decayed]), "g_into_w": blas.Axpy(g[part], w[part], s[part])}
             if opt.v is not None:
-                self.axpys.update(g_into_v=blas.Axpy(g, opt.v, s), v_into_g=blas.Axpy(opt.v, g, s))
-        self.sgd = sgd
+                ax.update(g_into_v=blas.Axpy(g[part], opt.v[part], s[part]),
+                          v_into_g=blas.Axpy(opt.v[part], g[part], s[part]))
+        return {"sum": self.target[part], "others": [t[part] for t in self.shard_targets[1:]],
+                "v": opt.v[part] if self.sgd and opt.v is not None else None, "axpys": ax,
+                "decays": decayed.stop > decayed.start}
 
     def coefficients(self, lr):
         """How the first shard's products write: ``target <- alpha * g + beta * target``."""
@@ -81,26 +105,37 @@ class Update:
             return Coefficients(-lr, 1.0 - lr * opt.weight_decay, 1.0)
         return PLAIN
 
-    def finish(self, lr):
-        """The rest of the update, once every product has run and the shards' gradients
-        have been added into ``target``."""
-        opt, ax = self.opt, self.axpys
+    def finish_part(self, i, lr, shards):
+        """Part ``i`` of the rest of the update, once the products of the first ``shards``
+        shards have run (a short last batch may leave the others empty): their gradients
+        added into ``target`` in shard order, then the optimizer's passes."""
+        opt, part = self.opt, self.parts[i]
+        total = part["sum"]
+        for other in part["others"][:shards - 1]:
+            total += other
         if self.into_w:
-            return
-        if self.momentum:
-            if opt.weight_decay:
-                ax["decay"](opt.weight_decay)     # v += weight_decay * w
-            ax["v_into_w"](-lr)                   # w -= lr * v
             return
         if not self.sgd:
             opt.step(self.grad, lr)
             return
-        if opt.weight_decay:
-            ax["decay"](opt.weight_decay)         # g += weight_decay * w
+        ax = part["axpys"]
+        decay = opt.weight_decay if part["decays"] else 0.0
+        if self.momentum:
+            if decay:
+                ax["decay"](decay)                # v += weight_decay * w
+            ax["v_into_w"](-lr)                   # w -= lr * v
+            return
+        if decay:
+            ax["decay"](decay)                    # g += weight_decay * w
         if opt.v is None:
             ax["g_into_w"](-lr)                   # w -= lr * g
             return
-        opt.v *= opt.momentum
+        part["v"] *= opt.momentum
         ax["g_into_v"](1.0)                       # v = momentum * v + g
         ax["v_into_g"](opt.momentum)
         ax["g_into_w"](-lr)                       # Nesterov: w -= lr * (g + momentum * v)
+
+    def finish(self, lr, shards):
+        """The rest of the update, every part on this thread."""
+        for i in range(len(self.parts)):
+            self.finish_part(i, lr, shards)
