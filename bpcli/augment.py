@@ -121,6 +121,15 @@ class Augmenter:
 
         Labels are unchanged; the result stays in [0, 1] (bilinear weights are convex).
         """
+        out = self.out[:len(X8)] if out is None else out
+        for part in self.parts(X8, rng, out, 1):
+            part()
+        return out
+
+    def parts(self, X8, rng, out, count):
+        """Draw X8's random transforms here, and return the rest of the work, the reading
+        of each image at its source points, as ``count`` functions over disjoint rows
+        that may run in any order or at once (``out`` is complete once all have run)."""
         spec, n = self.spec, len(X8)
         qx, qy = affine_sources(rng, n, spec.get("shift", 0.0), spec.get("rotate", 0.0),
                                 spec.get("scale", 0.0), spec.get("shear", 0.0),
@@ -131,22 +140,27 @@ class Augmenter:
             dx, dy = elastic_displacements(rng, n, alpha, spec.get("elastic_sigma", ELASTIC_SIGMA), work)
             qx += dx
             qy += dy
-        return self.bilinear(X8, qx, qy, out)
+        cuts = [i * n // count for i in range(count + 1)]
+        return [lambda lo=lo, hi=hi: self.bilinear(X8[lo:hi], qx[lo:hi], qy[lo:hi], out[lo:hi], lo)
+                for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
 
-    def bilinear(self, X8, qx, qy, out=None):
-        """Read each image of X8 (n, 784) uint8 at the points (qx, qy) (n, 784): float32 in [0, 1]."""
+    def bilinear(self, X8, qx, qy, out=None, first=0):
+        """Read each image of X8 (n, 784) uint8 at the points (qx, qy) (n, 784): float32 in
+        [0, 1]. ``first``: the row of this augmenter's buffers where these images go (so
+        that disjoint rows can be read at once)."""
+        r = slice(first, first + len(X8))
         n = len(X8)
-        to_float(X8.reshape(n, SIDE, SIDE), out=self.padded[:n, 1:SIDE + 1, 1:SIDE + 1])
-        x0 = np.floor(np.clip(qx, -1.0, SIDE, out=qx), out=self.tmp[:n])
-        fx = np.subtract(qx, x0, out=self.fx[:n])
-        x0 += self.rows[:n]
+        to_float(X8.reshape(n, SIDE, SIDE), out=self.padded[r, 1:SIDE + 1, 1:SIDE + 1])
+        x0 = np.floor(np.clip(qx, -1.0, SIDE, out=qx), out=self.tmp[r])
+        fx = np.subtract(qx, x0, out=self.fx[r])
+        x0 += self.rows[r]
         y0 = np.floor(np.clip(qy, -1.0, SIDE, out=qy), out=qx)  # qx is no longer needed
-        fy = np.subtract(qy, y0, out=self.fy[:n])
+        fy = np.subtract(qy, y0, out=self.fy[r])
         y0 *= W
         y0 += x0                                  # flat index of the top-left neighbour
-        idx = self.idx[:n]
+        idx = self.idx[r]
         idx[...] = y0
-        top_left, top_right, bottom_left, bottom_right = self.corners[:, :n]
+        top_left, top_right, bottom_left, bottom_right = self.corners[:, r]
         for corner, offset in ((top_left, 0), (top_right, 1), (bottom_left, W), (bottom_right, W + 1)):
             self.flat[offset:].take(idx, out=corner)
         top_right -= top_left
@@ -157,4 +171,4 @@ class Augmenter:
         bottom_left += bottom_right               # bottom = bl + (br - bl) fx
         bottom_left -= top_left
         bottom_left *= fy
-        return np.add(top_left, bottom_left, out=self.out[:n] if out is None else out)  # top + (bottom - top) fy
+        return np.add(top_left, bottom_left, out=self.out[r] if out is None else out)  # top + (bottom - top) fy

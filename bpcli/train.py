@@ -229,19 +229,28 @@ class Run:
             return loss
 
         def batch(step):
-            """Batch ``step``'s pixels, gathered (and augmented: random draws, so batches
-            are prepared in step order) into the buffers of its parity."""
+            """Batch ``step``'s pixels gathered into the buffers of its parity, and what is
+            left to do: with augmentation, its random draws are made here (in step order,
+            so that batches are prepared in step order) and the warps returned as tasks,
+            one per thread, for the engine's threads to share out."""
             idx = perm[step * B:(step + 1) * B]
             X = np.take(self.train_X, idx, axis=0, out=pixels[step % 2][:len(idx)])
-            return augment(X, self.rng, out=augmented[step % 2][:len(idx)]) if augment else X
+            if not augment:
+                return X, []
+            out = augmented[step % 2][:len(idx)]
+            return out, augment.parts(X, self.rng, out, engine.threads)
 
-        ahead = {"X": batch(self.step), "rng": None}
+        ahead = {"X": None, "rng": None}
+        ahead["X"], first = batch(self.step)
+        for task in first:
+            task()
 
         def prepare_next():
             # the random stream as it was before the next batch's draws: what an
             # interruption now saves, so that a resumed run draws them again
             ahead["rng"] = self.rng.bit_generator.state if augment else None
-            ahead["X"] = batch(self.step + 1)
+            ahead["X"], rest = batch(self.step + 1)
+            return rest
 
         while self.step < steps:
             t0 = time.perf_counter()

@@ -144,6 +144,8 @@ class Engine:
         (n, 10) before the update, valid until the next call. ``meanwhile``: a
         function to run while the threads compute (on one thread: after them),
         such as preparing the next batch; it must not touch X, Y or the engine.
+        It may return a list of more such functions, which the threads share out
+        with the shards.
         """
         n = len(X)
         if not 0 < n <= self.batch or len(Y) != n:
@@ -167,8 +169,8 @@ class Engine:
             for task in tasks:
                 if task is not None:
                     task()
-            if meanwhile is not None:
-                meanwhile()
+            for more in (meanwhile() if meanwhile is not None else None) or ():
+                more()
         self._finish(coeffs, lr, parallel, sum(task is not None for task in tasks))
         if self.team is not None:
             self.pace.record(parallel, time.perf_counter() - start)

@@ -2,7 +2,8 @@
 
 ``run(tasks, meanwhile)`` wakes the workers; each takes the next task not yet
 taken until none is left, while the caller runs ``meanwhile`` (the engine's
-caller prepares the next batch) and then takes tasks too. Tasks go to
+caller prepares the next batch: it draws its random numbers there, in order,
+and hands back the rest of the work as more tasks) and then takes tasks too. Tasks go to
 whoever is free, so a thread that the system holds back (another process
 busy on its core) delays a round by one task at most, not by its share.
 Which thread ran a task never changes its result: each task writes its own
@@ -59,14 +60,18 @@ class Team:
 
     def run(self, tasks, meanwhile=None):
         """Run every task (None entries skipped) on the workers and, once ``meanwhile`` has
-        run here, on this thread too; wait for all; raise the first error (``meanwhile``'s first)."""
+        run here, on this thread too; wait for all; raise the first error (``meanwhile``'s first).
+        ``meanwhile`` may return more tasks, which join this round after the others."""
         self.tasks, self.next, self.errors = [t for t in tasks if t is not None], 0, []
         for _ in range(self.size):
             self.go.release()
         error = None
         try:
             if meanwhile is not None:
-                meanwhile()
+                more = meanwhile()
+                if more:
+                    with self.lock:
+                        self.tasks.extend(more)
         except BaseException as err:
             error = err
         self._run_tasks()
