@@ -37,10 +37,10 @@ DEFAULTS = {
         "dropout": 0.0,             # probability of dropping a hidden unit while training
     },
     "train": {
-        "epochs": 27,
-        "batch_size": 128,
+        "epochs": 13,
+        "batch_size": 256,
         "optimizer": "sgd",         # sgd | adam
-        "lr": 0.1,                  # learning rate: the size of each step against the gradient
+        "lr": 0.3,                  # learning rate: the size of each step against the gradient
         "momentum": 0.9,            # sgd only; 0 is plain SGD
         "nesterov": True,           # sgd only
         "beta1": 0.9,               # adam only
@@ -49,11 +49,11 @@ DEFAULTS = {
         "schedule": "cosine",       # constant | step | cosine
         "step_size": 5,             # step schedule: epochs between decays
         "gamma": 0.1,               # step schedule: factor per decay
-        "warmup_epochs": 0.0,       # grow the learning rate linearly from 0 over these epochs
-        "label_smoothing": 0.0,     # targets (1 - e) one-hot + e / 10 instead of one-hot
+        "warmup_epochs": 1.0,       # grow the learning rate linearly from 0 over these epochs
+        "label_smoothing": 0.1,     # targets (1 - e) one-hot + e / 10 instead of one-hot
         "max_norm": None,           # cap each unit's incoming weight vector at this length
         "patience": None,           # stop after this many epochs without a better validation accuracy
-        "augment": {"shift": 2, "rotate": 10, "scale": 0.1, "shear": 0.1},
+        "augment": {"shift": 1.5, "rotate": 8, "scale": 0.08},
                                     # false, or a map of transforms: shift, rotate, scale, shear,
                                     # elastic, elastic_sigma (see bpcli/augment.py)
     },

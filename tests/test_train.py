@@ -15,9 +15,10 @@ from bpcli.rundir import create as new_run_dir
 from bpcli.train import Interrupted, Progress, train
 from synthetic import tiny_mnist
 
-# (train.augment and weight_decay off: the defaults, being the default recipe, turn them on)
+# (the default recipe's augmentation, weight decay, warm-up, label smoothing and large
+# learning rate off: on 600 images a test wants a few plain epochs to learn)
 BASE = ["data.validation=100", "model.hidden=[24, 12]", "train.batch_size=32", "train.augment=false",
-        "train.weight_decay=0"]
+        "train.weight_decay=0", "train.warmup_epochs=0", "train.label_smoothing=0", "train.lr=0.1"]
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +273,8 @@ def test_leaving_blank_pixels_out_equals_the_full_computation(tmp_path):
     data.train_images[:, 700:] = 0
     cfg = resolve(None, ["data.validation=0", "model.hidden=[16]", "train.batch_size=32",
                          "train.schedule=constant", "train.nesterov=false", "train.weight_decay=0.01",
-                         "train.epochs=1", "train.augment=false"])
+                         "train.epochs=1", "train.augment=false", "train.warmup_epochs=0", "train.lr=0.1",
+                         "train.label_smoothing=0"])
     run = Run(cfg, data, str(tmp_path / "r"))
     assert run.engine.layout.k == 600
     run.train_epoch(Progress(quiet=True), [])

@@ -76,7 +76,8 @@ class Update:
         n = len(theta)
         parts = parts if sgd else 1
         cuts = sorted({min(n, -(-i * n // parts // ALIGN) * ALIGN) for i in range(parts)} | {n})
-        self.scratch = np.empty_like(theta)  # NumPy's, where BLAS is not used
+        # NumPy's scratch where BLAS is not used: only the axpys over the gradient need one
+        self.scratch = np.empty_like(theta) if sgd and self.grad is not None else None
         self.parts = [self._part(lo, hi) for lo, hi in zip(cuts, cuts[1:])]
 
     def _part(self, lo, hi):
@@ -88,7 +89,8 @@ class Update:
         if self.momentum:
             ax = {"decay": blas.Axpy(w[decayed], opt.v[decayed]), "v_into_w": blas.Axpy(opt.v[part], w[part])}
         elif self.sgd and g is not None:
-            ax = {"decay": blas.Axpy(w[decayed], g[decayed], s[decayed]), "g_into_w": blas.Axpy(g[part], w[part], s[part])}
+            ax = {"decay": blas.Axpy(w[decayed], g[decayed], s[decayed]),
+                  "g_into_w": blas.Axpy(g[part], w[part], s[part])}
             if opt.v is not None:
                 ax.update(g_into_v=blas.Axpy(g[part], opt.v[part], s[part]),
                           v_into_g=blas.Axpy(opt.v[part], g[part], s[part]))
