@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+import bpcli.fast as fast
 from bpcli.fast import Engine, blas
 from bpcli.fast.threads import Team
 from bpcli.network import ACTIVATIONS, Spec, backward, forward, init_params, one_hot
@@ -106,9 +107,12 @@ def test_engine_equals_reference_for_every_activation_output_and_cost(path, acti
     np.testing.assert_allclose(theta, reference, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("parts", ["one part", "parts on the team"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_engine_equals_reference_for_every_optimizer(path, optimizer, threads):
+def test_engine_equals_reference_for_every_optimizer(path, optimizer, threads, parts, monkeypatch):
+    if parts == "parts on the team":  # as for a large network: the update split over the threads
+        monkeypatch.setattr(fast, "PARALLEL_UPDATE_FROM", 0)
     theta, reference = train_both(Spec(SIZES, "relu"), optimizer, threads)
     np.testing.assert_allclose(theta, reference, rtol=1e-5, atol=1e-6)
     assert not np.array_equal(theta, flat(*init_params(Spec(SIZES), np.random.default_rng(1))))
@@ -140,8 +144,11 @@ def test_blank_inputs_weights_change_only_by_decay(path, threads):
     np.testing.assert_allclose(theta[blank], start[blank] * (1 - 0.3 * 0.05) ** 3, rtol=1e-6)
 
 
-def test_same_threads_same_bits_whatever_the_scheduling():
-    """Two engines on 2 threads give identical weights (the reduction order is fixed)."""
+@pytest.mark.parametrize("update_from", [fast.PARALLEL_UPDATE_FROM, 0])
+def test_same_threads_same_bits_whatever_the_scheduling(update_from, monkeypatch):
+    """Two engines on 2 threads give identical weights (the reduction order is fixed),
+    with the update on the caller or in parts on the team."""
+    monkeypatch.setattr(fast, "PARALLEL_UPDATE_FROM", update_from)
     spec = Spec(SIZES, "relu")
     results = [train_both(spec, "nesterov+decay", threads=2, dropout=0.2)[0] for _ in range(3)]
     for other in results[1:]:
@@ -180,6 +187,21 @@ def test_fused_update_is_used_where_it_can_be():
         update = Update(OPTIMIZERS[optimizer](theta, 10), threads)
         assert (update.grad is None) == fused, (optimizer, threads)
         assert len(update.shard_targets) == threads
+
+
+def test_update_parts_cover_the_vector_on_cache_line_boundaries():
+    from bpcli.fast.fused import ALIGN, Update
+
+    for n, parts in [(1000, 4), (10, 6), (4096, 2), (33, 1)]:
+        theta = np.zeros(n, np.float32)
+        update = Update(OPTIMIZERS["nesterov+decay"](theta, n // 2), shards=2, parts=parts)
+        spans = [(p["sum"].__array_interface__["data"][0] - update.target.__array_interface__["data"][0]) // 4
+                 for p in update.parts]
+        sizes = [len(p["sum"]) for p in update.parts]
+        assert spans[0] == 0 and sum(sizes) == n and all(size > 0 for size in sizes)
+        assert [a + b for a, b in zip(spans, sizes)][:-1] == spans[1:]  # contiguous, in order
+        assert all(start % ALIGN == 0 for start in spans)
+        assert len(update.parts) <= parts
 
 
 # ---------------------------------------------------------------------------
@@ -227,8 +249,7 @@ def test_pace_keeps_the_faster_mode_and_keeps_trying_the_other():
 
 
 def test_serial_and_parallel_rounds_give_the_same_bits(monkeypatch):
-    from bpcli import fast
-
+    monkeypatch.setattr(fast, "PARALLEL_UPDATE_FROM", 0)  # the update's parts too
     spec = Spec(SIZES, "relu")
     first = train_both(spec, "nesterov+decay", threads=2, dropout=0.3)[0]
     monkeypatch.setattr(fast.Pace, "choose", lambda self: False)  # the caller runs every shard
@@ -280,6 +301,22 @@ def test_product_computes_alpha_a_b_plus_beta_c(path, trans_a, trans_b):
     expected = 0.5 * op_a @ op_b - 2.0 * c
     blas.Product(a, b, c, trans_a, trans_b, batch="k")(5, alpha=0.5, beta=-2.0)
     np.testing.assert_allclose(c, expected, rtol=1e-5)
+
+
+def test_small_products_keep_the_gil_and_large_ones_release_it(monkeypatch):
+    """On the ctypes path a product below blas.HOLD_GIL_BELOW multiply-adds is called
+    through PyDLL (the GIL kept), a larger one through CDLL; both compute the same."""
+    use_path(monkeypatch, "ctypes")
+    rng = np.random.default_rng(0)
+    for m, k, n in [(4, 5, 3), (64, 128, 64)]:
+        a, b = rng.random((m, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)
+        c = np.zeros((m, n), np.float32)
+        product = blas.Product(a, b, c)
+        held = m * k * n < blas.HOLD_GIL_BELOW
+        assert product.gemm is blas._gemm[1 if held else 0], (m, k, n)
+        product(m)
+        np.testing.assert_allclose(c, a @ b, rtol=1e-5)
+    assert (4 * 5 * 3 < blas.HOLD_GIL_BELOW) and (64 * 128 * 64 >= blas.HOLD_GIL_BELOW)
 
 
 def test_product_on_a_short_batch_touches_only_its_rows(path):

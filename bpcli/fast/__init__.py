@@ -86,11 +86,19 @@ def shards_for(threads):
     return threads
 
 
-def parts_for(threads):
+# Parameters from which the reduction and update run on the team (a second round of
+# the step) rather than on the caller alone. Each round costs a wake-up of the workers
+# (~0.05-0.1 ms on a VM); on network a (109k parameters) the passes are cheaper than
+# that, and the second round cost 8% of the step; on 1600-800 (2.5M) it gained 12%.
+PARALLEL_UPDATE_FROM = 500_000
+
+
+def parts_for(threads, n_params):
     """How many parts the flat vector is cut into for the reduction and update on
-    ``threads`` threads: two per thread, so that each part's few arrays stay in a core's
-    cache across the update's passes; one thread: one part, the whole vector."""
-    return 1 if threads == 1 else 2 * threads
+    ``threads`` threads: two per thread for a large vector, so that each part's few
+    arrays stay in a core's cache across the update's passes; else one, the whole
+    vector, on the caller."""
+    return 2 * threads if threads > 1 and n_params >= PARALLEL_UPDATE_FROM else 1
 
 
 class Engine:
@@ -112,7 +120,7 @@ class Engine:
         self.Ws, self.bs = param_views(self.theta, spec.sizes)
         self.opt = make_opt(self.theta, self.layout.n_weights)  # L2 on weights only
         shards = min(shards_for(threads), batch)
-        self.update = Update(self.opt, shards, parts_for(threads))
+        self.update = Update(self.opt, shards, parts_for(threads, spec.n_params))
         # shard t: rows [t * batch // shards, (t + 1) * batch // shards) of every mini-batch
         self.bounds = [t * batch // shards for t in range(shards + 1)]
         self.inputs = np.empty((batch, k), np.float32)      # a[0] of the batch, every shard's rows
@@ -191,7 +199,7 @@ class Engine:
             self.blank *= coeffs.beta_weights  # no gradient: the update's decay alone
         # the shards' gradients added up and the update, part by part of the flat vector
         update = self.update
-        if parallel:
+        if parallel and len(update.parts) > 1:
             self.team.run([lambda i=i: update.finish_part(i, lr, shards) for i in range(len(update.parts))])
         else:
             update.finish(lr, shards)

@@ -23,7 +23,8 @@ Two ways to reach BLAS, the first usable one is taken (``BP_BLAS=scipy``,
   Fortran (column-major) routines: a row-major ``C = op(A) @ op(B)`` is asked
   for as ``C.T = op(B).T @ op(A).T``, the same memory without a copy.
 
-Both release the GIL, so the engine's threads run them side by side. Every
+Both release the GIL (the ctypes path for products of HOLD_GIL_BELOW multiply-adds
+and more), so the engine's threads run them side by side. Every
 call is checked where it is prepared, whichever the path: shapes must
 multiply, memory must be float32 with contiguous rows (so the product lands
 in the caller's own array), and a call may not ask for more rows than were
@@ -43,6 +44,12 @@ import os
 import numpy as np
 
 PATHS = ("ctypes", "scipy")          # tried in this order
+# Multiply-adds below which the ctypes path keeps the GIL during a product. Releasing
+# it lets another thread run Python meanwhile, but taking it back then means waiting
+# for that thread and a wake-up: microseconds that a small product (the last layers
+# of a narrow net, the bias rows) does not repay. Two threads then hand the GIL over
+# only around the products worth it.
+HOLD_GIL_BELOW = 1 << 18
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 _SYMBOLS = (("scipy_cblas_sgemm64_", "scipy_cblas_saxpy64_"), ("cblas_sgemm64_", "cblas_saxpy64_"))
 
@@ -117,14 +124,15 @@ def _bind_ctypes():
         candidates += sorted(glob.glob(os.path.join(here, pattern)))
     for lib_path in candidates:
         try:
-            lib = ctypes.CDLL(lib_path)
+            lib, held = ctypes.CDLL(lib_path), ctypes.PyDLL(lib_path)
         except OSError:
             continue
         for gemm_name, axpy_name in _SYMBOLS:
             gemm, axpy = getattr(lib, gemm_name, None), getattr(lib, axpy_name, None)
             if gemm is not None and axpy is not None:
-                gemm.restype = axpy.restype = None  # arguments: always ctypes objects (see Product)
-                return gemm, axpy
+                gemm_held = getattr(held, gemm_name)
+                gemm.restype = gemm_held.restype = axpy.restype = None  # arguments: ctypes objects (Product)
+                return (gemm, gemm_held), axpy
     return "no ILP64 OpenBLAS inside NumPy's wheel"
 
 
@@ -170,6 +178,8 @@ class Product:
         self.trans_a, self.trans_b, self.batch = trans_a, trans_b, batch
         self.full = m if batch == "m" else k
         self.path = path()
+        if self.path == "ctypes":  # (the GIL released for a large product, kept for a small one)
+            self.gemm = _gemm[0] if m * n * k >= HOLD_GIL_BELOW else _gemm[1]
         self.alpha, self.beta = ctypes.c_float(1.0), ctypes.c_float(0.0)  # the ctypes path's, reused
         self.prepared = {}
         self._prepare(self.full)
@@ -203,7 +213,7 @@ class Product:
         args = self.prepared.get(rows) or self._prepare(rows)
         if self.path == "ctypes":
             self.alpha.value, self.beta.value = alpha, beta
-            _gemm(*args)
+            self.gemm(*args)
         elif self.path == "scipy":
             x, y, c, trans_x, trans_y = args
             _gemm(alpha, x, y, beta, c, trans_x, trans_y, 1)  # positional: (..., overwrite_c=1)
