@@ -232,13 +232,13 @@ class Run:
             """Batch ``step``'s pixels gathered into the buffers of its parity, and what is
             left to do: with augmentation, its random draws are made here (in step order,
             so that batches are prepared in step order) and the warps returned as tasks,
-            one per thread, for the engine's threads to share out."""
+            one per shard, for the engine's threads to share out."""
             idx = perm[step * B:(step + 1) * B]
             X = np.take(self.train_X, idx, axis=0, out=pixels[step % 2][:len(idx)])
             if not augment:
                 return X, []
             out = augmented[step % 2][:len(idx)]
-            return out, augment.parts(X, self.rng, out, engine.threads)
+            return out, augment.parts(X, self.rng, out, engine.shard_count)
 
         ahead = {"X": None, "rng": None}
         ahead["X"], first = batch(self.step)

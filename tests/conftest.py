@@ -53,6 +53,17 @@ def make_tiny_mnist(seed=0):
 
 
 @pytest.fixture(autouse=True)
+def every_thread_gets_a_shard(monkeypatch):
+    """The tests' networks and batches are tiny: the engine would keep them on one shard
+    (fast.SHARD_MIN_MACS). In-process tests split them all the same, one shard per
+    thread, so that sharding, reduction order and resume are tested on many threads;
+    test_fast.py holds the real rule to its own test."""
+    import bpcli.fast
+
+    monkeypatch.setattr(bpcli.fast, "SHARD_MIN_MACS", 1)
+
+
+@pytest.fixture(autouse=True)
 def runs_root(tmp_path, monkeypatch):
     """Every test gets a runs root of its own ($BP_RUNS_DIR): no test writes ./runs/latest."""
     root = tmp_path / "runs-root"

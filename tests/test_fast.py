@@ -189,6 +189,24 @@ def test_fused_update_is_used_where_it_can_be():
         assert len(update.shard_targets) == threads
 
 
+def test_a_shard_needs_enough_work_to_get_a_thread(monkeypatch):
+    monkeypatch.setattr(fast, "SHARD_MIN_MACS", 1 << 23)  # the real rule (conftest lowers it)
+    seed_net, net_a, default_net = [784, 16, 16, 10], [784, 128, 64, 10], [784, 512, 256, 10]
+    assert fast.macs_per_example([2, 3, 4]) == 2 * 6 + 3 * 12  # the input's error is never computed
+    assert fast.shards_for(2, 10, seed_net) == 1          # batch-10 learning: one shard, no team
+    assert fast.shards_for(2, 128, net_a) == 2
+    assert fast.shards_for(8, 128, net_a) == 3            # no more than the work is worth
+    assert fast.shards_for(2, 256, default_net) == 2
+    assert fast.shards_for(1, 256, default_net) == 1
+    assert fast.shards_for(4, 3, [784, 4096, 4096, 10]) == 3  # never more shards than rows
+    engine = Engine(Spec(seed_net), *init_params(Spec(seed_net), np.random.default_rng(0)), OPTIMIZERS["sgd"],
+                    10, np.ones(784, bool), threads=2)
+    try:
+        assert engine.shard_count == 1 and engine.team is None
+    finally:
+        engine.close()
+
+
 def test_update_parts_cover_the_vector_on_cache_line_boundaries():
     from bpcli.fast.fused import ALIGN, Update
 

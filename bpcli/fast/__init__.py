@@ -11,7 +11,8 @@ thread count. Behind its small interface live:
 * the update (``fused``): SGD written into the gradient's own product;
 * the BLAS calls (``blas``), bounds-checked: NumPy's own OpenBLAS, else SciPy's public wrappers;
 * the threads (``threads``): on more than one thread, each mini-batch is
-  split into ``shards_for(threads)`` shards, which the threads share out as
+  split into ``shards_for(threads, ...)`` shards (one per thread, if each is
+  worth one), which the threads share out as
   they come free (a thread held back by another process then costs one
   shard, not a fixed share); every shard's gradient goes to memory of its
   own and they are added up in shard order, so the same seed and thread
@@ -79,11 +80,28 @@ class Pace:
                 self.parallel = self.seconds[True] <= self.seconds[False]
 
 
-def shards_for(threads):
-    """How many shards a mini-batch is split into on ``threads`` threads: one per thread.
-    (More, smaller shards would balance better, but each costs: on network a, splitting
-    a step into 2 shards cost 13% more CPU, into 4, 43%, run one after the other.)"""
-    return threads
+# Multiply-adds a shard must have to be worth a thread of its own. A shard costs
+# ~25 calls from Python and a hand-over of the GIL around each, whatever its size:
+# batch-10 training of a 784-16-16-10 net took 2.3x as long on two shards of 5 rows
+# as on one shard; network a (784-128-64-10) gained ~1.2x from two shards of 64 rows
+# (13M multiply-adds each), and 784-512-256-10, 1.5x from two of 128 (190M each).
+SHARD_MIN_MACS = 1 << 23
+
+
+def macs_per_example(sizes):
+    """Multiply-adds of one example's feedforward and backprop: every layer's product
+    and weight gradient, and every layer's error below it but the input's."""
+    products = [m * n for m, n in zip(sizes[:-1], sizes[1:])]
+    return 3 * sum(products) - products[0]
+
+
+def shards_for(threads, batch, sizes):
+    """How many shards a mini-batch of ``batch`` rows is split into on ``threads``
+    threads: one per thread, as long as each keeps SHARD_MIN_MACS of work; at least one.
+    (More, smaller shards than threads would balance better, but each costs: on network
+    a, splitting a step into 2 shards cost 13% more CPU, into 4, 43%, one after the other.)"""
+    worth = batch * macs_per_example(sizes) // SHARD_MIN_MACS
+    return max(1, min(threads, batch, worth))
 
 
 # Parameters from which the reduction and update run on the team (a second round of
@@ -119,8 +137,8 @@ class Engine:
         self.layout.put(self.theta, Ws, bs)
         self.Ws, self.bs = param_views(self.theta, spec.sizes)
         self.opt = make_opt(self.theta, self.layout.n_weights)  # L2 on weights only
-        shards = min(shards_for(threads), batch)
-        self.update = Update(self.opt, shards, parts_for(threads, spec.n_params))
+        shards = self.shard_count = shards_for(threads, batch, spec.sizes)
+        self.update = Update(self.opt, shards, parts_for(shards, spec.n_params))
         # shard t: rows [t * batch // shards, (t + 1) * batch // shards) of every mini-batch
         self.bounds = [t * batch // shards for t in range(shards + 1)]
         self.inputs = np.empty((batch, k), np.float32)      # a[0] of the batch, every shard's rows
@@ -138,7 +156,7 @@ class Engine:
         # steps between flush_subnormals() calls (None: nothing decays); the caller
         # counts, so that a resumed run flushes where an uninterrupted one did
         self.flush_every = self.opt.flush_every
-        self.team = Team(threads - 1) if threads > 1 else None  # and the caller
+        self.team = Team(shards - 1) if shards > 1 else None  # and the caller
         self.pace = Pace()
 
     def inputs_of(self, X):
