@@ -277,14 +277,18 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
                       **_fetching(mirrors, offline))
     if not resume:
         run_dir = rundir.create(run_dir, force)
-    from .fast import blas
+    from .fast import blas, shards_for
     from .progress import Progress
 
     progress = Progress(quiet=quiet)
     threads, _ = train_mod.choose_threads(threads, ckpt)  # train() warns if it differs from the run's
     spec = train_mod.spec_from_config(values)
+    used = shards_for(threads, values["train"]["batch_size"], spec.sizes)
+    on = f"{threads} thread{'s' * (threads != 1)}"
+    if used < threads:
+        on += f" ({used} used: a batch of {values['train']['batch_size']} is too small to split further)"
     progress.note(f"run dir {run_dir}: {config_mod.describe_network(spec.sizes, spec.activation, spec.output, spec.loss)}, "
-                  f"{values['train']['epochs']} epochs, {threads} thread{'s' * (threads != 1)}, {blas.describe()}")
+                  f"{values['train']['epochs']} epochs, {on}, {blas.describe()}")
     summary = train_mod.train(cfg, data, run_dir, resume_from=ckpt, progress=progress, threads=threads, init=init)
     if summary["test_accuracy"] < train_mod.CHANCE_LEVEL:  # loud even with --quiet: exit 0 hides it
         click.echo(f"Warning: test accuracy {summary['test_accuracy']:.1%} is chance level: the network learned "

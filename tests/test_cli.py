@@ -72,6 +72,22 @@ def test_gradcheck_fails_when_backprop_is_wrong(monkeypatch):
 
 
 @NEEDS_MNIST
+def test_train_says_when_a_batch_is_too_small_for_every_thread(mnist_env, tmp_path, monkeypatch):
+    """Batch-10 learning recipes stay on one shard; the first line says so."""
+    import bpcli.fast
+
+    monkeypatch.setattr(bpcli.fast, "SHARD_MIN_MACS", 1 << 23)  # the real rule (conftest lowers it)
+    args = ["train", "-c", "seed", "--set", "data.limit=600", "--set", "data.validation=100", "--epochs", "1",
+            "--threads", "2", "--run-dir", str(tmp_path / "r")]
+    result = CliRunner().invoke(cli, args, env=mnist_env)
+    assert result.exit_code == 0, result.output
+    assert "2 threads (1 used: a batch of 10 is too small to split further)" in result.stderr
+    wide = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "w"), "--batch-size", "256", "--hidden", "512"],
+                              env=mnist_env)
+    assert wide.exit_code == 0, wide.output
+    assert "2 threads, BLAS" in wide.stderr
+
+
 def test_smoke_training_on_real_mnist(smoke_run, mnist_env):
     assert smoke_run["test_accuracy"] >= 0.85
     assert smoke_run["epochs"] == 2 and 0 <= smoke_run["val_accuracy"] <= 1

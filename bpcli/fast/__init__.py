@@ -38,7 +38,7 @@ from .layout import Layout, param_views
 from .step import Shard
 from .threads import Team, single_threaded_blas  # noqa: F401 (train enters it)
 
-__all__ = ["Engine", "blas", "single_threaded_blas"]
+__all__ = ["Engine", "blas", "shards_for", "single_threaded_blas"]
 
 
 def dropout_masks(rng, shape_rows, widths, rate, dtype=np.float32):
