@@ -301,6 +301,14 @@ def heartbeat_seconds():
     return int(raw)
 
 
+def created_meanwhile(err):
+    """Whether a database error is another worker having just created Optuna's tables: a
+    duplicate key (SQLite), or PostgreSQL's "relation already exists" (SQLSTATE 42P07)."""
+    import sqlalchemy.exc
+
+    return isinstance(err, sqlalchemy.exc.IntegrityError) or getattr(getattr(err, "orig", None), "sqlstate", None) == "42P07"
+
+
 def open_storage(url, heartbeat):
     """Optuna's RDBStorage for ``url`` with a heartbeat: a trial whose worker stops beating
     for three intervals (killed, or its machine gone) is failed and queued again."""
@@ -325,11 +333,12 @@ def open_storage(url, heartbeat):
         except ImportError as err:
             raise BpError(f"--storage {shown_url(given)} needs a database driver that is missing "
                           f"({_first_line(err)}); {INSTALL} installs the PostgreSQL one") from None
-        except sqlalchemy.exc.IntegrityError:
-            # machines starting together on an empty database both create Optuna's tables;
-            # the loser's CREATE collides: the tables exist now, so open them again
-            time.sleep(0.5 * (attempt + 1))
         except sqlalchemy.exc.SQLAlchemyError as err:
+            if created_meanwhile(err):
+                # machines starting together on an empty database both create Optuna's tables;
+                # the loser's CREATE collides: the tables exist now, so open them again
+                time.sleep(0.5 * (attempt + 1))
+                continue
             raise BpError(f"cannot open the study storage {shown_url(given)}: "
                           f"{_first_line(getattr(err, 'orig', err))}; check that the database server runs "
                           "and the URL's host, port, user and database") from None

@@ -358,6 +358,25 @@ def test_bad_storage_and_study_name(files):
         assert words in one_error_line(result.stderr), result.stderr
 
 
+def test_tables_created_by_another_worker_meanwhile_are_told_from_real_errors():
+    """Two workers starting on an empty PostgreSQL database both create Optuna's tables;
+    the loser's CREATE fails with "relation already exists" (SQLSTATE 42P07), which
+    open_storage retries (the race that test_two_machines_share_one_postgresql_study
+    met once); any other database error is the user's to fix."""
+    psycopg_errors = pytest.importorskip("psycopg.errors", reason="the [tune] extra's PostgreSQL driver")
+    import sqlalchemy.exc
+
+    def error(kind, orig):
+        return kind("CREATE TABLE studies (...)", {}, orig)
+
+    assert tune.created_meanwhile(error(sqlalchemy.exc.ProgrammingError,
+                                        psycopg_errors.DuplicateTable('relation "studies" already exists')))
+    assert tune.created_meanwhile(error(sqlalchemy.exc.IntegrityError, Exception("UNIQUE constraint failed")))
+    assert not tune.created_meanwhile(error(sqlalchemy.exc.ProgrammingError,
+                                            psycopg_errors.InsufficientPrivilege("permission denied")))
+    assert not tune.created_meanwhile(error(sqlalchemy.exc.OperationalError, Exception("connection refused")))
+
+
 def test_storage_password_never_printed(files):
     _, space_file = files
     with socket.socket() as s:
