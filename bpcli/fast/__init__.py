@@ -129,7 +129,7 @@ class Engine:
     """
 
     def __init__(self, spec, Ws, bs, make_opt, batch, inked, threads=1, dropout=0.0, max_norm=0.0, rng=None):
-        self.spec, self.batch, self.threads = spec, batch, threads
+        self.spec, self.batch = spec, batch
         self.dropout, self.max_norm, self.rng = dropout, max_norm, rng
         self.layout = Layout(spec.sizes, inked)
         k = self.layout.k

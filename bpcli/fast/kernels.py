@@ -2,15 +2,16 @@
 over its input (z becomes a), so a step allocates nothing.
 
 ``bpcli.network`` holds the same functions written out of place, as the
-equations read; the tests hold these to those. Derivatives take the
-activation a = f(z), not z, as there.
+equations read; the tests hold these to those. The derivatives, which take
+the activation a = f(z) and make a new array, are the reference's own.
 """
 
 import functools
 
 import numpy as np
 
-LEAKY_SLOPE = 0.01  # network.LEAKY_SLOPE
+# the derivatives take a = f(z) and allocate their result: the reference's serve as they are
+from ..network import LEAKY_SLOPE, leaky_relu_prime, relu_prime, sigmoid_prime, tanh_prime
 
 
 def sigmoid(z):
@@ -23,32 +24,16 @@ def sigmoid(z):
     return z
 
 
-def sigmoid_prime(a):
-    return a * (1.0 - a)
-
-
 def tanh(z):
     return np.tanh(z, out=z)
-
-
-def tanh_prime(a):
-    return 1.0 - a * a
 
 
 def relu(z):
     return np.maximum(z, 0.0, out=z)
 
 
-def relu_prime(a):
-    return (a > 0).astype(a.dtype)
-
-
 def leaky_relu(z):
     return np.maximum(z, LEAKY_SLOPE * z, out=z)  # z where z > 0, else LEAKY_SLOPE z
-
-
-def leaky_relu_prime(a):
-    return np.where(a > 0, 1.0, LEAKY_SLOPE).astype(a.dtype)
 
 
 def softmax(z):
