@@ -99,20 +99,23 @@ class Augmenter:
     megabytes per batch costs as much as the arithmetic.
     """
 
-    def __init__(self, spec, batch, out=None):
+    def __init__(self, spec, batch, out=None, empty=np.empty):
         self.spec = spec
+        # ``empty(shape, dtype)`` allocates every buffer: shared memory lets worker
+        # processes read disjoint rows of a batch at once (the engine's ``buffer``)
         # W + 1 spare pixels at the end keep the lower-right neighbour of the last pixel in bounds
-        self.flat = np.zeros(batch * W * W + W + 1, dtype=np.float32)
+        self.flat = empty(batch * W * W + W + 1, np.float32)
+        self.flat[:] = 0
         self.padded = self.flat[:batch * W * W].reshape(batch, W, W)
         # flat index of each image's first pixel in the padded batch (+W+1: the zero border)
         self.rows = np.arange(batch, dtype=np.float32)[:, None] * (W * W) + (W + 1)
         shape = (batch, SIDE * SIDE)
-        self.fx, self.fy = np.empty(shape, np.float32), np.empty(shape, np.float32)
-        self.idx = np.empty(shape, dtype=np.intp)
-        self.corners = np.empty((4,) + shape, dtype=np.float32)  # tl, tr, bl, br planes
-        self.out = np.empty(shape, np.float32) if out is None else out  # where results go
-        self.tmp = np.empty(shape, np.float32)
-        self.qx, self.qy = np.empty(shape, np.float32), np.empty(shape, np.float32)
+        self.fx, self.fy = empty(shape, np.float32), empty(shape, np.float32)
+        self.idx = empty(shape, np.intp)
+        self.corners = empty((4,) + shape, np.float32)  # tl, tr, bl, br planes
+        self.out = empty(shape, np.float32) if out is None else out  # where results go
+        self.tmp = empty(shape, np.float32)
+        self.qx, self.qy = empty(shape, np.float32), empty(shape, np.float32)
         self.elastic = [np.empty((2 * batch, SIDE, SIDE), np.float32) for _ in range(2)]
 
     def __call__(self, X8, rng, out=None):
@@ -122,15 +125,14 @@ class Augmenter:
         Labels are unchanged; the result stays in [0, 1] (bilinear weights are convex).
         """
         out = self.out[:len(X8)] if out is None else out
-        for part in self.parts(X8, rng, out, 1):
-            part()
-        return out
+        qx, qy = self.draw(rng, len(X8))
+        return self.bilinear(X8, qx, qy, out)
 
-    def parts(self, X8, rng, out, count):
-        """Draw X8's random transforms here, and return the rest of the work, the reading
-        of each image at its source points, as ``count`` functions over disjoint rows
-        that may run in any order or at once (``out`` is complete once all have run)."""
-        spec, n = self.spec, len(X8)
+    def draw(self, rng, n):
+        """The random transforms of a batch of n images: where each output pixel reads its
+        input, (qx, qy), each (n, 784), in this augmenter's buffers. (``bilinear`` then reads
+        the images there, in one go or in parts of disjoint rows, in any order or at once.)"""
+        spec = self.spec
         qx, qy = affine_sources(rng, n, spec.get("shift", 0.0), spec.get("rotate", 0.0),
                                 spec.get("scale", 0.0), spec.get("shear", 0.0),
                                 out=(self.qx[:n], self.qy[:n]))
@@ -140,9 +142,7 @@ class Augmenter:
             dx, dy = elastic_displacements(rng, n, alpha, spec.get("elastic_sigma", ELASTIC_SIGMA), work)
             qx += dx
             qy += dy
-        cuts = [i * n // count for i in range(count + 1)]
-        return [lambda lo=lo, hi=hi: self.bilinear(X8[lo:hi], qx[lo:hi], qy[lo:hi], out[lo:hi], lo)
-                for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+        return qx, qy
 
     def bilinear(self, X8, qx, qy, out=None, first=0):
         """Read each image of X8 (n, 784) uint8 at the points (qx, qy) (n, 784): float32 in

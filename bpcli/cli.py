@@ -277,7 +277,7 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
                       **_fetching(mirrors, offline))
     if not resume:
         run_dir = rundir.create(run_dir, force)
-    from .fast import blas, shards_for
+    from .fast import blas, shards_for, worker_modes
     from .progress import Progress
 
     progress = Progress(quiet=quiet)
@@ -287,6 +287,8 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
     on = f"{threads} thread{'s' * (threads != 1)}"
     if used < threads:
         on += f" ({used} used: a batch of {values['train']['batch_size']} is too small to split further)"
+    if used > 1:
+        on += f" on worker {worker_modes()[0]}"  # processes or threads (the engine may fall back: fast.Pace)
     progress.note(f"run dir {run_dir}: {config_mod.describe_network(spec.sizes, spec.activation, spec.output, spec.loss)}, "
                   f"{values['train']['epochs']} epochs, {on}, {blas.describe()}")
     summary = train_mod.train(cfg, data, run_dir, resume_from=ckpt, progress=progress, threads=threads, init=init)

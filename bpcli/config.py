@@ -557,6 +557,8 @@ def training_bytes(flat, threads=1):
         floats_per_row += 2 * sum(hidden) + 2 * max(hidden, default=0)
     if flat["train.augment"]:
         floats_per_row += AUGMENT_FLOATS_PER_IMAGE
+    if threads > 1:  # worker processes' staged rows (each process keeps to its own rows of the rest)
+        floats_per_row += 10 + (sum(hidden) if flat["model.dropout"] else 0) + 784 // 4
     batch = flat["train.batch_size"] * (4 * floats_per_row + 2 * 784)  # + the uint8 pixels of two batches
     evaluation = EVAL_BATCH * 4 * (784 + 2 * sum(widths))          # network.forward keeps every a[l]
     return {"parameters": n_params * (BYTES_PER_PARAM + 4 * (threads - 1)), "data": DATA_BYTES, "batch": batch,

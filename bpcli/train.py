@@ -101,6 +101,15 @@ class Run:
                              inked, threads=threads, dropout=self.values["model"]["dropout"],
                              max_norm=t["max_norm"], rng=self.rng)
         self.train_X = self.engine.inputs_of(self.train_X)
+        # two of each batch buffer: the next batch is prepared in one while the engine trains on
+        # the other; with augmentation, the engine's workers warp parts of it (``warp``)
+        B = t["batch_size"]
+        self.pixels = [self.engine.buffer((B, self.train_X.shape[1]), np.uint8) for _ in range(2)]
+        self.augmenter = self.augmented = self.warp_job = None
+        if self.augment:
+            self.augmented = [self.engine.buffer((B, PIXELS), np.float32) for _ in range(2)]
+            self.augmenter = Augmenter(self.augment, B, out=self.augmented[0], empty=self.engine.buffer)
+            self.warp_job = self.engine.register(self.warp)
         self.epoch = 0            # epochs completed
         self.step = 0             # batches completed in the current epoch
         self.history = []         # one metrics dict per completed epoch
@@ -113,6 +122,12 @@ class Run:
     def model_params(self):
         """(Ws, bs) in the true pixel order: what evaluation and checkpoints see."""
         return self.engine.params()
+
+    def warp(self, parity, lo, hi):
+        """Rows [lo, hi) of the augmented batch in buffers ``parity``, read at the points that
+        ``Augmenter.draw`` drew: a job the engine's workers run, each on rows of its own."""
+        a = self.augmenter
+        a.bilinear(self.pixels[parity][lo:hi], a.qx[lo:hi], a.qy[lo:hi], self.augmented[parity][lo:hi], lo)
 
     # -- checkpoints --------------------------------------------------------
     def meta(self):
@@ -128,6 +143,8 @@ class Run:
             "rng": self.rng.bit_generator.state,
             "epoch_rng": self.epoch_rng_state,
             "threads": self.threads,
+            # steps (since this process started or resumed the run) by where their shards ran
+            "steps_by_workers": self.engine.pace.counts,
             "init": self.init,
             "cpu_count": os.cpu_count(),
             "blas": blas.describe(),
@@ -193,12 +210,7 @@ class Run:
         fixed_lr = learning_rate(t, 0) if t["schedule"] == "constant" and not t["warmup_epochs"] else None
         p = self.partial
         # pixels stay uint8 until they enter the step's float32 batch
-        engine = self.engine
-        # two of each batch buffer: the next batch is prepared in one while the engine
-        # trains on the other
-        pixels = [np.empty((B, self.train_X.shape[1]), dtype=np.uint8) for _ in range(2)]
-        augment = Augmenter(self.augment, B) if self.augment else None
-        augmented = [augment.out, np.empty_like(augment.out)] if augment else None
+        engine, augment = self.engine, self.augmenter
         flush_every = engine.flush_every
         # Training loss and accuracy come from each batch's a[L], kept and tallied every
         # TALLY_EVERY batches in one vectorised pass rather than a few small calls per batch
@@ -231,19 +243,24 @@ class Run:
         def batch(step):
             """Batch ``step``'s pixels gathered into the buffers of its parity, and what is
             left to do: with augmentation, its random draws are made here (in step order,
-            so that batches are prepared in step order) and the warps returned as tasks,
-            one per shard, for the engine's threads to share out."""
+            so that batches are prepared in step order) and the warps returned as parts,
+            one per shard, for the engine's workers to share out."""
             idx = perm[step * B:(step + 1) * B]
-            X = np.take(self.train_X, idx, axis=0, out=pixels[step % 2][:len(idx)])
+            n, parity = len(idx), step % 2
+            # mode="clip" writes straight into out (the default, "raise", goes through a copy);
+            # a permutation's indices are all in range
+            X = np.take(self.train_X, idx, axis=0, out=self.pixels[parity][:n], mode="clip")
             if not augment:
                 return X, []
-            out = augmented[step % 2][:len(idx)]
-            return out, augment.parts(X, self.rng, out, engine.shard_count)
+            augment.draw(self.rng, n)
+            cuts = [i * n // engine.shard_count for i in range(engine.shard_count + 1)]
+            return self.augmented[parity][:n], [(self.warp_job, parity, lo, hi)
+                                                for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
 
         ahead = {"X": None, "rng": None}
         ahead["X"], first = batch(self.step)
-        for task in first:
-            task()
+        for part in first:
+            engine.run_part(part)
 
         def prepare_next():
             # the random stream as it was before the next batch's draws: what an

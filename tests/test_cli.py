@@ -85,7 +85,7 @@ def test_train_says_when_a_batch_is_too_small_for_every_thread(mnist_env, tmp_pa
     wide = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "w"), "--batch-size", "256", "--hidden", "512"],
                               env=mnist_env)
     assert wide.exit_code == 0, wide.output
-    assert "2 threads, BLAS" in wide.stderr
+    assert "2 threads on worker processes, BLAS" in wide.stderr
 
 
 def test_smoke_training_on_real_mnist(smoke_run, mnist_env):
@@ -193,12 +193,12 @@ def test_train_names_its_threads_and_blas_path_first_and_resume_reapplies_them(m
     result = CliRunner().invoke(cli, [*args, "--threads", "2"], env=mnist_env)
     assert result.exit_code == 0, result.output
     first = result.stderr.splitlines()[0]
-    assert first.startswith("run dir ") and ", 2 threads, " in first and blas.describe() in first
+    assert first.startswith("run dir ") and ", 2 threads on worker processes, " in first and blas.describe() in first
     _, meta = read_checkpoint(str(tmp_path / "r" / "last.npz"), arrays=False)
     assert meta["threads"] == 2 and meta["blas"] == blas.describe()
     resumed = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "r"), "--epochs", "2"], env=mnist_env)
     assert resumed.exit_code == 0, resumed.output
-    assert ", 2 threads, " in resumed.stderr.splitlines()[0] and "warning" not in resumed.stderr
+    assert ", 2 threads on worker processes, " in resumed.stderr.splitlines()[0] and "warning" not in resumed.stderr
     other = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "r"), "--epochs", "3", "--threads", "1"],
                                env=mnist_env)
     assert other.exit_code == 0, other.output

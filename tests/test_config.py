@@ -413,11 +413,15 @@ def test_the_memory_count_uses_the_trainers_constants():
     ["train.batch_size=4096", "model.hidden=[300]"],
     ["train.batch_size=16", "model.hidden=[1000, 1000]", "train.optimizer=adam"],
 ])
-def test_the_memory_count_covers_a_measured_training_run(tmp_path, sets):
+def test_the_memory_count_covers_a_measured_training_run(tmp_path, sets, monkeypatch):
     """training_bytes is counted by reading train.py, fast/ and augment.py; hold it to what
     a real run allocates (numpy reports its arrays to tracemalloc). The data here is tiny,
-    so its share (and evaluation's, 50 rows) is left out of the comparison."""
+    so its share (and evaluation's, 50 rows) is left out of the comparison. On worker
+    threads: tracemalloc does not see the shared mappings that the same arrays live in
+    for worker processes."""
     import tracemalloc
+
+    monkeypatch.setenv("BP_WORKERS", "threads")
 
     from bpcli.train import train
     from synthetic import tiny_mnist

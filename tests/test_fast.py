@@ -246,31 +246,44 @@ def test_team_runs_every_task_once_and_raises_a_workers_error():
     assert not any(t.is_alive() for t in team.threads)
 
 
-def test_pace_keeps_the_faster_mode_and_keeps_trying_the_other():
+def test_pace_keeps_the_fastest_mode_and_keeps_trying_the_others():
     from bpcli.fast import Pace
 
-    pace = Pace()
-    modes = []
-    for step in range(3 * Pace.EVERY):
-        parallel = pace.choose()
-        modes.append(parallel)
-        pace.record(parallel, 1.0 if parallel else 0.5)  # a busy core: the caller alone is faster
-    assert modes[:Pace.EVERY - 1] == [True] * (Pace.EVERY - 1)
-    assert modes[Pace.EVERY - 1:Pace.EVERY - 1 + Pace.TRIAL] == [False] * Pace.TRIAL  # the trial
-    after = modes[Pace.EVERY - 1 + Pace.TRIAL:]
-    assert after[:Pace.EVERY - Pace.TRIAL] == [False] * (Pace.EVERY - Pace.TRIAL)  # switched to the caller alone
-    assert after[Pace.EVERY - Pace.TRIAL:Pace.EVERY] == [True] * Pace.TRIAL  # and tries the team again
-    for step in range(2 * Pace.EVERY):
-        parallel = pace.choose()
-        pace.record(parallel, 0.2 if parallel else 0.5)  # the core is free again
-    assert pace.parallel is True
+    pace = Pace(["processes", "threads", "serial"])
+    E, T = Pace.EVERY, Pace.TRIAL
+
+    def run(steps, seconds):
+        modes = []
+        for _ in range(steps):
+            mode = pace.choose()
+            modes.append(mode)
+            pace.record(mode, seconds[mode])
+        return modes
+
+    busy = {"processes": 1.0, "threads": 0.8, "serial": 0.5}  # a busy core: the caller alone is fastest
+    modes = run(3 * T, busy)
+    assert modes == ["processes"] * (T - 1) + ["threads"] * T + ["serial"] * T + ["serial"]  # each tried at once
+    modes = run(3 * E, busy)
+    assert modes.count("serial") >= 3 * E - 3 * T  # kept: the others only for a trial every E steps
+    assert {"processes", "threads"} <= set(modes)  # ... which tries each of them in turn
+    assert pace.every["processes"] > E and pace.every["threads"] > E  # less often while they lose
+    free = {"processes": 0.2, "threads": 0.4, "serial": 0.5}  # the core is free again
+    run(3 * E, free)  # (each of the other two gets a trial in turn)
+    assert pace.mode == "processes"
+    assert run(E, free).count("processes") >= E - T  # kept, but for a trial
+    assert sum(pace.counts.values()) == pace.steps == 7 * E + 3 * T
+    pace.drop("processes")  # it failed to start: never tried again
+    assert "processes" not in run(3 * E, free) and pace.mode == "threads"
 
 
-def test_serial_and_parallel_rounds_give_the_same_bits(monkeypatch):
+@pytest.mark.parametrize("mode", ["threads", "serial"])
+def test_every_mode_gives_the_bits_of_worker_processes(monkeypatch, mode):
     monkeypatch.setattr(fast, "PARALLEL_UPDATE_FROM", 0)  # the update's parts too
+    monkeypatch.setenv("BP_WORKERS", "")
     spec = Spec(SIZES, "relu")
+    monkeypatch.setattr(fast.Pace, "choose", lambda self: "processes")
     first = train_both(spec, "nesterov+decay", threads=2, dropout=0.3)[0]
-    monkeypatch.setattr(fast.Pace, "choose", lambda self: False)  # the caller runs every shard
+    monkeypatch.setattr(fast.Pace, "choose", lambda self: mode)
     second = train_both(spec, "nesterov+decay", threads=2, dropout=0.3)[0]
     np.testing.assert_array_equal(first, second)
 

@@ -10,30 +10,34 @@ thread count. Behind its small interface live:
   matrix product prepared once, pixels entering as uint8;
 * the update (``fused``): SGD written into the gradient's own product;
 * the BLAS calls (``blas``), bounds-checked: NumPy's own OpenBLAS, else SciPy's public wrappers;
-* the threads (``threads``): on more than one thread, each mini-batch is
+* the workers: on more than one thread (``--threads N``), each mini-batch is
   split into ``shards_for(threads, ...)`` shards (one per thread, if each is
-  worth one), which the threads share out as
-  they come free (a thread held back by another process then costs one
-  shard, not a fixed share); every shard's gradient goes to memory of its
-  own and they are added up in shard order, so the same seed and thread
-  count give the same weights, bit for bit, however the threads were
-  scheduled. It is the same mini-batch SGD as on one thread (not Hogwild):
-  only float rounding differs. When another process holds a core, the
-  caller may run the shards alone, if that is faster (``Pace``).
+  worth one). The caller runs the first; worker processes (``crew``, forked
+  over shared memory: no interpreter lock between them) run the others,
+  and share out the next batch's augmentation and a large update with it.
+  Where processes cannot be forked, worker threads do (``threads``). Every
+  shard's gradient goes to memory of its own and they are added up in
+  shard order, so the same seed and thread count give the same weights,
+  bit for bit, however and wherever the shards ran. It is the same
+  mini-batch SGD as on one thread (not Hogwild): only float rounding
+  differs. When another process holds a core, the caller may run the
+  shards alone, if that is faster (``Pace``).
 
 Interface: ``train_batch(X, Y, lr)`` trains on one mini-batch; ``params()``,
 ``state()`` and ``load()`` see parameters and optimizer state in model order
-(true pixel order, the checkpoint's names).
+(true pixel order, the checkpoint's names); ``buffer()`` and ``register()``
+let the caller put batches where the workers read them and give them work.
 """
 
+import os
 import time
 
 import numpy as np
 
 from ..network import dropout_mask
 from ..optim import clip_max_norm
-from . import blas
-from .fused import Update
+from . import blas, crew
+from .fused import PLAIN, Update
 from .layout import Layout, param_views
 from .step import Shard
 from .threads import Team, single_threaded_blas  # noqa: F401 (train enters it)
@@ -48,36 +52,77 @@ def dropout_masks(rng, shape_rows, widths, rate, dtype=np.float32):
 
 
 class Pace:
-    """Whether the shards of a step run on the team or, one after the other, on the caller.
+    """How the shards of a step run: on worker processes ("processes", ``crew``), on
+    worker threads ("threads", ``threads``), or one after the other on the caller
+    ("serial").
 
-    Both give the same bits (a shard's result never depends on its thread), so
-    the choice is speed alone: when another process holds a core, a thread
-    that shares it stalls every step, and the caller alone is faster. The
-    engine times its steps in the mode it runs, tries the other mode for a few
-    steps every ``EVERY`` steps, and keeps the faster one.
+    Every mode gives the same bits (a shard's result never depends on where it
+    ran), so the choice is speed alone, and it changes with the machine's load:
+    when another process holds a core, a worker that shares it stalls every
+    step, and the caller alone (or threads, which take work as they come free)
+    may be faster. The engine times its steps in the mode it runs and tries
+    each other mode for ``TRIAL`` steps: every one of them right at the start,
+    then again ``EVERY`` steps later, or twice as long as last time (up to
+    ``LONGEST``) while it keeps losing; it keeps the fastest. A trial's first
+    step, which may wake sleeping workers, is not timed.
     """
 
-    EVERY, TRIAL = 200, 8
+    EVERY, LONGEST, TRIAL = 200, 3200, 8
 
-    def __init__(self):
-        self.parallel = True
-        self.seconds = {True: None, False: None}  # recent step time of each mode
+    def __init__(self, modes=("threads", "serial")):
+        self.modes = list(modes)
+        self.mode = self.modes[0]
+        self.seconds = dict.fromkeys(self.modes)  # recent step time of each mode
         self.steps = 0
-        self.trial = 0  # steps left in the current trial of the other mode
+        self.trial = 0      # steps left in the current trial of another mode
+        self.trying = None
+        # each mode's next trial: every one right at the start, then EVERY steps after a
+        # win, twice as long as last time (up to LONGEST) after a loss
+        self.due = {m: i * self.TRIAL for i, m in enumerate(self.modes)}
+        self.every = dict.fromkeys(self.modes, self.EVERY)
+        self.counts = dict.fromkeys(self.modes, 0)  # steps run in each mode
 
     def choose(self):
         self.steps += 1
-        if self.trial == 0 and self.steps % self.EVERY == 0:
-            self.trial = self.TRIAL
-        return self.parallel if self.trial == 0 else not self.parallel
+        if self.trial == 0:
+            for mode in self.modes:
+                if mode != self.mode and self.steps >= self.due[mode]:
+                    self.trying, self.trial = mode, self.TRIAL
+                    break
+        return self.trying if self.trial else self.mode
 
-    def record(self, parallel, seconds):
-        old = self.seconds[parallel]
-        self.seconds[parallel] = seconds if old is None else 0.8 * old + 0.2 * seconds
+    def drop(self, mode):
+        """Never use ``mode`` again (it failed to start)."""
+        self.modes.remove(mode)
+        for table in (self.seconds, self.due, self.every):
+            table.pop(mode)
+        if self.mode == mode:
+            self.mode = self.modes[0]
+        if self.trying == mode:
+            self.trial = 0
+
+    def record(self, mode, seconds):
+        self.counts[mode] += 1
+        if self.trial == self.TRIAL:  # a trial's first step
+            self.trial -= 1
+            return
+        old = self.seconds[mode]
+        self.seconds[mode] = seconds if old is None else 0.8 * old + 0.2 * seconds
         if self.trial:
             self.trial -= 1
-            if self.trial == 0 and None not in self.seconds.values():
-                self.parallel = self.seconds[True] <= self.seconds[False]
+            if self.trial == 0:
+                self._judge(self.trying)
+
+    def _judge(self, tried):
+        timed = {m: t for m, t in self.seconds.items() if t is not None}
+        best = min(timed, key=timed.get)
+        if best == tried:
+            self.every[tried] = self.EVERY
+            self.due[self.mode] = self.steps + self.EVERY  # the mode it replaces: tried again soon
+            self.mode = tried
+        else:
+            self.every[tried] = min(2 * self.every[tried], self.LONGEST)
+            self.due[tried] = self.steps + self.every[tried]
 
 
 # Multiply-adds a shard must have to be worth a thread of its own. A shard costs
@@ -119,6 +164,22 @@ def parts_for(threads, n_params):
     return 2 * threads if threads > 1 and n_params >= PARALLEL_UPDATE_FROM else 1
 
 
+def worker_modes():
+    """How shards may run here, the one tried first first (see ``Pace``): worker processes
+    where they can be forked, worker threads, the caller alone. ``BP_WORKERS=threads``
+    or ``processes`` leaves out the other kind of worker."""
+    asked = os.environ.get("BP_WORKERS", "").strip().lower()
+    if asked == "threads" or not crew.available():
+        return ["threads", "serial"]
+    if asked == "processes":
+        return ["processes", "serial"]
+    return ["processes", "threads", "serial"]
+
+
+SHARD_JOB, UPDATE_JOB = 0, 1  # the engine's own registered jobs: a shard of a step, a part of the update
+STAGED_PIXELS, STAGED_FLOATS = -1, -2  # where a worker process finds its rows, if not in a buffer
+
+
 class Engine:
     """Train ``spec``'s network, starting from (Ws, bs) in model order, on mini-batches of up
     to ``batch`` rows with optimizer ``make_opt(theta, n_decay)``, on ``threads`` threads.
@@ -133,16 +194,21 @@ class Engine:
         self.dropout, self.max_norm, self.rng = dropout, max_norm, rng
         self.layout = Layout(spec.sizes, inked)
         k = self.layout.k
-        self.theta = np.empty(spec.n_params, np.float32)
+        shards = self.shard_count = shards_for(threads, batch, spec.sizes)
+        modes = worker_modes() if shards > 1 else ["serial"]
+        # what worker processes read or write is in memory shared with them (crew.shared_*)
+        forking = "processes" in modes
+        empty = self._empty = crew.shared_empty if forking else np.empty
+        self.theta = empty(spec.n_params, np.float32)
         self.layout.put(self.theta, Ws, bs)
         self.Ws, self.bs = param_views(self.theta, spec.sizes)
         self.opt = make_opt(self.theta, self.layout.n_weights)  # L2 on weights only
-        shards = self.shard_count = shards_for(threads, batch, spec.sizes)
-        self.update = Update(self.opt, shards, parts_for(shards, spec.n_params))
+        self.update = Update(self.opt, shards, parts_for(shards, spec.n_params),
+                             zeros=crew.shared_zeros if forking else np.zeros)
         # shard t: rows [t * batch // shards, (t + 1) * batch // shards) of every mini-batch
         self.bounds = [t * batch // shards for t in range(shards + 1)]
-        self.inputs = np.empty((batch, k), np.float32)      # a[0] of the batch, every shard's rows
-        self.outputs = np.empty((batch, spec.sizes[-1]), np.float32)
+        self.inputs = empty((batch, k), np.float32)      # a[0] of the batch, every shard's rows
+        self.outputs = empty((batch, spec.sizes[-1]), np.float32)
         W_in = [self.Ws[0][:k], *self.Ws[1:]]
         self.shards = []
         for t in range(shards):
@@ -156,22 +222,64 @@ class Engine:
         # steps between flush_subnormals() calls (None: nothing decays); the caller
         # counts, so that a resumed run flushes where an uninterrupted one did
         self.flush_every = self.opt.flush_every
-        self.team = Team(shards - 1) if shards > 1 else None  # and the caller
-        self.pace = Pace()
+        self.team = Team(shards - 1) if "threads" in modes else None  # and the caller
+        self.crew = None  # the worker processes, forked at the first step in that mode
+        if forking:
+            # the worker processes' inputs: the pixels, targets and dropout masks of their rows
+            self.staged_pixels = empty((batch, k), np.uint8)
+            self.staged_targets = empty((batch, spec.sizes[-1]), np.float32)
+            self.staged_masks = [empty((batch, w), np.float32) for w in self.hidden] if dropout else []
+        self.jobs = []  # what workers may run (register); the worker processes start at the first step
+        assert self.register(self._shard_job) == SHARD_JOB and self.register(self._update_job) == UPDATE_JOB
+        self.buffers = []  # (buffer)
+        self.lr = empty(1, np.float64)  # the step's learning rate, for the workers' parts of the update
+        self.pace = Pace(modes)
 
     def inputs_of(self, X):
         """X (n, 784)'s columns as train_batch takes them (the inked ones, in order)."""
         return self.layout.inputs(X)
+
+    def buffer(self, shape, dtype=np.float32):
+        """An uninitialised array that the engine's workers can write too (where they are
+        processes, in memory shared with them): for what a registered job writes, and for
+        batches (worker processes read their rows of a batch in such a buffer where it is,
+        rather than from a copy)."""
+        array = self._empty(shape, dtype)
+        self.buffers.append(array)
+        return array
+
+    def _source(self, X):
+        """Which ``buffer`` X's rows are the first rows of, else None."""
+        for i, array in enumerate(self.buffers):
+            if (X.dtype == array.dtype and X.strides == array.strides and X.shape[1:] == array.shape[1:]
+                    and X.ctypes.data == array.ctypes.data and len(X) <= len(array)):
+                return i
+        return None
+
+    def register(self, job):
+        """Make ``job(a, b, c)`` (three ints) something the engine's workers may run: a part
+        of what ``train_batch``'s ``meanwhile`` returns, as ``(handle, a, b, c)``. Worker
+        processes run their own copy of ``job``, forked at the first step, so register every
+        job before it, and let it write only memory shared with them (``shared_empty``)."""
+        if self.crew is not None:
+            raise RuntimeError("jobs are registered before the first step (the worker processes start then)")
+        self.jobs.append(job)
+        return len(self.jobs) - 1
+
+    def run_part(self, part):
+        """Run one ``(handle, a, b, c)`` of a registered job, here."""
+        job, *args = part
+        self.jobs[job](*args)
 
     def train_batch(self, X, Y, lr, meanwhile=None):
         """One step of mini-batch SGD on X (n, k) and targets Y (n, 10), n <= batch.
 
         X: uint8 pixels in ``inputs_of`` order, or float32 in [0, 1]. Returns a[L]
         (n, 10) before the update, valid until the next call. ``meanwhile``: a
-        function to run while the threads compute (on one thread: after them),
+        function to run while the workers compute (on one thread: after them),
         such as preparing the next batch; it must not touch X, Y or the engine.
-        It may return a list of more such functions, which the threads share out
-        with the shards.
+        It may return a list of parts ``(handle, a, b, c)`` of registered jobs
+        (``register``), which the workers share out with the shards.
         """
         n = len(X)
         if not 0 < n <= self.batch or len(Y) != n:
@@ -185,22 +293,79 @@ class Engine:
                 tasks.append(None)
                 continue
             own = [m[lo:hi] for m in masks] if masks else None
-            shard_coeffs = coeffs if t == 0 else (1.0, 0.0, 0.0)
+            shard_coeffs = coeffs if t == 0 else PLAIN
             tasks.append(self._task(shard, X[lo:hi], Y[lo:hi], n, own, shard_coeffs))
-        parallel = self.team is not None and self.pace.choose()
+        mode = self.pace.choose()
+        if mode == "processes" and not self._start_crew():
+            mode = self.pace.choose()
         start = time.perf_counter()
-        if parallel:
-            self.team.run(tasks, meanwhile)
+        if mode == "processes":
+            self._run_on_crew(tasks, X, Y, masks, meanwhile)
+        elif mode == "threads":
+            self.team.run(tasks, meanwhile and (lambda: [lambda p=p: self.run_part(p) for p in meanwhile() or ()]))
         else:
             for task in tasks:
                 if task is not None:
                     task()
-            for more in (meanwhile() if meanwhile is not None else None) or ():
-                more()
-        self._finish(coeffs, lr, parallel, sum(task is not None for task in tasks))
-        if self.team is not None:
-            self.pace.record(parallel, time.perf_counter() - start)
+            for part in (meanwhile() if meanwhile is not None else None) or ():
+                self.run_part(part)
+        self._finish(coeffs, lr, mode, sum(t is not None for t in tasks))
+        self.pace.record(mode, time.perf_counter() - start)
         return self.outputs[:n]
+
+    def _start_crew(self):
+        """Fork the worker processes (once); False, and processes left out, if that fails."""
+        if self.crew is None:
+            try:
+                self.crew = crew.Crew(self.shard_count - 1, self.jobs)
+            except OSError:  # e.g. a process limit: threads or the caller alone will do
+                self.pace.drop("processes")
+                return False
+        return True
+
+    def _run_on_crew(self, tasks, X, Y, masks, meanwhile):
+        """The first shard here, the others on the worker processes, and the parts that
+        ``meanwhile`` returns shared out: the first here, the others on the workers."""
+        n, rows = len(X), slice(self.bounds[1], len(X))  # the workers' rows
+        source = self._source(X)
+        if rows.start < rows.stop:
+            if source is None and X.dtype == np.uint8:
+                source = STAGED_PIXELS
+                np.copyto(self.staged_pixels[rows], X[rows])
+            elif source is None:  # straight into the shards' float inputs (which then skip their copy)
+                source = STAGED_FLOATS
+                np.copyto(self.inputs[rows], X[rows])
+            np.copyto(self.staged_targets[rows], Y[rows])
+            for staged, mask in zip(self.staged_masks, masks or ()):
+                np.copyto(staged[rows], mask[rows])
+        for t in range(1, self.shard_count):
+            if self.bounds[t] < n:
+                self.crew.send(t - 1, SHARD_JOB, t, n, source)
+        try:
+            parts = (meanwhile() if meanwhile is not None else None) or ()
+            for i, part in enumerate(parts[1:]):
+                self.crew.send(i % self.crew.size, *part)
+            if parts:
+                self.run_part(parts[0])
+            tasks[0]()
+        finally:
+            self.crew.finish()
+
+    def _shard_job(self, t, n, source):
+        """What a worker process runs for shard t (>= 1) of a batch of n rows, its inputs in
+        ``buffers[source]``, else staged (``STAGED_PIXELS``, ``STAGED_FLOATS``)."""
+        shard, lo, hi = self.shards[t], self.bounds[t], min(self.bounds[t + 1], n)
+        if source >= 0:
+            X = self.buffers[source][lo:hi]
+        else:
+            X = self.staged_pixels[lo:hi] if source == STAGED_PIXELS else shard.inputs[:hi - lo]
+        masks = [m[lo:hi] for m in self.staged_masks] if self.dropout else None
+        shard.forward(X, masks)
+        shard.backward(self.staged_targets[lo:hi], n, PLAIN)
+
+    def _update_job(self, i, shards, _):
+        """What a worker process runs for part i of the update (``Update.finish_part``)."""
+        self.update.finish_part(i, float(self.lr[0]), shards)
 
     @staticmethod
     def _task(shard, X, Y, n, masks, coeffs):
@@ -209,16 +374,28 @@ class Engine:
             shard.backward(Y, n, coeffs)
         return task
 
-    def _finish(self, coeffs, lr, parallel, shards):
-        """The update, once the first ``shards`` shards' products have run (the others: empty)."""
+    def _finish(self, coeffs, lr, mode, shards):
+        """The update, once the first ``shards`` shards' products have run (the others: empty):
+        the shards' gradients added up and the optimizer's passes, part by part of the flat
+        vector, the parts shared out among the workers of ``mode``."""
         if self.update.grad is not None:
             self.blank.fill(0)  # the update uses the gradient as scratch
         elif coeffs.beta_weights != 1.0:
             self.blank *= coeffs.beta_weights  # no gradient: the update's decay alone
-        # the shards' gradients added up and the update, part by part of the flat vector
-        update = self.update
-        if parallel and len(update.parts) > 1:
-            self.team.run([lambda i=i: update.finish_part(i, lr, shards) for i in range(len(update.parts))])
+        update, count = self.update, len(self.update.parts)
+        if count > 1 and mode == "processes":  # part i on the caller if i % size == 0, else a worker
+            size = self.crew.size + 1
+            self.lr[0] = lr
+            for i in range(count):
+                if i % size:
+                    self.crew.send(i % size - 1, UPDATE_JOB, i, shards)
+            try:
+                for i in range(0, count, size):
+                    update.finish_part(i, lr, shards)
+            finally:
+                self.crew.finish()
+        elif count > 1 and self.team is not None and mode != "serial":
+            self.team.run([lambda i=i: update.finish_part(i, lr, shards) for i in range(count)])
         else:
             update.finish(lr, shards)
         if self.max_norm:
@@ -251,3 +428,6 @@ class Engine:
         if self.team is not None:
             self.team.close()
             self.team = None
+        if self.crew is not None:
+            self.crew.close()
+            self.crew = None

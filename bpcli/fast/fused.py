@@ -58,10 +58,14 @@ class Update:
     reduction, on the caller.)
     """
 
-    def __init__(self, opt, shards=1, parts=1):
+    def __init__(self, opt, shards=1, parts=1, zeros=np.zeros):
+        # ``zeros(shape, dtype)`` allocates what the update and the shards' products write,
+        # e.g. in memory shared with worker processes that run some of them
         self.opt = opt
         theta = opt.theta
         sgd = self.sgd = hasattr(opt, "nesterov")
+        if sgd and opt.v is not None:  # every array the parts touch comes from ``zeros``
+            opt.v = _moved(opt.v, zeros)
         self.momentum = sgd and opt.v is not None and not opt.nesterov
         # plain SGD may move w inside the product only when no other shard reads w meanwhile
         self.into_w = sgd and opt.v is None and shards == 1
@@ -70,14 +74,14 @@ class Update:
         elif self.into_w:
             self.target = theta
         else:
-            self.target = np.zeros_like(theta)  # the gradient; the update then uses it as scratch
+            self.target = zeros(theta.shape, theta.dtype)  # the gradient; the update then uses it as scratch
         self.grad = None if self.momentum or self.into_w else self.target
-        self.shard_targets = [self.target] + [np.zeros_like(theta) for _ in range(shards - 1)]
+        self.shard_targets = [self.target] + [zeros(theta.shape, theta.dtype) for _ in range(shards - 1)]
         n = len(theta)
         parts = parts if sgd else 1
         cuts = sorted({min(n, -(-i * n // parts // ALIGN) * ALIGN) for i in range(parts)} | {n})
         # NumPy's scratch where BLAS is not used: only the axpys over the gradient need one
-        self.scratch = np.empty_like(theta) if sgd and self.grad is not None else None
+        self.scratch = zeros(theta.shape, theta.dtype) if sgd and self.grad is not None else None
         self.parts = [self._part(lo, hi) for lo, hi in zip(cuts, cuts[1:])]
 
     def _part(self, lo, hi):
@@ -141,3 +145,10 @@ class Update:
         """The rest of the update, every part on this thread."""
         for i in range(len(self.parts)):
             self.finish_part(i, lr, shards)
+
+
+def _moved(array, zeros):
+    """A copy of ``array`` in memory from ``zeros``."""
+    moved = zeros(array.shape, array.dtype)
+    moved[...] = array
+    return moved

@@ -1,0 +1,165 @@
+"""The engine's worker processes (bpcli.fast.crew): real forked processes over shared memory."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from bpcli.fast import crew
+
+pytestmark = pytest.mark.skipif(not crew.available(), reason="worker processes need fork (Linux)")
+
+
+def gone(pid):
+    """Whether process pid has exited (a zombie of ours counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+def wait_until(condition, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)  # polling a process's state, not waiting out a guess
+    return True
+
+
+def test_workers_run_the_calls_sent_in_order_into_shared_memory():
+    out = crew.shared_zeros((2, 3), np.int64)
+
+    def put(worker, column, value):
+        out[worker, column] = value
+
+    def add(worker, column, value):
+        out[worker, column] += value
+
+    team = crew.Crew(2, [put, add])
+    pids = [p.pid for p in team.procs]
+    try:
+        for value in (5, 7, 11):
+            for worker in (0, 1):
+                team.send(worker, 0, worker, 0, value)
+                team.send(worker, 1, worker, 0, worker + 1)  # after the put: calls run in order
+                team.send(worker, 0, worker, 2, value * 10)
+            team.finish()
+            assert out.tolist() == [[value + 1, 0, value * 10], [value + 2, 0, value * 10]]
+        team.finish()  # a round with no calls
+    finally:
+        team.close()
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+    assert all(gone(p) for p in pids) and team.procs == []
+
+
+def test_a_call_is_checked_before_it_is_sent():
+    team = crew.Crew(1, [lambda a, b, c: None])
+    try:
+        with pytest.raises(ValueError, match="no job 1"):
+            team.send(0, 1)
+        for _ in range(crew.Crew.SLOTS - 1):
+            team.send(0, 0)
+        with pytest.raises(ValueError, match="more than 15 calls"):
+            team.send(0, 0)
+        team.finish()
+    finally:
+        team.close()
+
+
+def test_memory_not_shared_stays_the_workers_own():
+    private = np.zeros(3)
+    team = crew.Crew(1, [lambda a, b, c: private.fill(a)])
+    try:
+        team.send(0, 0, 9)
+        team.finish()
+    finally:
+        team.close()
+    assert private.tolist() == [0, 0, 0]  # what shared_empty is for
+
+
+def test_a_workers_error_is_raised_by_the_trainer_and_the_crew_goes_on():
+    out = crew.shared_zeros(2, np.int64)
+
+    def job(a, b, c):
+        if a == 2:
+            raise ValueError("shapes do not multiply")
+        out[b] = a
+
+    team = crew.Crew(1, [job])
+    try:
+        team.send(0, 0, 2, 0)
+        team.send(0, 0, 4, 1)  # skipped: an earlier call of the round raised
+        with pytest.raises(RuntimeError, match="in engine worker 1: ValueError: shapes do not multiply"):
+            team.finish()
+        assert out.tolist() == [0, 0]
+        team.send(0, 0, 3, 0)
+        team.finish()
+        assert out.tolist() == [3, 0]
+    finally:
+        team.close()
+
+
+def test_a_killed_worker_is_an_error_not_a_hang():
+    def job(a, b, c):
+        if a:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    team = crew.Crew(2, [job])
+    try:
+        team.send(0, 0, 0)
+        team.send(1, 0, 0)
+        team.finish()
+        team.send(0, 0, 0)
+        team.send(1, 0, 1)
+        with pytest.raises(crew.WorkerDied, match=r"died \(exit code -9\).*--threads 1"):
+            team.finish()
+        assert team.procs == []  # the others were stopped
+        with pytest.raises(crew.WorkerDied):
+            team.send(0, 0)
+    finally:
+        team.close()
+
+
+def test_workers_exit_when_the_trainer_is_killed(tmp_path):
+    script = textwrap.dedent("""
+        import sys
+        from bpcli.fast import crew
+        team = crew.Crew(2, [])
+        print(" ".join(str(p.pid) for p in team.procs), flush=True)
+        sys.stdin.read()  # until killed
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2 and not any(gone(p) for p in pids)
+        proc.kill()
+        proc.wait()
+        # orphans are reparented (to init or a subreaper), which reaps them once they exit
+        assert wait_until(lambda: all(gone(p) for p in pids)), "worker processes outlived their trainer"
+    finally:
+        proc.kill()
+        proc.stdin.close()
+        proc.stdout.close()
+
+
+def test_workers_ignore_ctrl_c_which_is_the_trainers_to_handle():
+    out = crew.shared_zeros(1, np.int64)
+
+    def job(a, b, c):
+        os.kill(os.getpid(), signal.SIGINT)  # what a terminal's Ctrl-C sends to the process group
+        out[0] = a
+
+    team = crew.Crew(1, [job])
+    try:
+        team.send(0, 0, 4)
+        team.finish()
+        assert out[0] == 4
+    finally:
+        team.close()
