@@ -443,8 +443,9 @@ def machine(tmp_path, name, **extra):
 
 def test_two_machines_share_one_postgresql_study(env, files, postgres, tmp_path):
     config_file, space_file = files
-    args = ("tune", "-c", config_file, "--space", space_file, "--trials", "6", "--storage", postgres,
-            "--study", "shared", "--json")
+    # trials of ~0.5 s: the machine started first cannot finish all six before the other starts
+    args = ("tune", "-c", config_file, "--set", "train.epochs=40", "--space", space_file, "--trials", "6",
+            "--storage", postgres, "--study", "shared", "--json")
     procs = [bp(*args, env=machine(tmp_path, name)) for name in ("a", "b")]
     docs = []
     for proc in procs:
