@@ -3,6 +3,7 @@ network.forward + network.backward + the plain optimizers of bpcli.optim,
 for every activation x output x cost x optimizer x thread count."""
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -288,11 +289,12 @@ def test_every_mode_gives_the_bits_of_worker_processes(monkeypatch, mode):
     np.testing.assert_array_equal(first, second)
 
 
-def test_shards_are_independent_of_which_thread_runs_them():
+def test_shards_are_independent_of_which_thread_runs_them(monkeypatch):
     """The engine's result is fixed by the shard count: a team that runs every shard
     on one thread in reverse order gives the same bits as the real team."""
     from bpcli import fast
 
+    monkeypatch.setattr(fast.Pace, "choose", lambda self: "threads")
     spec = Spec(SIZES, "relu")
     first = train_both(spec, "momentum+decay", threads=2)[0]
 
@@ -317,6 +319,69 @@ def test_shards_are_independent_of_which_thread_runs_them():
     finally:
         fast.Team = real
     np.testing.assert_array_equal(first, second)
+
+
+def engine_for(threads=2, batch=BATCH):
+    spec = Spec(SIZES, "relu")
+    Ws, bs = init_params(spec, np.random.default_rng(1))
+    return Engine(spec, Ws, bs, OPTIMIZERS["momentum"], batch, INKED, threads=threads)
+
+
+def test_without_worker_processes_the_engine_goes_on_with_the_same_bits(monkeypatch):
+    """Forking can fail (a process limit): the engine leaves processes out and trains on."""
+    spec = Spec(SIZES, "relu")
+    first = train_both(spec, "momentum+decay", threads=2)[0]
+
+    def cannot_fork(*args):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(fast.crew, "Crew", cannot_fork)
+    engine = engine_for()
+    try:
+        for pixels, y in batches():
+            engine.train_batch(engine.inputs_of(pixels), one_hot(y), 0.3)
+        assert "processes" not in engine.pace.modes and engine.crew is None
+        assert sum(engine.pace.counts.values()) == 3
+    finally:
+        engine.close()
+    second = train_both(spec, "momentum+decay", threads=2)[0]
+    np.testing.assert_array_equal(first, second)
+
+
+def test_jobs_are_registered_before_the_first_step_and_run_on_the_workers():
+    engine = engine_for()
+    try:
+        seen = engine.buffer((4,), np.int64)
+        seen[:] = 0
+        job = engine.register(lambda a, b, c: seen.__setitem__(a, os.getpid() + b + c))
+        parts = [(job, 0, 1, 2), (job, 1, 0, 0)]  # the first runs here, the second on a worker
+        pixels, y = batches()[0]
+        engine.train_batch(engine.inputs_of(pixels), one_hot(y), 0.3, meanwhile=lambda: parts)
+        assert seen[0] == os.getpid() + 3 and seen[1] not in (0, os.getpid())
+        with pytest.raises(RuntimeError, match="before the first step"):
+            engine.register(lambda a, b, c: None)
+    finally:
+        engine.close()
+
+
+def test_workers_read_a_batch_in_an_engine_buffer_where_it_is():
+    engine = engine_for()
+    try:
+        pixels, y = batches()[0]
+        X = engine.inputs_of(pixels)
+        held = engine.buffer((BATCH, X.shape[1]), np.uint8)
+        np.copyto(held, X)
+        assert engine._source(held[:4]) == 0 and engine._source(X) is None
+        assert engine._source(held[1:]) is None  # not its first rows
+        a = engine.train_batch(held, one_hot(y), 0.3).copy()
+    finally:
+        engine.close()
+    reference = engine_for()
+    try:
+        np.testing.assert_array_equal(a, reference.train_batch(X, one_hot(y), 0.3))
+        np.testing.assert_array_equal(engine.theta, reference.theta)
+    finally:
+        reference.close()
 
 
 # ---------------------------------------------------------------------------

@@ -317,6 +317,24 @@ def test_augmented_training_is_seeded_and_resumes_exactly(data, tmp_path, thread
     assert not np.array_equal(weights(full)["W0"], weights(plain)["W0"])
 
 
+@pytest.mark.parametrize("mode", ["processes", "threads"])
+def test_workers_train_the_bits_of_the_caller_alone(data, tmp_path, monkeypatch, mode):
+    """The shards, the augmentation's warps and the update's parts, shared out among worker
+    processes or threads, give the weights of bp running them all itself."""
+    import bpcli.fast as fast
+
+    monkeypatch.setattr(fast, "PARALLEL_UPDATE_FROM", 0)
+    sets = ["train.epochs=2", "train.augment={shift: 2, rotate: 10, elastic: 10}", "model.dropout=0.1",
+            "train.nesterov=true", "train.weight_decay=0.001"]
+    monkeypatch.setattr(fast.Pace, "choose", lambda self: "serial")
+    _, alone = run(data, tmp_path, "alone", sets, threads=2)
+    monkeypatch.setattr(fast.Pace, "choose", lambda self: mode)
+    _, workers = run(data, tmp_path, "workers", sets, threads=2)
+    assert_same_weights(weights(alone), weights(workers))
+    _, meta = read_checkpoint(os.path.join(workers, "last.npz"), arrays=False)
+    assert meta["steps_by_workers"][mode] > 0 and meta["steps_by_workers"]["serial"] == 0
+
+
 def test_early_stopping_stops_when_validation_stops_improving(data, tmp_path, monkeypatch):
     # validation accuracy that peaks at epoch 2, then only falls
     scores = iter([0.5, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
