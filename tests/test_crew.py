@@ -96,8 +96,9 @@ def test_a_workers_error_is_raised_by_the_trainer_and_the_crew_goes_on():
     try:
         team.send(0, 0, 2, 0)
         team.send(0, 0, 4, 1)  # skipped: an earlier call of the round raised
-        with pytest.raises(RuntimeError, match="in engine worker 1: ValueError: shapes do not multiply"):
+        with pytest.raises(RuntimeError, match="in engine worker 1: Traceback") as raised:
             team.finish()
+        assert "in job\n" in str(raised.value) and "ValueError: shapes do not multiply" in str(raised.value)
         assert out.tolist() == [0, 0]
         team.send(0, 0, 3, 0)
         team.finish()
@@ -163,3 +164,44 @@ def test_workers_ignore_ctrl_c_which_is_the_trainers_to_handle():
         assert out[0] == 4
     finally:
         team.close()
+
+
+def test_an_interrupted_wait_closes_the_crew_rather_than_mix_up_rounds():
+    """A KeyboardInterrupt while waiting (or any error) leaves workers mid-round: the crew
+    is closed, so that no later round can take this one's late posts for its own."""
+    import threading
+
+    started = crew.shared_zeros(1, np.int64)
+
+    def slow(a, b, c):
+        started[0] = 1
+        while True:
+            pass  # until stopped
+
+    team = crew.Crew(1, [slow])
+    try:
+        team.send(0, 0)
+        interrupt = threading.Timer(0.2, lambda: signal.pthread_kill(threading.main_thread().ident, signal.SIGINT))
+        interrupt.start()
+        with pytest.raises(KeyboardInterrupt):
+            team.finish()
+        assert started[0] == 1 and team.procs == []
+        with pytest.raises(crew.WorkerDied, match="closed"):
+            team.send(0, 0)
+    finally:
+        team.close()
+
+
+def test_a_crew_left_open_does_not_keep_the_interpreter_from_exiting(tmp_path):
+    script = textwrap.dedent("""
+        import signal
+        from bpcli.fast import crew
+        signal.signal(signal.SIGTERM, lambda *a: None)  # what bp train's handler does to the workers' parent
+        team = crew.Crew(2, [lambda a, b, c: None])
+        team.send(0, 0)
+        team.finish()
+        print(" ".join(str(p.pid) for p in team.procs), flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert all(gone(int(p)) for p in done.stdout.split())

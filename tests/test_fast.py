@@ -340,7 +340,7 @@ def test_without_worker_processes_the_engine_goes_on_with_the_same_bits(monkeypa
     try:
         for pixels, y in batches():
             engine.train_batch(engine.inputs_of(pixels), one_hot(y), 0.3)
-        assert "processes" not in engine.pace.modes and engine.crew is None
+        assert "processes" not in engine.pace.modes and not engine.crew
         assert sum(engine.pace.counts.values()) == 3
     finally:
         engine.close()

@@ -89,6 +89,9 @@ class Pace:
                 if mode != self.mode and self.steps >= self.due[mode]:
                     self.trying, self.trial = mode, self.TRIAL
                     break
+        return self.current()
+
+    def current(self):
         return self.trying if self.trial else self.mode
 
     def drop(self, mode):
@@ -103,8 +106,8 @@ class Pace:
 
     def record(self, mode, seconds):
         self.counts[mode] += 1
-        if self.trial == self.TRIAL:  # a trial's first step
-            self.trial -= 1
+        if self.trial == self.TRIAL or self.counts[mode] == 1:  # a trial's first step, a mode's first
+            self.trial = max(0, self.trial - 1)
             return
         old = self.seconds[mode]
         self.seconds[mode] = seconds if old is None else 0.8 * old + 0.2 * seconds
@@ -114,9 +117,8 @@ class Pace:
                 self._judge(self.trying)
 
     def _judge(self, tried):
-        timed = {m: t for m, t in self.seconds.items() if t is not None}
-        best = min(timed, key=timed.get)
-        if best == tried:
+        current = self.seconds[self.mode]
+        if current is None or self.seconds[tried] < current:
             self.every[tried] = self.EVERY
             self.due[self.mode] = self.steps + self.EVERY  # the mode it replaces: tried again soon
             self.mode = tried
@@ -222,7 +224,7 @@ class Engine:
         # steps between flush_subnormals() calls (None: nothing decays); the caller
         # counts, so that a resumed run flushes where an uninterrupted one did
         self.flush_every = self.opt.flush_every
-        self.team = Team(shards - 1) if "threads" in modes else None  # and the caller
+        self.team = None  # the worker threads (and the caller), started at their first step
         self.crew = None  # the worker processes, forked at the first step in that mode
         if forking:
             # the worker processes' inputs: the pixels, targets and dropout masks of their rows
@@ -244,6 +246,8 @@ class Engine:
         processes, in memory shared with them): for what a registered job writes, and for
         batches (worker processes read their rows of a batch in such a buffer where it is,
         rather than from a copy)."""
+        if self.crew is not None:
+            raise RuntimeError("buffers are made before the first step (the worker processes start then)")
         array = self._empty(shape, dtype)
         self.buffers.append(array)
         return array
@@ -284,6 +288,7 @@ class Engine:
         n = len(X)
         if not 0 < n <= self.batch or len(Y) != n:
             raise ValueError(f"a batch of {n} rows with {len(Y)} targets; this engine takes 1..{self.batch}")
+        Y = np.asarray(Y, np.float32)  # (as every mode computes with it; no copy if it is)
         masks = dropout_masks(self.rng, n, self.hidden, self.dropout) if self.dropout else None
         coeffs = self.update.coefficients(lr)
         tasks = []
@@ -297,11 +302,12 @@ class Engine:
             tasks.append(self._task(shard, X[lo:hi], Y[lo:hi], n, own, shard_coeffs))
         mode = self.pace.choose()
         if mode == "processes" and not self._start_crew():
-            mode = self.pace.choose()
+            mode = self.pace.current()
         start = time.perf_counter()
         if mode == "processes":
             self._run_on_crew(tasks, X, Y, masks, meanwhile)
         elif mode == "threads":
+            self.team = self.team or Team(self.shard_count - 1)
             self.team.run(tasks, meanwhile and (lambda: [lambda p=p: self.run_part(p) for p in meanwhile() or ()]))
         else:
             for task in tasks:
@@ -314,13 +320,16 @@ class Engine:
         return self.outputs[:n]
 
     def _start_crew(self):
-        """Fork the worker processes (once); False, and processes left out, if that fails."""
+        """Fork the worker processes (once); False, and processes left out from now on, if
+        that fails or they were stopped (a worker died, a wait was interrupted)."""
         if self.crew is None:
             try:
                 self.crew = crew.Crew(self.shard_count - 1, self.jobs)
-            except OSError:  # e.g. a process limit: threads or the caller alone will do
-                self.pace.drop("processes")
-                return False
+            except Exception:  # e.g. a process limit (OSError): threads or the caller alone will do
+                self.crew = False
+        if not self.crew or not self.crew.procs:
+            self.pace.drop("processes")
+            return False
         return True
 
     def _run_on_crew(self, tasks, X, Y, masks, meanwhile):
@@ -394,7 +403,7 @@ class Engine:
                     update.finish_part(i, lr, shards)
             finally:
                 self.crew.finish()
-        elif count > 1 and self.team is not None and mode != "serial":
+        elif count > 1 and mode == "threads":
             self.team.run([lambda i=i: update.finish_part(i, lr, shards) for i in range(count)])
         else:
             update.finish(lr, shards)
@@ -428,6 +437,6 @@ class Engine:
         if self.team is not None:
             self.team.close()
             self.team = None
-        if self.crew is not None:
+        if self.crew:
             self.crew.close()
-            self.crew = None
+        self.crew = None

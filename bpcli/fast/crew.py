@@ -26,13 +26,17 @@ the kernel. A poll takes CPU from another process only for that long, and
 when another process holds a core, the engine's ``Pace`` finds the caller
 alone faster and the workers sleep.
 
-A worker that raises reports the error, which ``finish`` raises (the
+A worker that raises reports its traceback, which ``finish`` raises (the
 round's later calls to it are skipped); a worker that dies (killed, out of
-memory) is noticed within ``CHECK_S`` and raised as ``WorkerDied``. A
-worker exits when told, when its parent dies (Linux's parent-death signal,
-else a check of its parent), and ignores Ctrl-C: the trainer handles it.
+memory) is noticed within ``CHECK_S`` and raised as ``WorkerDied``. A wait
+that is interrupted closes the crew: its workers are mid-round, and a later
+round could take their late posts for its own. A worker exits when told,
+when its parent dies (Linux's parent-death signal, else a check of its
+parent), or at the trainer's exit (``atexit``), and ignores Ctrl-C and
+SIGTERM: the trainer handles them (saves the run, then stops its workers).
 """
 
+import atexit
 import ctypes
 import mmap
 import multiprocessing
@@ -40,6 +44,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -47,11 +52,14 @@ SPIN_S = 0.001     # polling before sleeping, each wait
 CHECK_S = 0.2       # how often a sleeping side checks that the other is alive
 ERROR_BYTES = 2000  # a worker's error message, at most
 END, STOP = -1, -2  # calls that end a round, and the worker
+SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def available():
-    """Whether worker processes can be forked here (Linux; not where fork is unsafe)."""
-    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+    """Whether worker processes can be forked here (Linux, and not from a daemonic
+    process of multiprocessing's, which may have no children)."""
+    return (sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+            and not multiprocessing.current_process().daemon)
 
 
 def shared_empty(shape, dtype=np.float32):
@@ -97,10 +105,21 @@ class Crew:
         self.parent = os.getpid()
         self.round = [0] * workers  # calls sent to each worker this round
         self.procs = []
-        for i in range(workers):
-            proc = ctx.Process(target=self._serve, args=(i,), daemon=True, name=f"bp-worker-{i + 1}")
-            proc.start()
-            self.procs.append(proc)
+        # closed before multiprocessing's own exit handler (registered earlier, so run later)
+        # would terminate the workers and wait for them
+        atexit.register(self.close)
+        # the workers set their own signal dispositions: nothing reaches them before that
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        try:
+            for i in range(workers):
+                proc = ctx.Process(target=self._serve, args=(i,), daemon=True, name=f"bp-worker-{i + 1}")
+                proc.start()
+                self.procs.append(proc)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     # -- the trainer's side ---------------------------------------------------
     def send(self, worker, job, a=0, b=0, c=0):
@@ -120,18 +139,23 @@ class Crew:
         self.go[worker].release()  # (a semaphore post orders the write above before the worker's read)
 
     def finish(self):
-        """Wait for every call of this round; raise the first error."""
+        """Wait for every call of this round; raise the first error. Interrupted (Ctrl-C
+        in a test, a worker that died), it closes the crew: a round half waited for cannot
+        be told from the next."""
         busy = [i for i in range(self.size) if self.round[i]]
-        for i in busy:
-            self._post(i, END, 0, 0, 0)
-        for i in busy:
-            self.round[i] = 0
-            while not _acquire(self.done[i], SPIN_S, CHECK_S):
-                proc = self.procs[i]
-                if not proc.is_alive():
-                    self.close()
-                    raise WorkerDied(f"an engine worker process died (exit code {proc.exitcode}); "
-                                     "train again with --threads 1 if this repeats")
+        try:
+            for i in busy:
+                self._post(i, END, 0, 0, 0)
+                self.round[i] = 0
+            for i in busy:
+                while not _acquire(self.done[i], SPIN_S, CHECK_S):
+                    proc = self.procs[i]
+                    if not proc.is_alive():
+                        raise WorkerDied(f"an engine worker process died (exit code {proc.exitcode}); "
+                                         "train again with --threads 1 if this repeats")
+        except BaseException:
+            self.close()
+            raise
         for i in busy:
             if self.failed[i]:
                 self.failed[i] = 0
@@ -140,6 +164,7 @@ class Crew:
 
     def close(self):
         """Stop the workers (waiting briefly for each, then killing it)."""
+        atexit.unregister(self.close)
         if not self.procs:
             return
         for i in range(self.size):
@@ -154,7 +179,11 @@ class Crew:
 
     # -- the worker's side ----------------------------------------------------
     def _serve(self, i):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
+        # Ctrl-C and a SIGTERM to the process group are the trainer's to handle (it saves
+        # the run, then stops the workers); a worker is stopped by its trainer, or killed
+        for signum in SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
         _die_with_parent()
         taken, failed = 0, False
         while True:
@@ -174,8 +203,8 @@ class Crew:
                 continue
             try:
                 self.jobs[job](a, b, c)
-            except BaseException as err:  # handed to the trainer, which raises it
-                text = f"{type(err).__name__}: {err}".encode("utf-8", "replace")[:ERROR_BYTES - 1]
+            except BaseException:  # handed to the trainer, which raises it
+                text = traceback.format_exc().encode("utf-8", "replace")[-(ERROR_BYTES - 1):]
                 self.messages[i, :] = 0
                 self.messages[i, :len(text)] = np.frombuffer(text, np.uint8)
                 failed = True
