@@ -162,7 +162,7 @@ class Augmenter:
         idx[...] = y0
         top_left, top_right, bottom_left, bottom_right = self.corners[:, r]
         for corner, offset in ((top_left, 0), (top_right, 1), (bottom_left, W), (bottom_right, W + 1)):
-            self.flat[offset:].take(idx, out=corner)
+            self.flat[offset:].take(idx, out=corner, mode="clip")  # (in range: see flat; "clip" skips a copy)
         top_right -= top_left
         top_right *= fx
         top_left += top_right                     # top = tl + (tr - tl) fx

@@ -253,14 +253,14 @@ class Run:
             if not augment:
                 return X, []
             augment.draw(self.rng, n)
-            cuts = [i * n // engine.shard_count for i in range(engine.shard_count + 1)]
-            return self.augmented[parity][:n], [(self.warp_job, parity, lo, hi)
-                                                for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+            return self.augmented[parity][:n], [(self.warp_job, parity, lo, hi) if hi > lo else None
+                                                for lo, hi in engine.split(n)]
 
         ahead = {"X": None, "rng": None}
         ahead["X"], first = batch(self.step)
         for part in first:
-            engine.run_part(part)
+            if part is not None:
+                engine.run_part(part)
 
         def prepare_next():
             # the random stream as it was before the next batch's draws: what an

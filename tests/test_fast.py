@@ -516,3 +516,18 @@ def test_output_and_delta_kernels_equal_the_reference(pair):
     # a shard of 6 rows of a mini-batch of 15: the mean is over the mini-batch
     kernels.output_delta(A, Y, output, loss, 15, out)
     np.testing.assert_allclose(out, network.output_delta(A, Y, output, loss) * 6 / 15, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("threads,share", [(1, 0.5), (2, 0.5), (2, 0.0), (2, 1.0), (3, 0.2)])
+def test_split_cuts_every_row_once_the_callers_part_first(threads, share):
+    engine = engine_for(threads=threads)
+    try:
+        engine.caller_share = share
+        for n in (1, 5, BATCH):
+            parts = engine.split(n)  # one a process: the caller's, then each worker's
+            assert len(parts) == engine.shard_count and parts[0][0] == 0 and parts[-1][1] == n
+            assert all(hi >= lo for lo, hi in parts) and all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+            if engine.shard_count > 1:
+                assert parts[0] == (0, round(n * share))
+    finally:
+        engine.close()

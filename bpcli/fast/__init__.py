@@ -178,6 +178,10 @@ def worker_modes():
     return ["processes", "threads", "serial"]
 
 
+# The caller's share of a row-wise job moves by SHARE_STEP a step: up while its workers end
+# their calls after the caller ends its own work, down while they end before.
+SHARE_STEP = 0.004
+
 SHARD_JOB, UPDATE_JOB = 0, 1  # the engine's own registered jobs: a shard of a step, a part of the update
 STAGED_PIXELS, STAGED_FLOATS = -1, -2  # where a worker process finds its rows, if not in a buffer
 
@@ -235,6 +239,7 @@ class Engine:
         assert self.register(self._shard_job) == SHARD_JOB and self.register(self._update_job) == UPDATE_JOB
         self.buffers = []  # (buffer)
         self.lr = empty(1, np.float64)  # the step's learning rate, for the workers' parts of the update
+        self.caller_share = 1 / shards  # of a row-wise job's rows (split)
         self.pace = Pace(modes)
 
     def inputs_of(self, X):
@@ -283,7 +288,8 @@ class Engine:
         function to run while the workers compute (on one thread: after them),
         such as preparing the next batch; it must not touch X, Y or the engine.
         It may return a list of parts ``(handle, a, b, c)`` of registered jobs
-        (``register``), which the workers share out with the shards.
+        (``register``), or None for nothing, which the workers share out with the
+        shards: on worker processes the first runs here, the others on the workers.
         """
         n = len(X)
         if not 0 < n <= self.batch or len(Y) != n:
@@ -308,13 +314,15 @@ class Engine:
             self._run_on_crew(tasks, X, Y, masks, meanwhile)
         elif mode == "threads":
             self.team = self.team or Team(self.shard_count - 1)
-            self.team.run(tasks, meanwhile and (lambda: [lambda p=p: self.run_part(p) for p in meanwhile() or ()]))
+            self.team.run(tasks, meanwhile and (lambda: [lambda p=p: self.run_part(p)
+                                                         for p in meanwhile() or () if p is not None]))
         else:
             for task in tasks:
                 if task is not None:
                     task()
             for part in (meanwhile() if meanwhile is not None else None) or ():
-                self.run_part(part)
+                if part is not None:
+                    self.run_part(part)
         self._finish(coeffs, lr, mode, sum(t is not None for t in tasks))
         self.pace.record(mode, time.perf_counter() - start)
         return self.outputs[:n]
@@ -353,12 +361,33 @@ class Engine:
         try:
             parts = (meanwhile() if meanwhile is not None else None) or ()
             for i, part in enumerate(parts[1:]):
-                self.crew.send(i % self.crew.size, *part)
-            if parts:
+                if part is not None:
+                    self.crew.send(i % self.crew.size, *part)
+            if parts and parts[0] is not None:
                 self.run_part(parts[0])
             tasks[0]()
-        finally:
+        except BaseException:
             self.crew.finish()
+            raise
+        done_here = time.perf_counter()
+        self.crew.finish()
+        if len(parts) > 1:  # balance the parts of the next batch (see split): who waited for whom?
+            waited = self.crew.finished.max() > done_here
+            self.caller_share = min(1.0, max(0.0, self.caller_share + (SHARE_STEP if waited else -SHARE_STEP)))
+
+    def split(self, n):
+        """Rows [lo, hi) of a batch of n rows for each part of a job whose rows are independent
+        (augmentation's warps), to hand back from ``train_batch``'s ``meanwhile``: the first
+        part for the caller, one for each worker. Such parts may be cut anywhere without
+        changing a bit, so on worker processes the caller's share follows the load: the caller
+        also prepares the batches, and its share moves by ``SHARE_STEP`` a step, down while
+        the workers end their calls before it ends its own, up while they end after."""
+        k = self.shard_count
+        if k == 1:
+            return [(0, n)]
+        first = round(n * self.caller_share)
+        cuts = [0] + [first + i * (n - first) // (k - 1) for i in range(k)]
+        return list(zip(cuts, cuts[1:]))  # (some may be empty: lo == hi)
 
     def _shard_job(self, t, n, source):
         """What a worker process runs for shard t (>= 1) of a batch of n rows, its inputs in

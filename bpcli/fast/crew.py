@@ -100,6 +100,7 @@ class Crew:
         self.sent = [0] * workers                                     # calls sent, per worker
         self.failed = shared_zeros(workers, np.int64)                 # worker i raised this round
         self.messages = shared_zeros((workers, ERROR_BYTES), np.uint8)
+        self.finished = shared_zeros(workers, np.float64)             # when its last call ended (perf_counter)
         self.go = [ctx.Semaphore(0) for _ in range(workers)]          # one post per call
         self.done = [ctx.Semaphore(0) for _ in range(workers)]        # one post per round
         self.parent = os.getpid()
@@ -203,6 +204,7 @@ class Crew:
                 continue
             try:
                 self.jobs[job](a, b, c)
+                self.finished[i] = time.perf_counter()  # (CLOCK_MONOTONIC: the trainer's clock too)
             except BaseException:  # handed to the trainer, which raises it
                 text = traceback.format_exc().encode("utf-8", "replace")[-(ERROR_BYTES - 1):]
                 self.messages[i, :] = 0
