@@ -235,8 +235,7 @@ class Engine:
             self.staged_pixels = empty((batch, k), np.uint8)
             self.staged_targets = empty((batch, spec.sizes[-1]), np.float32)
             self.staged_masks = [empty((batch, w), np.float32) for w in self.hidden] if dropout else []
-        self.jobs = []  # what workers may run (register); the worker processes start at the first step
-        assert self.register(self._shard_job) == SHARD_JOB and self.register(self._update_job) == UPDATE_JOB
+        self.jobs = [self._shard_job, self._update_job]  # what workers may run: SHARD_JOB, UPDATE_JOB, register()
         self.buffers = []  # (buffer)
         self.lr = empty(1, np.float64)  # the step's learning rate, for the workers' parts of the update
         self.caller_share = 1 / shards  # of a row-wise job's rows (split)
