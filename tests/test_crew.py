@@ -205,3 +205,25 @@ def test_a_crew_left_open_does_not_keep_the_interpreter_from_exiting(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert all(gone(int(p)) for p in done.stdout.split())
+
+
+def test_each_worker_keeps_to_a_cpu_of_its_own_not_the_trainers_first():
+    allowed = sorted(os.sched_getaffinity(0))
+    workers = min(2, len(allowed) - 1)
+    if workers < 1:
+        pytest.skip(f"this process may use {len(allowed)} CPU: no CPU to spare for a worker")
+    seen = crew.shared_zeros((workers, len(allowed) + 1), np.int64)
+
+    def affinity(worker, b, c):
+        cpus = sorted(os.sched_getaffinity(0))
+        seen[worker, :len(cpus) + 1] = [len(cpus), *cpus]
+
+    team = crew.Crew(workers, [affinity])
+    try:
+        for i in range(workers):
+            team.send(i, 0, i)
+        team.finish()
+    finally:
+        team.close()
+    assert [row[:2].tolist() for row in seen] == [[1, cpu] for cpu in allowed[1:workers + 1]]
+    assert sorted(os.sched_getaffinity(0)) == allowed  # the trainer's own is left alone

@@ -63,8 +63,10 @@ class Pace:
     may be faster. The engine times its steps in the mode it runs and tries
     each other mode for ``TRIAL`` steps: every one of them right at the start,
     then again ``EVERY`` steps later, or twice as long as last time (up to
-    ``LONGEST``) while it keeps losing; it keeps the fastest. A trial's first
-    step, which may wake sleeping workers, is not timed.
+    ``LONGEST``) while it keeps losing; it keeps the fastest. A trial is judged
+    on its own steps but the first (which may wake sleeping workers), and so
+    is the first mode (after its first step: right after the fork, copy-on-write
+    page faults slow both processes for a few steps, which a trial then forgets).
     """
 
     EVERY, LONGEST, TRIAL = 200, 3200, 8
@@ -88,6 +90,7 @@ class Pace:
             for mode in self.modes:
                 if mode != self.mode and self.steps >= self.due[mode]:
                     self.trying, self.trial = mode, self.TRIAL
+                    self.seconds[mode] = None  # judged on this trial alone, not on stale times
                     break
         return self.current()
 

@@ -111,9 +111,10 @@ class Crew:
         atexit.register(self.close)
         # the workers set their own signal dispositions: nothing reaches them before that
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        cpus = _cpus_for(workers)
         try:
             for i in range(workers):
-                proc = ctx.Process(target=self._serve, args=(i,), daemon=True, name=f"bp-worker-{i + 1}")
+                proc = ctx.Process(target=self._serve, args=(i, cpus[i]), daemon=True, name=f"bp-worker-{i + 1}")
                 proc.start()
                 self.procs.append(proc)
         except BaseException:
@@ -179,13 +180,15 @@ class Crew:
         self.procs = []
 
     # -- the worker's side ----------------------------------------------------
-    def _serve(self, i):
+    def _serve(self, i, cpu):
         # Ctrl-C and a SIGTERM to the process group are the trainer's to handle (it saves
         # the run, then stops the workers); a worker is stopped by its trainer, or killed
         for signum in SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
         _die_with_parent()
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
         taken, failed = 0, False
         while True:
             while not _acquire(self.go[i], SPIN_S, CHECK_S):
@@ -223,6 +226,21 @@ def _acquire(sem, spin_s, timeout_s):
             if sem.acquire(False):
                 return True
     return sem.acquire(True, timeout_s)
+
+
+def _cpus_for(workers):
+    """The CPU each worker keeps to: one of its own, none of them the first CPU this
+    process may use (left to the trainer, which is not pinned: it moves off a worker's
+    CPU when both are busy). A woken process is often put on its waker's CPU; a worker
+    and the trainer put on one CPU each ran at half speed for seconds at a time (2 of
+    4 runs of network a on 2 cores). None for each if there are too few CPUs."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return [None] * workers
+    if len(allowed) < workers + 1:
+        return [None] * workers
+    return allowed[1:workers + 1]
 
 
 def _die_with_parent():
