@@ -17,7 +17,8 @@ made by the fork, so the same objects at the same addresses work in every
 process. A call's result never depends on the process that ran it: the
 engine's bits are the same on processes, threads or the caller alone.
 
-A round: ``send`` calls (each is written into the worker's ring of slots,
+Each worker keeps to a CPU of its own (``_cpus_for``), not the first one
+the trainer may use. A round: ``send`` calls (each is written into the worker's ring of slots,
 then one semaphore post), the trainer's own work, ``finish`` (an END call
 to each worker, then waiting for each one's post back). Waking a sleeping
 process costs tens of microseconds on a VM, a tenth of network a's step,
@@ -231,9 +232,9 @@ def _acquire(sem, spin_s, timeout_s):
 def _cpus_for(workers):
     """The CPU each worker keeps to: one of its own, none of them the first CPU this
     process may use (left to the trainer, which is not pinned: it moves off a worker's
-    CPU when both are busy). A woken process is often put on its waker's CPU; a worker
-    and the trainer put on one CPU each ran at half speed for seconds at a time (2 of
-    4 runs of network a on 2 cores). None for each if there are too few CPUs."""
+    CPU when both are busy). Linux may wake a process on its waker's CPU: unpinned, two
+    of four runs of network a on 2 cores fell to the trainer-alone speed, one of them
+    seen with trainer and worker on one CPU. None for each if there are too few CPUs."""
     try:
         allowed = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
