@@ -275,6 +275,8 @@ class Run:
             lr = fixed_lr or learning_rate(t, self.epoch + self.step / steps)
             A = engine.train_batch(X, targets[self.step * B:self.step * B + n], lr,
                                    meanwhile=prepare_next if self.step + 1 < steps else None)
+            while engine.notices:
+                progress.warn(engine.notices.pop(0))
             start = (self.step - untallied) * B
             outputs[start:start + n] = A
             if flush_every and self.step % flush_every == 0:

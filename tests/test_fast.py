@@ -4,6 +4,7 @@ for every activation x output x cost x optimizer x thread count."""
 
 import itertools
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -529,5 +530,58 @@ def test_split_cuts_every_row_once_the_callers_part_first(threads, share):
             assert all(hi >= lo for lo, hi in parts) and all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
             if engine.shard_count > 1:
                 assert parts[0] == (0, round(n * share))
+    finally:
+        engine.close()
+
+
+def test_a_worker_lost_mid_step_is_made_good_and_training_goes_on(monkeypatch):
+    """A worker process killed (the OOM killer, say) while it runs a shard and a part: the
+    round's calls run again on the caller, which writes what the worker would have; the
+    weights are those of an engine that never had workers."""
+    parent = os.getpid()
+    alone = engine_for()
+    alone.pace = fast.Pace(["serial"])  # the caller runs both shards itself, always
+    engine = engine_for()
+    try:
+        steps = engine.buffer((1,), np.int64)
+        steps[0] = 0
+
+        def dies_on_its_second_step(a, b, c):
+            if os.getpid() != parent and steps[0] == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        job = engine.register(dies_on_its_second_step)
+        for pixels, y in batches() * 2:
+            X, Y = engine.inputs_of(pixels), one_hot(y)
+            engine.train_batch(X, Y, 0.3, meanwhile=lambda: [None, (job, 0, 0, 0)])
+            alone.train_batch(X, Y, 0.3)
+            steps[0] += 1
+        assert len(engine.notices) == 1 and "killed by SIGKILL" in engine.notices[0]
+        assert "goes on without worker processes" in engine.notices[0]
+        assert "processes" not in engine.pace.modes and engine.pace.counts["processes"] == 1
+        np.testing.assert_array_equal(engine.theta, alone.theta)
+    finally:
+        engine.close()
+        alone.close()
+
+
+def test_a_worker_lost_while_it_updates_the_weights_is_a_clean_error(monkeypatch):
+    from bpcli.errors import BpError
+
+    monkeypatch.setattr(fast, "PARALLEL_UPDATE_FROM", 0)  # the update's parts on the worker too
+    engine = engine_for()
+    real = fast.Update.finish_part
+
+    def finish_part(self, i, lr, shards):
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, i, lr, shards)
+
+    parent = os.getpid()
+    monkeypatch.setattr(fast.Update, "finish_part", finish_part)
+    try:
+        pixels, y = batches()[0]
+        with pytest.raises(BpError, match=r"killed by SIGKILL\) while it updated the weights.*--resume"):
+            engine.train_batch(engine.inputs_of(pixels), one_hot(y), 0.3)
     finally:
         engine.close()

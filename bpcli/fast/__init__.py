@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 
+from ..errors import BpError
 from ..network import dropout_mask
 from ..optim import clip_max_norm
 from . import blas, crew
@@ -242,6 +243,7 @@ class Engine:
         self.buffers = []  # (buffer)
         self.lr = empty(1, np.float64)  # the step's learning rate, for the workers' parts of the update
         self.caller_share = 1 / shards  # of a row-wise job's rows (split)
+        self.notices = []  # lines for the user (a worker process lost), taken by the caller
         self.pace = Pace(modes)
 
     def inputs_of(self, X):
@@ -314,6 +316,8 @@ class Engine:
         start = time.perf_counter()
         if mode == "processes":
             self._run_on_crew(tasks, X, Y, masks, meanwhile)
+            if not self.crew.procs:  # a worker was lost, and the round made good (_run_on_crew)
+                mode = "serial"
         elif mode == "threads":
             self.team = self.team or Team(self.shard_count - 1)
             self.team.run(tasks, meanwhile and (lambda: [lambda p=p: self.run_part(p)
@@ -357,13 +361,16 @@ class Engine:
             np.copyto(self.staged_targets[rows], Y[rows])
             for staged, mask in zip(self.staged_masks, masks or ()):
                 np.copyto(staged[rows], mask[rows])
+        sent = []  # every call sent to a worker this round
         for t in range(1, self.shard_count):
             if self.bounds[t] < n:
-                self.crew.send(t - 1, SHARD_JOB, t, n, source)
+                sent.append((SHARD_JOB, t, n, source))
+                self.crew.send(t - 1, *sent[-1])
         try:
             parts = (meanwhile() if meanwhile is not None else None) or ()
             for i, part in enumerate(parts[1:]):
                 if part is not None:
+                    sent.append(part)
                     self.crew.send(i % self.crew.size, *part)
             if parts and parts[0] is not None:
                 self.run_part(parts[0])
@@ -372,7 +379,16 @@ class Engine:
             self.crew.finish()
             raise
         done_here = time.perf_counter()
-        self.crew.finish()
+        try:
+            self.crew.finish()
+        except crew.WorkerDied as died:
+            # A shard or a warp writes the same values wherever it runs (its gradient buffer,
+            # its rows), so this round's calls are run again here, and training goes on
+            # without worker processes (the crew is closed).
+            for call in sent:
+                self.run_part(call)
+            self.notices.append(f"warning: {died}; training goes on without worker processes")
+            return
         if len(parts) > 1:  # balance the parts of the next batch (see split): who waited for whom?
             waited = self.crew.finished.max() > done_here
             self.caller_share = min(1.0, max(0.0, self.caller_share + (SHARE_STEP if waited else -SHARE_STEP)))
@@ -433,7 +449,12 @@ class Engine:
                 for i in range(0, count, size):
                     update.finish_part(i, lr, shards)
             finally:
-                self.crew.finish()
+                try:
+                    self.crew.finish()
+                except crew.WorkerDied as died:  # its part of the update may be half done: no way back
+                    raise BpError(f"{died} while it updated the weights, which are now unusable; "
+                                  "resume the run (--resume: from its last checkpoint), with --threads 1 "
+                                  "if this repeats") from None
         elif count > 1 and mode == "threads":
             self.team.run([lambda i=i: update.finish_part(i, lr, shards) for i in range(count)])
         else:

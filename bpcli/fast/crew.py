@@ -154,8 +154,7 @@ class Crew:
                 while not _acquire(self.done[i], SPIN_S, CHECK_S):
                     proc = self.procs[i]
                     if not proc.is_alive():
-                        raise WorkerDied(f"an engine worker process died (exit code {proc.exitcode}); "
-                                         "train again with --threads 1 if this repeats")
+                        raise WorkerDied(f"one of bp's worker processes died ({_how(proc.exitcode)})")
         except BaseException:
             self.close()
             raise
@@ -227,6 +226,16 @@ def _acquire(sem, spin_s, timeout_s):
             if sem.acquire(False):
                 return True
     return sem.acquire(True, timeout_s)
+
+
+def _how(exitcode):
+    """How a process ended, from its exit code (-N: killed by signal N)."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
 
 
 def _cpus_for(workers):
