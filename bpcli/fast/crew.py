@@ -38,6 +38,7 @@ SIGTERM: the trainer handles them (saves the run, then stops its workers).
 """
 
 import atexit
+import contextlib
 import ctypes
 import mmap
 import multiprocessing
@@ -188,7 +189,8 @@ class Crew:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
         _die_with_parent()
         if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
+            with contextlib.suppress(OSError):  # (a CPU taken away meanwhile: run anywhere)
+                os.sched_setaffinity(0, {cpu})
         taken, failed = 0, False
         while True:
             while not _acquire(self.go[i], SPIN_S, CHECK_S):
