@@ -101,8 +101,9 @@ class Augmenter:
 
     def __init__(self, spec, batch, out=None, empty=np.empty):
         self.spec = spec
-        # ``empty(shape, dtype)`` allocates every buffer: shared memory lets worker
-        # processes read disjoint rows of a batch at once (the engine's ``buffer``)
+        # ``empty(shape, dtype)`` allocates the buffers that ``bilinear`` reads and writes:
+        # shared memory lets worker processes read disjoint rows of a batch at once (the
+        # engine's ``buffer``); ``draw``'s elastic work arrays are the caller's alone
         # W + 1 spare pixels at the end keep the lower-right neighbour of the last pixel in bounds
         self.flat = empty(batch * W * W + W + 1, np.float32)
         self.flat[:] = 0

@@ -259,8 +259,7 @@ class Run:
         ahead = {"X": None, "rng": None}
         ahead["X"], first = batch(self.step)
         for part in first:
-            if part is not None:
-                engine.run_part(part)
+            engine.run_part(part)
 
         def prepare_next():
             # the random stream as it was before the next batch's draws: what an

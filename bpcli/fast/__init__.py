@@ -280,9 +280,10 @@ class Engine:
         return len(self.jobs) - 1
 
     def run_part(self, part):
-        """Run one ``(handle, a, b, c)`` of a registered job, here."""
-        job, *args = part
-        self.jobs[job](*args)
+        """Run one ``(handle, a, b, c)`` of a registered job, here (None: nothing)."""
+        if part is not None:
+            job, *args = part
+            self.jobs[job](*args)
 
     def train_batch(self, X, Y, lr, meanwhile=None):
         """One step of mini-batch SGD on X (n, k) and targets Y (n, 10), n <= batch.
@@ -320,15 +321,13 @@ class Engine:
                 mode = "serial"
         elif mode == "threads":
             self.team = self.team or Team(self.shard_count - 1)
-            self.team.run(tasks, meanwhile and (lambda: [lambda p=p: self.run_part(p)
-                                                         for p in meanwhile() or () if p is not None]))
+            self.team.run(tasks, meanwhile and (lambda: [lambda p=p: self.run_part(p) for p in meanwhile() or ()]))
         else:
             for task in tasks:
                 if task is not None:
                     task()
             for part in (meanwhile() if meanwhile is not None else None) or ():
-                if part is not None:
-                    self.run_part(part)
+                self.run_part(part)
         self._finish(coeffs, lr, mode, sum(t is not None for t in tasks))
         self.pace.record(mode, time.perf_counter() - start)
         return self.outputs[:n]
@@ -372,7 +371,7 @@ class Engine:
                 if part is not None:
                     sent.append(part)
                     self.crew.send(i % self.crew.size, *part)
-            if parts and parts[0] is not None:
+            if parts:
                 self.run_part(parts[0])
             tasks[0]()
         except BaseException:

@@ -244,8 +244,8 @@ def _cpus_for(workers):
     """The CPU each worker keeps to: one of its own, none of them the first CPU this
     process may use (left to the trainer, which is not pinned: it moves off a worker's
     CPU when both are busy). Linux may wake a process on its waker's CPU: unpinned, two
-    of four runs of network a on 2 cores fell to the trainer-alone speed, one of them
-    seen with trainer and worker on one CPU. None for each if there are too few CPUs."""
+    of four runs of network a on 2 cores ran at about one core's speed, one of them seen
+    with trainer and worker on one CPU. None for each if there are too few CPUs."""
     try:
         allowed = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
