@@ -18,6 +18,9 @@ class Progress:
             return
         from tqdm import tqdm
 
+        # no monitor thread: the bar moves every batch, so it has nothing to do, and the
+        # engine forks its worker processes after the first bar (a fork copies no thread)
+        tqdm.monitor_interval = 0
         # the bar takes what the terminal's width leaves (dynamic_ncols re-reads it as the window
         # changes); the rate is left out of the line (the epoch's summary line has samples/s), so
         # an 80-column terminal still has a bar, not one cell of it

@@ -49,3 +49,20 @@ def test_the_bar_uses_the_terminals_width(columns):
     # the bar takes the room the rest leaves (the line fills the width), and there is room:
     # with the rate in the line, a 60-column terminal left the bar one cell
     assert len(line) >= columns - 2 and len(bar) >= 8, line
+
+
+def test_the_bar_starts_no_thread():
+    """The engine forks its worker processes after the first bar: a fork copies the
+    calling thread alone, and Python 3.12+ warns of a fork with other threads running."""
+    import threading
+
+    stream, master = terminal(80)
+    before = set(threading.enumerate())
+    progress = Progress(stream=stream)
+    progress.start_epoch(1, 2, steps=10)
+    progress.step()
+    started = set(threading.enumerate()) - before
+    progress.close()
+    stream.close()
+    os.close(master)
+    assert not started, started
