@@ -278,6 +278,29 @@ def test_pace_keeps_the_fastest_mode_and_keeps_trying_the_others():
     assert "processes" not in run(3 * E, free) and pace.mode == "threads"
 
 
+def test_pace_ends_a_hopeless_trial_after_its_first_timed_step():
+    from bpcli.fast import Pace
+
+    def run(pace, steps, seconds):
+        modes = []
+        for _ in range(steps):
+            mode = pace.choose()
+            modes.append(mode)
+            pace.record(mode, seconds[mode])
+        return modes
+
+    pace = Pace(["serial", "processes"])
+    # a worker stalled on a busy core: more than GIVE_UP times slower
+    modes = run(pace, 2 * Pace.EVERY + 20, {"serial": 1.0, "processes": 2.5})
+    # two trials (at once, then 2 x EVERY steps after the first loss), each an untimed step and one timed
+    assert modes.count("processes") == 4
+    assert pace.mode == "serial" and pace.every["processes"] == 4 * Pace.EVERY
+    pace = Pace(["serial", "processes"])
+    # slower, but not hopelessly: the whole trial runs
+    modes = run(pace, 3 * Pace.TRIAL, {"serial": 1.0, "processes": 1.5})
+    assert modes.count("processes") == Pace.TRIAL and pace.mode == "serial"
+
+
 @pytest.mark.parametrize("mode", ["threads", "serial"])
 def test_every_mode_gives_the_bits_of_worker_processes(monkeypatch, mode):
     monkeypatch.setattr(fast, "PARALLEL_UPDATE_FROM", 0)  # the update's parts too

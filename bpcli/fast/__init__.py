@@ -68,9 +68,13 @@ class Pace:
     on its own steps but the first (which may wake sleeping workers), and so
     is the first mode (after its first step: right after the fork, copy-on-write
     page faults slow both processes for a few steps, which a trial then forgets).
+    A trial step that takes more than ``GIVE_UP`` times the current mode's steps
+    ends its trial at once, as lost: under load, a worker sharing a busy core
+    can take milliseconds a step, and a whole trial of such steps cost network
+    a (~0.5 ms steps) more than the trials were worth.
     """
 
-    EVERY, LONGEST, TRIAL = 200, 3200, 8
+    EVERY, LONGEST, TRIAL, GIVE_UP = 200, 3200, 8, 2.0
 
     def __init__(self, modes=("threads", "serial")):
         self.modes = list(modes)
@@ -116,7 +120,9 @@ class Pace:
         old = self.seconds[mode]
         self.seconds[mode] = seconds if old is None else 0.8 * old + 0.2 * seconds
         if self.trial:
-            self.trial -= 1
+            current = self.seconds[self.mode]
+            hopeless = current is not None and seconds > self.GIVE_UP * current
+            self.trial = 0 if hopeless else self.trial - 1
             if self.trial == 0:
                 self._judge(self.trying)
 
