@@ -266,14 +266,16 @@ def test_pace_keeps_the_fastest_mode_and_keeps_trying_the_others():
     modes = run(3 * T, busy)
     assert modes == ["processes"] * (T - 1) + ["threads"] * T + ["serial"] * T + ["serial"]  # each tried at once
     modes = run(3 * E, busy)
-    assert modes.count("serial") >= 3 * E - 3 * T  # kept: the others only for a trial every E steps
+    # kept: the others only for a trial now and then (the two it replaced soon after, to check;
+    # then every 2 E steps while they lose)
+    assert modes.count("serial") >= 3 * E - 4 * T
     assert {"processes", "threads"} <= set(modes)  # ... which tries each of them in turn
     assert pace.every["processes"] > E and pace.every["threads"] > E  # less often while they lose
     free = {"processes": 0.2, "threads": 0.4, "serial": 0.5}  # the core is free again
-    run(3 * E, free)  # (each of the other two gets a trial in turn)
+    run(5 * E, free)  # (each of the other two gets a trial in turn, when due)
     assert pace.mode == "processes"
-    assert run(E, free).count("processes") >= E - T  # kept, but for a trial
-    assert sum(pace.counts.values()) == pace.steps == 7 * E + 3 * T
+    assert run(E, free).count("processes") >= E - 2 * T  # kept, but for a trial or two
+    assert sum(pace.counts.values()) == pace.steps == 9 * E + 3 * T
     pace.drop("processes")  # it failed to start: never tried again
     assert "processes" not in run(3 * E, free) and pace.mode == "threads"
 
@@ -295,6 +297,20 @@ def test_pace_ends_a_hopeless_trial_after_its_first_timed_step():
     # two trials (at once, then 2 x EVERY steps after the first loss), each an untimed step and one timed
     assert modes.count("processes") == 4
     assert pace.mode == "serial" and pace.every["processes"] == 4 * Pace.EVERY
+    pace = Pace(["serial", "processes"])
+    # a mode fast but for a slow step in ten (a worker on a busy core): slower on the mean, and
+    # kept to trials, although a trial may miss the slow steps
+    pace, steps = Pace(["serial", "processes"]), itertools.count()
+
+    def spiky(mode):
+        return 0.69 if mode == "serial" else 4.4 if next(steps) % 10 == 9 else 0.48
+
+    modes = []
+    for _ in range(20 * Pace.EVERY):
+        mode = pace.choose()
+        modes.append(mode)
+        pace.record(mode, spiky(mode))
+    assert modes.count("processes") < 0.05 * len(modes) and pace.mode == "serial"
     pace = Pace(["serial", "processes"])
     # slower, but not hopelessly: the whole trial runs
     modes = run(pace, 3 * Pace.TRIAL, {"serial": 1.0, "processes": 1.5})

@@ -72,14 +72,20 @@ class Pace:
     ends its trial at once, as lost: under load, a worker sharing a busy core
     can take milliseconds a step, and a whole trial of such steps cost network
     a (~0.5 ms steps) more than the trials were worth.
+
+    A mode's time is the mean of its steps since it was last tried, and over
+    the last ~``WINDOW`` of them once there are more: with a worker on a busy
+    core, network a's steps took ~0.48 ms but ~4.4 ms one step in five or so,
+    and a shorter memory forgot the slow steps between them and kept that mode.
     """
 
-    EVERY, LONGEST, TRIAL, GIVE_UP = 200, 3200, 8, 2.0
+    EVERY, LONGEST, TRIAL, GIVE_UP, WINDOW = 200, 3200, 8, 2.0, 32
 
     def __init__(self, modes=("threads", "serial")):
         self.modes = list(modes)
         self.mode = self.modes[0]
         self.seconds = dict.fromkeys(self.modes)  # recent step time of each mode
+        self.timed = dict.fromkeys(self.modes, 0)  # the steps that ``seconds`` averages
         self.steps = 0
         self.trial = 0      # steps left in the current trial of another mode
         self.trying = None
@@ -88,6 +94,7 @@ class Pace:
         self.due = {m: i * self.TRIAL for i, m in enumerate(self.modes)}
         self.every = dict.fromkeys(self.modes, self.EVERY)
         self.counts = dict.fromkeys(self.modes, 0)  # steps run in each mode
+        self.since = None  # the step from which the current mode has run (None: from the start)
 
     def choose(self):
         self.steps += 1
@@ -95,7 +102,7 @@ class Pace:
             for mode in self.modes:
                 if mode != self.mode and self.steps >= self.due[mode]:
                     self.trying, self.trial = mode, self.TRIAL
-                    self.seconds[mode] = None  # judged on this trial alone, not on stale times
+                    self.seconds[mode], self.timed[mode] = None, 0  # judged on this trial alone
                     break
         return self.current()
 
@@ -105,7 +112,7 @@ class Pace:
     def drop(self, mode):
         """Never use ``mode`` again (it failed to start)."""
         self.modes.remove(mode)
-        for table in (self.seconds, self.due, self.every):
+        for table in (self.seconds, self.timed, self.due, self.every):
             table.pop(mode)
         if self.mode == mode:
             self.mode = self.modes[0]
@@ -117,8 +124,10 @@ class Pace:
         if self.trial == self.TRIAL or self.counts[mode] == 1:  # a trial's first step, a mode's first
             self.trial = max(0, self.trial - 1)
             return
+        self.timed[mode] += 1
         old = self.seconds[mode]
-        self.seconds[mode] = seconds if old is None else 0.8 * old + 0.2 * seconds
+        weight = max(1 / self.timed[mode], 1 / self.WINDOW)  # the mean, then a moving mean
+        self.seconds[mode] = seconds if old is None else old + weight * (seconds - old)
         if self.trial:
             current = self.seconds[self.mode]
             hopeless = current is not None and seconds > self.GIVE_UP * current
@@ -129,9 +138,15 @@ class Pace:
     def _judge(self, tried):
         current = self.seconds[self.mode]
         if current is None or self.seconds[tried] < current:
-            self.every[tried] = self.EVERY
-            self.due[self.mode] = self.steps + self.EVERY  # the mode it replaces: tried again soon
-            self.mode = tried
+            replaced = self.mode
+            if self.since is not None and self.steps - self.since < self.EVERY:  # its trial's win did not hold
+                self.every[replaced] = min(2 * self.every[replaced], self.LONGEST)
+                self.due[replaced] = self.steps + self.every[replaced]
+            else:  # the mode of a long stint: tried again soon, when the winner's mean is over
+                # more than a trial's few steps (a spiky mode can win a trial and lose over a window)
+                self.every[replaced] = self.EVERY
+                self.due[replaced] = self.steps + self.WINDOW
+            self.mode, self.since = tried, self.steps
         else:
             self.every[tried] = min(2 * self.every[tried], self.LONGEST)
             self.due[tried] = self.steps + self.every[tried]
