@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Where a step of network a goes beyond the GEMM-only floor, on one thread.
+
+    taskset -c 0 python benchmarks/step_gap.py [--data-dir data] [--epochs 5]
+
+Times, in one process: the floor's matrix products (feedforward and backprop
+apart, as ``benchmarks/run.py`` times them together), then a real training
+run of network a (784-128-64-10 ReLU, softmax + cross-entropy, SGD momentum
+0.9, batch 128, 1 thread) with bp's own feedforward, backprop and update
+timed as they run, and the floor again. Prints microseconds a step. It reads
+bp's internals (``bpcli.fast``), so it belongs with the engine's code, not
+its command line; MNIST must be in ``--data-dir`` already (``bp download``).
+Run it pinned, on a quiet machine.
+"""
+
+import argparse
+import collections
+import json
+import os
+import tempfile
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads
+
+import numpy as np  # noqa: E402
+
+import bpcli.fast as fast  # noqa: E402
+from bpcli import train as training  # noqa: E402
+from bpcli.config import resolve  # noqa: E402
+from bpcli.data import load_mnist  # noqa: E402
+from bpcli.fast.step import Shard  # noqa: E402
+
+NETWORK_A = ["model.hidden=[128,64]", "model.activation=relu", "model.output=softmax",
+             "model.loss=cross_entropy", "model.init=auto", "model.dropout=0", "train.momentum=0.9",
+             "train.nesterov=false", "train.lr=0.1", "train.batch_size=128", "train.schedule=constant",
+             "train.warmup_epochs=0", "train.weight_decay=0", "train.label_smoothing=0",
+             "train.augment=false", "data.validation=0"]
+BATCH, INKED = 128, 717  # the pixels inked in some training image: the first layer's inputs
+
+
+def floor_timer():
+    """(feedforward, backprop): the floor's products of one step, as functions."""
+    rng = np.random.default_rng(0)
+    widths = [INKED, 128, 64, 10]
+    Ws = [rng.standard_normal((m, n), dtype=np.float32) for m, n in zip(widths[:-1], widths[1:])]
+    a = [rng.random((BATCH, n), dtype=np.float32) for n in widths]
+    d = [rng.random((BATCH, n), dtype=np.float32) for n in widths]
+    g = [np.empty_like(W) for W in Ws]
+
+    def feedforward():
+        for l, W in enumerate(Ws):
+            np.matmul(a[l], W, out=a[l + 1])
+
+    def backprop():
+        for l in range(len(Ws) - 1, -1, -1):
+            np.matmul(a[l].T, d[l + 1], out=g[l])
+            if l:
+                np.matmul(d[l + 1], Ws[l].T, out=d[l])
+    return feedforward, backprop
+
+
+def median_us(f, n=2000):
+    for _ in range(50):
+        f()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[n // 2] * 1e6
+
+
+def timed(owner, name, totals):
+    """Wrap ``owner.name`` so that its calls add their seconds to ``totals[name]``."""
+    f = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return f(*args, **kwargs)
+        finally:
+            totals[name] += time.perf_counter() - t
+    setattr(owner, name, wrapper)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default="data", help="where MNIST is (default: data)")
+    ap.add_argument("--epochs", type=int, default=5)
+    args = ap.parse_args()
+    feedforward, backprop = floor_timer()
+    before = median_us(feedforward), median_us(backprop)
+    totals = collections.Counter()
+    for owner, name in ((fast.Engine, "train_batch"), (Shard, "forward"), (Shard, "backward"),
+                        (fast.Engine, "_finish")):
+        timed(owner, name, totals)
+    cfg = resolve(None, NETWORK_A + [f"train.epochs={args.epochs}"])
+    data = load_mnist(args.data_dir, offline=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        training.train(cfg, data, os.path.join(tmp, "run"), threads=1)
+        with open(os.path.join(tmp, "run", "metrics.jsonl"), encoding="utf-8") as f:
+            epochs = [json.loads(line) for line in f]
+    steps = -(-60_000 // BATCH) * args.epochs
+    after = median_us(feedforward), median_us(backprop)
+    floor = [(x + y) / 2 for x, y in zip(before, after)]
+    step = sorted(e["train_seconds"] for e in epochs)[len(epochs) // 2] / -(-60_000 // BATCH) * 1e6
+    inside = totals["forward"] + totals["backward"] + totals["_finish"]
+    print(f"floor: feedforward {floor[0]:.0f} us, backprop {floor[1]:.0f} us, a step {sum(floor):.0f} us "
+          f"({BATCH / sum(floor) * 1e6:,.0f} samples/s)")
+    print(f"bp:    feedforward {totals['forward'] / steps * 1e6:.0f} us, backprop "
+          f"{totals['backward'] / steps * 1e6:.0f} us, update {totals['_finish'] / steps * 1e6:.0f} us, "
+          f"the rest of train_batch {(totals['train_batch'] - inside) / steps * 1e6:.0f} us")
+    print(f"       a step {step:.0f} us (median epoch, the loop included): {sum(floor) / step:.0%} of the floor")
+
+
+if __name__ == "__main__":
+    main()
