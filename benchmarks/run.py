@@ -126,23 +126,33 @@ print(json.dumps({"times": times, "n": int(len(X)), "accuracy": float((P.argmax(
 # alone with NumPy's matmul on preallocated arrays, nothing else: samples/s = batch
 # / (the median time of one step's products). The first layer has k inputs: the
 # pixels inked in some training image (bp leaves the others out of its products).
-GEMM_FLOOR = r"""
-import json, sys, time
+FLOOR_PRODUCTS = r"""
 import numpy as np
+def floor_products(sizes, batch, k):
+    # (feedforward, backprop): the products of one step, each a function
+    rng = np.random.default_rng(0)
+    widths = [k, *sizes[1:]]
+    Ws = [rng.standard_normal((m, w), dtype=np.float32) for m, w in zip(widths[:-1], widths[1:])]
+    a = [rng.random((batch, w), dtype=np.float32) for w in widths]
+    d = [rng.random((batch, w), dtype=np.float32) for w in widths]
+    g = [np.empty_like(W) for W in Ws]
+    def feedforward():
+        for l, W in enumerate(Ws):
+            np.matmul(a[l], W, out=a[l + 1])
+    def backprop():
+        for l in range(len(Ws) - 1, -1, -1):
+            np.matmul(a[l].T, d[l + 1], out=g[l])
+            if l:
+                np.matmul(d[l + 1], Ws[l].T, out=d[l])
+    return feedforward, backprop
+"""
+GEMM_FLOOR = FLOOR_PRODUCTS + r"""
+import json, sys, time
 sizes, batch, k, n = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-rng = np.random.default_rng(0)
-widths = [k, *sizes[1:]]
-Ws = [rng.standard_normal((m, w), dtype=np.float32) for m, w in zip(widths[:-1], widths[1:])]
-a = [rng.random((batch, w), dtype=np.float32) for w in widths]
-d = [rng.random((batch, w), dtype=np.float32) for w in widths]
-g = [np.empty_like(W) for W in Ws]
+feedforward, backprop = floor_products(sizes, batch, k)
 def step():
-    for l, W in enumerate(Ws):
-        np.matmul(a[l], W, out=a[l + 1])
-    for l in range(len(Ws) - 1, -1, -1):
-        np.matmul(a[l].T, d[l + 1], out=g[l])
-        if l:
-            np.matmul(d[l + 1], Ws[l].T, out=d[l])
+    feedforward()
+    backprop()
 for _ in range(20):
     step()
 times = []

@@ -20,9 +20,7 @@ import os
 import tempfile
 import time
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads
-
-import numpy as np  # noqa: E402
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads (bpcli imports it)
 
 import bpcli.fast as fast  # noqa: E402
 from bpcli import train as training  # noqa: E402
@@ -39,24 +37,12 @@ BATCH, INKED = 128, 717  # the pixels inked in some training image: the first la
 
 
 def floor_timer():
-    """(feedforward, backprop): the floor's products of one step, as functions."""
-    rng = np.random.default_rng(0)
-    widths = [INKED, 128, 64, 10]
-    Ws = [rng.standard_normal((m, n), dtype=np.float32) for m, n in zip(widths[:-1], widths[1:])]
-    a = [rng.random((BATCH, n), dtype=np.float32) for n in widths]
-    d = [rng.random((BATCH, n), dtype=np.float32) for n in widths]
-    g = [np.empty_like(W) for W in Ws]
+    """(feedforward, backprop): the floor's products of one step, as ``run.py`` times them."""
+    from run import FLOOR_PRODUCTS  # (benchmarks/, this script's folder, is on sys.path)
 
-    def feedforward():
-        for l, W in enumerate(Ws):
-            np.matmul(a[l], W, out=a[l + 1])
-
-    def backprop():
-        for l in range(len(Ws) - 1, -1, -1):
-            np.matmul(a[l].T, d[l + 1], out=g[l])
-            if l:
-                np.matmul(d[l + 1], Ws[l].T, out=d[l])
-    return feedforward, backprop
+    scope = {}
+    exec(FLOOR_PRODUCTS, scope)  # a script for a subprocess there; its function here
+    return scope["floor_products"]([784, 128, 64, 10], BATCH, INKED)
 
 
 def median_us(f, n=2000):

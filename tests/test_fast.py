@@ -248,73 +248,59 @@ def test_team_runs_every_task_once_and_raises_a_workers_error():
     assert not any(t.is_alive() for t in team.threads)
 
 
+def paced(pace, steps, seconds):
+    """Run ``steps`` steps under ``pace``, each taking ``seconds[mode]`` (or ``seconds(mode)``):
+    the modes they ran in."""
+    modes = []
+    for _ in range(steps):
+        mode = pace.choose()
+        modes.append(mode)
+        pace.record(mode, seconds(mode) if callable(seconds) else seconds[mode])
+    return modes
+
+
 def test_pace_keeps_the_fastest_mode_and_keeps_trying_the_others():
     from bpcli.fast import Pace
 
     pace = Pace(["processes", "threads", "serial"])
     E, T = Pace.EVERY, Pace.TRIAL
-
-    def run(steps, seconds):
-        modes = []
-        for _ in range(steps):
-            mode = pace.choose()
-            modes.append(mode)
-            pace.record(mode, seconds[mode])
-        return modes
-
     busy = {"processes": 1.0, "threads": 0.8, "serial": 0.5}  # a busy core: the caller alone is fastest
-    modes = run(3 * T, busy)
+    modes = paced(pace, 3 * T, busy)
     assert modes == ["processes"] * (T - 1) + ["threads"] * T + ["serial"] * T + ["serial"]  # each tried at once
-    modes = run(3 * E, busy)
+    modes = paced(pace, 3 * E, busy)
     # kept: the others only for a trial now and then (the two it replaced soon after, to check;
     # then every 2 E steps while they lose)
     assert modes.count("serial") >= 3 * E - 4 * T
     assert {"processes", "threads"} <= set(modes)  # ... which tries each of them in turn
     assert pace.every["processes"] > E and pace.every["threads"] > E  # less often while they lose
     free = {"processes": 0.2, "threads": 0.4, "serial": 0.5}  # the core is free again
-    run(5 * E, free)  # (each of the other two gets a trial in turn, when due)
+    paced(pace, 5 * E, free)  # (each of the other two gets a trial in turn, when due)
     assert pace.mode == "processes"
-    assert run(E, free).count("processes") >= E - 2 * T  # kept, but for a trial or two
+    assert paced(pace, E, free).count("processes") >= E - 2 * T  # kept, but for a trial or two
     assert sum(pace.counts.values()) == pace.steps == 9 * E + 3 * T
     pace.drop("processes")  # it failed to start: never tried again
-    assert "processes" not in run(3 * E, free) and pace.mode == "threads"
+    assert "processes" not in paced(pace, 3 * E, free) and pace.mode == "threads"
 
 
-def test_pace_ends_a_hopeless_trial_after_its_first_timed_step():
+def test_pace_gives_up_on_a_slow_mode_quickly():
     from bpcli.fast import Pace
 
-    def run(pace, steps, seconds):
-        modes = []
-        for _ in range(steps):
-            mode = pace.choose()
-            modes.append(mode)
-            pace.record(mode, seconds[mode])
-        return modes
-
+    # a worker stalled on a busy core, more than GIVE_UP times slower: two trials (at once, then
+    # 2 x EVERY steps after the first loss), each an untimed step and one timed
     pace = Pace(["serial", "processes"])
-    # a worker stalled on a busy core: more than GIVE_UP times slower
-    modes = run(pace, 2 * Pace.EVERY + 20, {"serial": 1.0, "processes": 2.5})
-    # two trials (at once, then 2 x EVERY steps after the first loss), each an untimed step and one timed
+    modes = paced(pace, 2 * Pace.EVERY + 20, {"serial": 1.0, "processes": 2.5})
     assert modes.count("processes") == 4
     assert pace.mode == "serial" and pace.every["processes"] == 4 * Pace.EVERY
-    pace = Pace(["serial", "processes"])
-    # a mode fast but for a slow step in ten (a worker on a busy core): slower on the mean, and
-    # kept to trials, although a trial may miss the slow steps
-    pace, steps = Pace(["serial", "processes"]), itertools.count()
-
-    def spiky(mode):
-        return 0.69 if mode == "serial" else 4.4 if next(steps) % 10 == 9 else 0.48
-
-    modes = []
-    for _ in range(20 * Pace.EVERY):
-        mode = pace.choose()
-        modes.append(mode)
-        pace.record(mode, spiky(mode))
-    assert modes.count("processes") < 0.05 * len(modes) and pace.mode == "serial"
-    pace = Pace(["serial", "processes"])
     # slower, but not hopelessly: the whole trial runs
-    modes = run(pace, 3 * Pace.TRIAL, {"serial": 1.0, "processes": 1.5})
+    pace = Pace(["serial", "processes"])
+    modes = paced(pace, 3 * Pace.TRIAL, {"serial": 1.0, "processes": 1.5})
     assert modes.count("processes") == Pace.TRIAL and pace.mode == "serial"
+    # fast but for a slow step in ten (a worker on a busy core): slower on the mean, and kept to
+    # trials, although a trial may miss the slow steps
+    pace, steps = Pace(["serial", "processes"]), itertools.count()
+    modes = paced(pace, 20 * Pace.EVERY,
+                  lambda mode: 0.69 if mode == "serial" else 4.4 if next(steps) % 10 == 9 else 0.48)
+    assert modes.count("processes") < 0.05 * len(modes) and pace.mode == "serial"
 
 
 @pytest.mark.parametrize("mode", ["threads", "serial"])
