@@ -70,13 +70,16 @@ class Pace:
     page faults slow both processes for a few steps, which a trial then forgets).
     A trial step that takes more than ``GIVE_UP`` times the current mode's steps
     ends its trial at once, as lost: under load, a worker sharing a busy core
-    can take milliseconds a step, and a whole trial of such steps cost network
-    a (~0.5 ms steps) more than the trials were worth.
+    can take milliseconds a step, and a whole trial of such steps costs more
+    than the trial can win.
 
     A mode's time is the mean of its steps since it was last tried, and over
     the last ~``WINDOW`` of them once there are more: with a worker on a busy
     core, network a's steps took ~0.48 ms but ~4.4 ms one step in five or so,
     and a shorter memory forgot the slow steps between them and kept that mode.
+    For the same reason a trial's win is checked: the mode it replaced is tried
+    again ``WINDOW`` steps later, and if that one wins back, the short-lived
+    winner waits as a loser does (twice as long as last time).
     """
 
     EVERY, LONGEST, TRIAL, GIVE_UP, WINDOW = 200, 3200, 8, 2.0, 32
@@ -139,7 +142,8 @@ class Pace:
         current = self.seconds[self.mode]
         if current is None or self.seconds[tried] < current:
             replaced = self.mode
-            if self.since is not None and self.steps - self.since < self.EVERY:  # its trial's win did not hold
+            if self.since is not None and self.steps - self.since < self.EVERY:
+                # it won a trial lately, and lost its first check: it waits as a loser does
                 self.every[replaced] = min(2 * self.every[replaced], self.LONGEST)
                 self.due[replaced] = self.steps + self.every[replaced]
             else:  # the mode of a long stint: tried again soon, when the winner's mean is over
