@@ -284,13 +284,16 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
     threads, _ = train_mod.choose_threads(threads, ckpt)  # train() warns if it differs from the run's
     spec = train_mod.spec_from_config(values)
     used = shards_for(threads, values["train"]["batch_size"], spec.sizes)
-    on = f"{threads} thread{'s' * (threads != 1)}"
+    on, epochs = f"{threads} thread{'s' * (threads != 1)}", values["train"]["epochs"]
     if used < threads:
         on += f" ({used} used: a batch of {values['train']['batch_size']} is too small to split further)"
-    if used > 1:
-        on += f" on worker {worker_modes()[0]}"  # processes or threads (the engine may fall back: fast.Pace)
+    workers = worker_modes()[0]  # processes or threads (the engine may fall back: fast.Pace), or serial
+    if used > 1 and workers == "serial":
+        on += " (their shards one after another on bp itself: BP_WORKERS=serial)"
+    elif used > 1:
+        on += f" on worker {workers}"
     progress.note(f"run dir {run_dir}: {config_mod.describe_network(spec.sizes, spec.activation, spec.output, spec.loss)}, "
-                  f"{values['train']['epochs']} epochs, {on}, {blas.describe()}")
+                  f"{epochs} epoch{'s' * (epochs != 1)}, {on}, {blas.describe()}")
     summary = train_mod.train(cfg, data, run_dir, resume_from=ckpt, progress=progress, threads=threads, init=init)
     if summary["test_accuracy"] < train_mod.CHANCE_LEVEL:  # loud even with --quiet: exit 0 hides it
         click.echo(f"Warning: test accuracy {summary['test_accuracy']:.1%} is chance level: the network learned "

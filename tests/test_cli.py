@@ -86,6 +86,11 @@ def test_train_says_when_a_batch_is_too_small_for_every_thread(mnist_env, tmp_pa
                               env=mnist_env)
     assert wide.exit_code == 0, wide.output
     assert "2 threads on worker processes, BLAS" in wide.stderr
+    assert ", 1 epoch, " in wide.stderr
+    serial = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "s"), "--batch-size", "256", "--hidden", "512"],
+                                env=dict(mnist_env, BP_WORKERS="serial"))
+    assert serial.exit_code == 0, serial.output
+    assert "2 threads (their shards one after another on bp itself: BP_WORKERS=serial), BLAS" in serial.stderr
 
 
 def test_smoke_training_on_real_mnist(smoke_run, mnist_env):

@@ -315,6 +315,24 @@ def test_every_mode_gives_the_bits_of_worker_processes(monkeypatch, mode):
     np.testing.assert_array_equal(first, second)
 
 
+def test_bp_workers_serial_runs_every_shard_on_the_caller_with_the_bits_of_workers(monkeypatch):
+    """BP_WORKERS=serial: N threads' shards one after another on the caller, nothing forked
+    or started, and the weights of N threads on workers, bit for bit."""
+    spec, choose = Spec(SIZES, "relu"), fast.Pace.choose
+    monkeypatch.setenv("BP_WORKERS", "processes")
+    monkeypatch.setattr(fast.Pace, "choose", lambda self: "processes")
+    first = train_both(spec, "nesterov+decay", threads=2)[0]
+    monkeypatch.setattr(fast.Pace, "choose", choose)
+    monkeypatch.setenv("BP_WORKERS", "serial")
+    assert fast.worker_modes() == ["serial"]
+    started = []
+    monkeypatch.setattr(fast.crew, "Crew", lambda *args: started.append("processes"))
+    monkeypatch.setattr(fast, "Team", lambda *args: started.append("threads"))
+    second = train_both(spec, "nesterov+decay", threads=2)[0]
+    assert started == []
+    np.testing.assert_array_equal(first, second)
+
+
 def test_shards_are_independent_of_which_thread_runs_them(monkeypatch):
     """The engine's result is fixed by the shard count: a team that runs every shard
     on one thread in reverse order gives the same bits as the real team."""

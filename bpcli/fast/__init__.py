@@ -198,8 +198,11 @@ def parts_for(threads, n_params):
 def worker_modes():
     """How shards may run here, the one tried first first (see ``Pace``): worker processes
     where they can be forked, worker threads, the caller alone. ``BP_WORKERS=threads``
-    or ``processes`` leaves out the other kind of worker."""
+    or ``processes`` leaves out the other kind of worker; ``serial`` leaves out both (every
+    shard on the caller: the bits of N threads, on one core)."""
     asked = os.environ.get("BP_WORKERS", "").strip().lower()
+    if asked == "serial":
+        return ["serial"]
     if asked == "threads" or not crew.available():
         return ["threads", "serial"]
     if asked == "processes":
