@@ -77,9 +77,14 @@ class Pace:
     the last ~``WINDOW`` of them once there are more: with a worker on a busy
     core, network a's steps took ~0.48 ms but ~4.4 ms one step in five or so,
     and a shorter memory forgot the slow steps between them and kept that mode.
-    For the same reason a trial's win is checked: the mode it replaced is tried
-    again ``WINDOW`` steps later, and if that one wins back, the short-lived
-    winner waits as a loser does (twice as long as last time).
+    For the same reason a mean of fewer steps than a window is checked once it
+    covers one: a trial's winner by the mode it replaced, tried again ``WINDOW``
+    steps later (if that one wins back, the short-lived winner waits as a loser
+    does, twice as long as last time), and a mode that lost its trial to such a
+    mean (the first mode's at the start, or a fresh winner's), unless hopelessly,
+    by a trial ``WINDOW`` steps later rather than after the doubled wait. With
+    one core busy, worker processes that won on a few lucky steps at the start
+    kept ~400 of network a's steps before either check.
     """
 
     EVERY, LONGEST, TRIAL, GIVE_UP, WINDOW = 200, 3200, 8, 2.0, 32
@@ -97,7 +102,8 @@ class Pace:
         self.due = {m: i * self.TRIAL for i, m in enumerate(self.modes)}
         self.every = dict.fromkeys(self.modes, self.EVERY)
         self.counts = dict.fromkeys(self.modes, 0)  # steps run in each mode
-        self.since = None  # the step from which the current mode has run (None: from the start)
+        self.since = 0  # the step from which the current mode has run
+        self.replaced = None  # the mode it replaced then (None: it ran from the start)
 
     def choose(self):
         self.steps += 1
@@ -136,21 +142,27 @@ class Pace:
             hopeless = current is not None and seconds > self.GIVE_UP * current
             self.trial = 0 if hopeless else self.trial - 1
             if self.trial == 0:
-                self._judge(self.trying)
+                self._judge(self.trying, hopeless)
 
-    def _judge(self, tried):
+    def _judge(self, tried, hopeless=False):
         current = self.seconds[self.mode]
         if current is None or self.seconds[tried] < current:
             replaced = self.mode
-            if self.since is not None and self.steps - self.since < self.EVERY:
-                # it won a trial lately, and lost its first check: it waits as a loser does
+            if tried == self.replaced and self.steps - self.since < self.EVERY:
+                # it won a trial lately, and the mode it replaced won back its check: the
+                # short-lived winner waits as a loser does
                 self.every[replaced] = min(2 * self.every[replaced], self.LONGEST)
                 self.due[replaced] = self.steps + self.every[replaced]
-            else:  # the mode of a long stint: tried again soon, when the winner's mean is over
-                # more than a trial's few steps (a spiky mode can win a trial and lose over a window)
+            else:  # tried again soon, when the winner's mean is over more than a trial's few
+                # steps (a spiky mode can win a trial and lose over a window)
                 self.every[replaced] = self.EVERY
                 self.due[replaced] = self.steps + self.WINDOW
-            self.mode, self.since = tried, self.steps
+            self.mode, self.since, self.replaced = tried, self.steps, replaced
+        elif self.timed[self.mode] < self.WINDOW and not hopeless:
+            # it lost to a mean of a few steps (a trial's, or the first mode's at the start),
+            # which may have missed that mode's slow ones: tried again once the mean is over
+            # a window (a spiky first mode kept ~400 steps on a busy core without this)
+            self.due[tried] = self.steps + self.WINDOW
         else:
             self.every[tried] = min(2 * self.every[tried], self.LONGEST)
             self.due[tried] = self.steps + self.every[tried]
