@@ -57,6 +57,8 @@ import time
 import zlib
 from pathlib import Path
 
+import yaml  # bp's own dependency: this script runs in bp's interpreter
+
 REPO = Path(__file__).resolve().parent.parent
 N_TRAIN = 60000
 TARGET_ACC = 0.97
@@ -87,6 +89,18 @@ CONFIGS = {
                   "--set", "model.init=normal", "--set", "train.momentum=0",
                   "--lr", "1.5", "--batch-size", "10"]),
 }
+
+
+def network_of(cfg):
+    """(layer sizes, mini-batch rows) of a benchmark network: ``CONFIGS``' a, b, c, or
+    "default" (``configs/default.yaml``)."""
+    if cfg == "default":
+        doc = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+        return [784, *doc["model"]["hidden"], 10], int(doc["train"]["batch_size"])
+    flags = CONFIGS[cfg]["bp"]
+    hidden = [int(h) for h in flags[flags.index("--hidden") + 1].split(",")]
+    return [784, *hidden, 10], int(flags[flags.index("--batch-size") + 1])
+
 
 # Runs a command, passes its output through, and writes its wall time and peak
 # RSS (this wrapper has no other child) to the file named by argv[1].
@@ -394,7 +408,6 @@ def read_metrics(run_dir):
 def train_examples(run_dir, metrics):
     """Training examples per epoch: from the run's resolved config, else from metrics."""
     try:
-        import yaml  # a bp runtime dependency, present wherever bp runs
         cfg = yaml.safe_load(Path(run_dir, "config.yaml").read_text())
         data = cfg.get("data", {}) or {}
         total = min(data.get("limit") or N_TRAIN, N_TRAIN)
@@ -518,10 +531,11 @@ class Bench:
                         "tried": tried}
         return {"epochs": None, "train_s": None, "tried": tried}
 
-    def gemm_floor(self, cfg, k, n, label):
-        sizes = [784, *[int(h) for h in CONFIGS[cfg]["bp"][CONFIGS[cfg]["bp"].index("--hidden") + 1].split(",")], 10]
-        batch = int(CONFIGS[cfg]["bp"][CONFIGS[cfg]["bp"].index("--batch-size") + 1])
-        r = self.runner.run([sys.executable, "-c", GEMM_FLOOR, json.dumps(sizes), str(batch), str(k), str(n)],
+    def gemm_floor(self, cfg, k, n, label, rows=None):
+        """The GEMM-only floor of ``cfg``'s network (``network_of``) on ``rows`` rows a step
+        (default: its whole mini-batch; half of it is one shard's products on 2 threads)."""
+        sizes, batch = network_of(cfg)
+        r = self.runner.run([sys.executable, "-c", GEMM_FLOOR, json.dumps(sizes), str(rows or batch), str(k), str(n)],
                             self.env_one, True, label)
         return last_json(r["stdout"], label)
 
@@ -678,12 +692,13 @@ def build_engine_rows(E, quick):
         rows.append([measure, fmt(b), fmt(t), "" if r is None else f"{r:.2f}x", target,
                      "" if met is None else ("yes" if met else "NO")])
 
+    base_1 = {"a": E["base_a1"], "default": E["base_default1"]}
     for c, floor in E["floor"].items():
         row(f"GEMM-only floor of {c} (one step's products alone, k={E['k']} inputs, 1 thread): samples/s",
             floor, None, fmt_rate, show_ratio=False)
-        frac = ratio(E["bp_1"][c], floor)
-        base_frac = ratio(E["base_a1"], floor) if c == "a" else None
-        row(f"  {c}, 1 thread: fraction of that floor", frac, base_frac, fmt_pct,
+        frac = ratio(E["bp_1"].get(c), floor)
+        note = " (bp's time includes the augmentation)" if c == "default" else ""
+        row(f"  {c}, 1 thread: fraction of that floor{note}", frac, ratio(base_1.get(c), floor), fmt_pct,
             ">= 90%" if c == "a" else "", None if c != "a" or frac is None else frac >= 0.90)
     two = ratio(E["bp_a2"], E["bp_1"].get("a"))
     row("a: 2 threads / 1 thread (samples/s)", two, ratio(E["base_a2"], E["base_a1"]), fmt_x,
@@ -692,11 +707,15 @@ def build_engine_rows(E, quick):
     row("a, 2 threads: bp / PyTorch (2 threads)", vs_torch, None, fmt_x, ">= 2.0x",
         None if vs_torch is None else vs_torch >= 2.0, show_ratio=False)
     row("a, 2 threads: samples/s", E["bp_a2"], E["base_a2"], fmt_rate)
+    ceiling(rows, E, "a", E["bp_a2"], E["base_a2"], {
+        "1.7x": 1.7 * (E["bp_1"].get("a") or 0), "2.0x PyTorch": 2.0 * (E["torch_a2"] or 0)})
     ep = " (quick: 2 epochs)" if quick else ""
     row(f"configs/default.yaml{ep}, 1 thread: samples/s", E["bp_default1"], E["base_default1"], fmt_rate)
     d2 = ratio(E["bp_default2"], E["base_default2"])
     row(f"configs/default.yaml{ep}, 2 threads: samples/s", E["bp_default2"], E["base_default2"], fmt_rate,
         f">= 1.6x {base}", None if d2 is None else d2 >= 1.6)
+    ceiling(rows, E, "default", E["bp_default2"], E["base_default2"],
+            {f"1.6x {base}": 1.6 * (E["base_default2"] or 0)})
     row("  its test accuracy (2 threads)", E["bp_default2_acc"], E["base_default2_acc"], fmt_acc,
         "same within noise", show_ratio=False)
     busy = E["busy"]
@@ -707,9 +726,28 @@ def build_engine_rows(E, quick):
             show_ratio=False)
         row(f"  one core busy, {cfg}: samples/s on 1 and on 2 threads",
             busy[f"bp {cfg} 1"], busy[f"bp {cfg} 2"], fmt_rate, show_ratio=False)
+        if cfg == "a":  # with the other core busy, bp alone runs both shards at best
+            row("  a: 2 threads' shards one after another on one core (BP_WORKERS=serial, pinned) / 1 thread: "
+                "the most the row above can reach", ratio(E["a_serial"], E["bp_1"].get("a")), None, fmt_x,
+                show_ratio=False)
     row("BLAS path, a, 1 thread: scipy.linalg.blas (BP_BLAS=scipy) / the default path", 
         ratio(E["a_scipy"], E["bp_1"].get("a")), None, fmt_x, "< 0.95x keeps the default [7]", show_ratio=False)
     return rows
+
+
+def ceiling(rows, E, c, bp2, base2, needs):
+    """Rows: what two cores can do at most on network ``c`` (twice the floor of one shard's
+    products: half a mini-batch, 1 thread), the fractions of it that bp and the baseline
+    reach on 2 threads, and the fraction each target in ``needs`` ({name: samples/s}) asks."""
+    floor = E["shard_floor"].get(c)
+    two_cores = None if floor is None else 2 * floor
+    rows.append([f"  two cores' floor of {c}: 2 x one shard's products ({E['k']} inputs, half a batch, "
+                 "1 thread) [8]", fmt_rate(two_cores), "n/a", "", "", ""])
+    asks = "; ".join(f"{name} needs {ratio(v, two_cores):.0%}" for name, v in needs.items()
+                     if v and two_cores)
+    reach = [None if ratio(x, two_cores) is None else f"{ratio(x, two_cores):.0%}" for x in (bp2, base2)]
+    rows.append([f"  {c}, 2 threads: fraction of the two cores' floor", reach[0] or "n/a", reach[1] or "n/a",
+                 "", asks, ""])
 
 
 FOOTNOTES = [
@@ -729,6 +767,9 @@ FOOTNOTES = [
     "are >= 5% slower on this row; the engine table's baseline column is bp at the --baseline commit, "
     "installed from a git worktree into --baseline-venv; 'one core busy' runs a spinning process pinned to the "
     "last usable core.",
+    "[8] the most two cores can do if a step were its products alone, each core's shard as fast as "
+    "one thread alone; the augmentation, the activations, the update and the hand-over between the "
+    "cores all come on top.",
     "samples/s = training examples / median per-epoch training time (evaluation excluded): bp's "
     "metrics.jsonl `train_seconds`, the peer's `epoch_s`. bp/PyTorch is the plain ratio (for times, lower "
     "is better).",
@@ -875,12 +916,18 @@ def main(argv=None):
             if r:
                 dflt.append(r)
             # the engine rows: the GEMM floor, 1 and 2 threads, one core busy, the baseline, the BLAS path
-            for c in cfgs:
+            for c in cfgs + ["default"]:
                 keep(f"floor {c}", f"GEMM floor {c}", bench.gemm_floor, c, inked_k, 5, f"GEMM-only floor {c} #{rep}")
+            for c in ("a", "default"):  # one shard's products on 2 threads: half the mini-batch
+                half = network_of(c)[1] // 2
+                keep(f"shard floor {c}", f"GEMM floor {c}, {half} rows", bench.gemm_floor, c, inked_k, 5,
+                     f"GEMM-only floor {c}, {half} rows #{rep}", rows=half)
             keep("default 1", "bp default 1 thread", bench.bp_train, "default", 1, dflt_epochs,
                  f"bp train -c configs/default.yaml 1 thread #{rep}")
             keep("a scipy", "bp a BP_BLAS=scipy", bench.bp_train, "a", 1, EPOCHS,
                  f"bp train a 1 thread BP_BLAS=scipy #{rep}", env={"BP_BLAS": "scipy"})
+            keep("a serial", "bp a 2 shards on 1 core", bench.bp_train, "a", 2, EPOCHS,
+                 f"bp train a --threads 2 BP_WORKERS=serial, pinned #{rep}", env={"BP_WORKERS": "serial"}, pin=True)
             for who, cmd in (("bp", None), ("base", base_cmd)):
                 if who == "base":
                     if cmd is None:
@@ -995,15 +1042,16 @@ def main(argv=None):
 
         R["engine"] = {
             "k": inked_k, "baseline": None if base_cmd is None else args.baseline,
-            "floor": {c: median([r["samples_per_s"] for r in E.get(f"floor {c}", [])]) for c in cfgs},
-            "bp_1": {c: R["train"][c]["bp_sps"] for c in cfgs},
+            "floor": {c: sps(f"floor {c}") for c in cfgs + ["default"]},
+            "shard_floor": {c: sps(f"shard floor {c}") for c in ("a", "default")},
+            "bp_1": dict({c: R["train"][c]["bp_sps"] for c in cfgs}, default=sps("default 1")),
             "bp_a2": R["a2"]["bp_sps"], "torch_a2": R["a2"]["torch_sps"],
             "base_a1": sps("base a 1"), "base_a2": sps("base a 2"),
             "bp_default1": sps("default 1"), "bp_default2": agg(dflt, "samples_per_s"),
             "base_default1": sps("base default 1"), "base_default2": sps("base default 2"),
             "bp_default2_acc": agg(dflt, "test_accuracy"),
             "base_default2_acc": median([r["test_accuracy"] for r in E.get("base default 2", [])]),
-            "a_scipy": sps("a scipy"),
+            "a_scipy": sps("a scipy"), "a_serial": sps("a serial"),
             "busy": {f"{who} {cfg} {t}": sps(f"{who} busy {cfg} {t}")
                      for who in ("bp", "base") for cfg in ("a", "default") for t in (1, 2)},
         }
