@@ -263,21 +263,24 @@ def test_pace_keeps_the_fastest_mode_and_keeps_trying_the_others():
     from bpcli.fast import Pace
 
     pace = Pace(["processes", "threads", "serial"])
-    E, T = Pace.EVERY, Pace.TRIAL
+    E, T, W = Pace.EVERY, Pace.TRIAL, Pace.WINDOW
     busy = {"processes": 1.0, "threads": 0.8, "serial": 0.5}  # a busy core: the caller alone is fastest
-    modes = paced(pace, 3 * T, busy)
-    assert modes == ["processes"] * (T - 1) + ["threads"] * T + ["serial"] * T + ["serial"]  # each tried at once
+    start = T - 1 + 2 * (W + 1)
+    modes = paced(pace, start, busy)
+    # each tried at once; a trial ahead after T steps goes on until its mean covers W (timed) steps
+    assert modes == ["processes"] * (T - 1) + ["threads"] * (W + 1) + ["serial"] * (W + 1)
+    assert pace.mode == "serial"
     modes = paced(pace, 3 * E, busy)
-    # kept: the others only for a trial now and then (the two it replaced soon after, to check,
-    # and once more when serial's mean is over a window; then every 2 E steps while they lose)
-    assert modes.count("serial") >= 3 * E - 6 * T
+    # kept: the others only for a trial now and then (each one replaced W steps after, to check
+    # the winner; then every 2 E steps, and longer, while they lose)
+    assert modes.count("serial") >= 3 * E - 4 * T
     assert {"processes", "threads"} <= set(modes)  # ... which tries each of them in turn
     assert pace.every["processes"] > E and pace.every["threads"] > E  # less often while they lose
     free = {"processes": 0.2, "threads": 0.4, "serial": 0.5}  # the core is free again
     paced(pace, 5 * E, free)  # (each of the other two gets a trial in turn, when due)
     assert pace.mode == "processes"
     assert paced(pace, E, free).count("processes") >= E - 2 * T  # kept, but for a trial or two
-    assert sum(pace.counts.values()) == pace.steps == 9 * E + 3 * T
+    assert sum(pace.counts.values()) == pace.steps == start + 9 * E
     pace.drop("processes")  # it failed to start: never tried again
     assert "processes" not in paced(pace, 3 * E, free) and pace.mode == "threads"
 
@@ -309,6 +312,24 @@ def test_pace_gives_up_on_a_slow_mode_quickly():
         return {"threads": 0.8, "serial": 0.69}.get(mode) or (4.4 if next(steps) % 10 == 9 else 0.48)
     modes = paced(pace, 20 * Pace.EVERY, spiky)
     assert modes.count("processes") < 0.05 * len(modes) and pace.mode == "serial"
+
+
+@pytest.mark.parametrize("modes", [["processes", "serial"], ["processes", "threads", "serial"]])
+def test_pace_keeps_a_spiky_mode_to_trials_wherever_its_spikes_fall(modes):
+    """A worker on a busy core, as measured: ~0.48 ms a step, but ~4.4 ms one step in five at
+    random, against 0.69 ms for bp alone. Over 100 runs of a 5-epoch training of network a
+    (2,345 steps), nine in ten leave the worker under 5% of the steps, however lucky its
+    first steps or its trials are. (Won on a trial's 7 steps and checked afterwards, the
+    code before left it 462-495 steps at the 90th percentile with two modes.)"""
+    from bpcli.fast import Pace
+
+    kept = []
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        timings = {"serial": lambda: 0.69, "threads": lambda: 0.8,
+                   "processes": lambda: 4.4 if rng.random() < 0.2 else 0.48}
+        kept.append(paced(Pace(modes), 2345, lambda mode: timings[mode]()).count("processes"))
+    assert sorted(kept)[90] < 0.05 * 2345, sorted(kept)[80:]
 
 
 @pytest.mark.parametrize("mode", ["threads", "serial"])

@@ -76,15 +76,15 @@ class Pace:
     A mode's time is the mean of its steps since it was last tried, and over
     the last ~``WINDOW`` of them once there are more: with a worker on a busy
     core, network a's steps took ~0.48 ms but ~4.4 ms one step in five or so,
-    and a shorter memory forgot the slow steps between them and kept that mode.
-    For the same reason a mean of fewer steps than a window is checked once it
-    covers one: a trial's winner by the mode it replaced, tried again ``WINDOW``
-    steps later (if that one wins back, the short-lived winner waits as a loser
-    does, twice as long as last time), and a mode that lost its trial to such a
-    mean (the first mode's at the start, or a fresh winner's), unless hopelessly,
-    by a trial ``WINDOW`` steps later rather than after the doubled wait. With
-    one core busy, worker processes that won on a few lucky steps at the start
-    kept ~400 of network a's steps before either check.
+    and a few steps can miss the slow ones. So a trial that is ahead after its
+    ``TRIAL`` steps goes on until its mean covers ``WINDOW`` steps, and wins
+    only if it is still ahead then; the mode it replaced is tried again
+    ``WINDOW`` steps later (a window can be lucky too); and a trial lost to a
+    mean of fewer steps than a window (at the start, the first mode's) is tried
+    again ``WINDOW`` steps later rather than after the doubled wait, unless it
+    lost hopelessly. (With a quick win and a check afterwards instead, worker
+    processes that won on a few lucky steps kept ~400 of network a's steps
+    with one core busy.)
     """
 
     EVERY, LONGEST, TRIAL, GIVE_UP, WINDOW = 200, 3200, 8, 2.0, 32
@@ -95,28 +95,26 @@ class Pace:
         self.seconds = dict.fromkeys(self.modes)  # recent step time of each mode
         self.timed = dict.fromkeys(self.modes, 0)  # the steps that ``seconds`` averages
         self.steps = 0
-        self.trial = 0      # steps left in the current trial of another mode
-        self.trying = None
+        self.trying = None  # the mode on trial, if any
+        self.fresh = False  # the trial has not run its first (untimed) step yet
         # each mode's next trial: every one right at the start, then EVERY steps after a
         # win, twice as long as last time (up to LONGEST) after a loss
         self.due = {m: i * self.TRIAL for i, m in enumerate(self.modes)}
         self.every = dict.fromkeys(self.modes, self.EVERY)
         self.counts = dict.fromkeys(self.modes, 0)  # steps run in each mode
-        self.since = 0  # the step from which the current mode has run
-        self.replaced = None  # the mode it replaced then (None: it ran from the start)
 
     def choose(self):
         self.steps += 1
-        if self.trial == 0:
+        if self.trying is None:
             for mode in self.modes:
                 if mode != self.mode and self.steps >= self.due[mode]:
-                    self.trying, self.trial = mode, self.TRIAL
+                    self.trying, self.fresh = mode, True
                     self.seconds[mode], self.timed[mode] = None, 0  # judged on this trial alone
                     break
         return self.current()
 
     def current(self):
-        return self.trying if self.trial else self.mode
+        return self.trying or self.mode
 
     def drop(self, mode):
         """Never use ``mode`` again (it failed to start)."""
@@ -126,42 +124,40 @@ class Pace:
         if self.mode == mode:
             self.mode = self.modes[0]
         if self.trying == mode:
-            self.trial = 0
+            self.trying = None
 
     def record(self, mode, seconds):
         self.counts[mode] += 1
-        if self.trial == self.TRIAL or self.counts[mode] == 1:  # a trial's first step, a mode's first
-            self.trial = max(0, self.trial - 1)
+        if self.counts[mode] == 1 or (mode == self.trying and self.fresh):  # a mode's first, a trial's first
+            self.fresh = False
             return
         self.timed[mode] += 1
         old = self.seconds[mode]
         weight = max(1 / self.timed[mode], 1 / self.WINDOW)  # the mean, then a moving mean
         self.seconds[mode] = seconds if old is None else old + weight * (seconds - old)
-        if self.trial:
-            current = self.seconds[self.mode]
-            hopeless = current is not None and seconds > self.GIVE_UP * current
-            self.trial = 0 if hopeless else self.trial - 1
-            if self.trial == 0:
-                self._judge(self.trying, hopeless)
+        if mode == self.trying:
+            self._judge(mode, seconds)
 
-    def _judge(self, tried, hopeless=False):
-        current = self.seconds[self.mode]
-        if current is None or self.seconds[tried] < current:
-            replaced = self.mode
-            if tried == self.replaced and self.steps - self.since < self.EVERY:
-                # it won a trial lately, and the mode it replaced won back its check: the
-                # short-lived winner waits as a loser does
-                self.every[replaced] = min(2 * self.every[replaced], self.LONGEST)
-                self.due[replaced] = self.steps + self.every[replaced]
-            else:  # tried again soon, when the winner's mean is over more than a trial's few
-                # steps (a spiky mode can win a trial and lose over a window)
-                self.every[replaced] = self.EVERY
-                self.due[replaced] = self.steps + self.WINDOW
-            self.mode, self.since, self.replaced = tried, self.steps, replaced
-        elif self.timed[self.mode] < self.WINDOW and not hopeless:
-            # it lost to a mean of a few steps (a trial's, or the first mode's at the start),
-            # which may have missed that mode's slow ones: tried again once the mean is over
-            # a window (a spiky first mode kept ~400 steps on a busy core without this)
+    def _judge(self, tried, seconds):
+        """After a timed step of the trial of ``tried``: end it, won or lost, or go on."""
+        current, mean = self.seconds[self.mode], self.seconds[tried]
+        if current is not None and seconds > self.GIVE_UP * current:
+            self._lost(tried, hopeless=True)
+        elif self.timed[tried] < self.TRIAL - 1:
+            return
+        elif current is not None and mean >= current:
+            self._lost(tried)
+        elif current is None or self.timed[tried] >= self.WINDOW:
+            replaced, self.mode, self.trying = self.mode, tried, None
+            # tried again soon: the winner's window may have been a lucky one
+            self.every[replaced] = self.EVERY
+            self.due[replaced] = self.steps + self.WINDOW
+        # else ahead so far: it goes on until its mean covers a window
+
+    def _lost(self, tried, hopeless=False):
+        self.trying = None
+        if self.timed[self.mode] < self.WINDOW and not hopeless:
+            # lost to a mean of a few steps, which may have missed that mode's slow ones
             self.due[tried] = self.steps + self.WINDOW
         else:
             self.every[tried] = min(2 * self.every[tried], self.LONGEST)
