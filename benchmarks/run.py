@@ -92,14 +92,15 @@ CONFIGS = {
 
 
 def network_of(cfg):
-    """(layer sizes, mini-batch rows) of a benchmark network: ``CONFIGS``' a, b, c, or
-    "default" (``configs/default.yaml``)."""
+    """(layer sizes, mini-batch rows, augmented?) of a benchmark network: ``CONFIGS``' a, b,
+    c, or "default" (``configs/default.yaml``)."""
     if cfg == "default":
         doc = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
-        return [784, *doc["model"]["hidden"], 10], int(doc["train"]["batch_size"])
+        return ([784, *doc["model"]["hidden"], 10], int(doc["train"]["batch_size"]),
+                bool(doc["train"].get("augment")))
     flags = CONFIGS[cfg]["bp"]
     hidden = [int(h) for h in flags[flags.index("--hidden") + 1].split(",")]
-    return [784, *hidden, 10], int(flags[flags.index("--batch-size") + 1])
+    return [784, *hidden, 10], int(flags[flags.index("--batch-size") + 1]), False
 
 
 # Runs a command, passes its output through, and writes its wall time and peak
@@ -531,13 +532,15 @@ class Bench:
                         "tried": tried}
         return {"epochs": None, "train_s": None, "tried": tried}
 
-    def gemm_floor(self, cfg, k, n, label, rows=None):
-        """The GEMM-only floor of ``cfg``'s network (``network_of``) on ``rows`` rows a step
-        (default: its whole mini-batch; half of it is one shard's products on 2 threads)."""
-        sizes, batch = network_of(cfg)
-        r = self.runner.run([sys.executable, "-c", GEMM_FLOOR, json.dumps(sizes), str(rows or batch), str(k), str(n)],
+    def gemm_floor(self, cfg, inked, n, label, half=False):
+        """The GEMM-only floor of ``cfg``'s network (``network_of``) on its mini-batch, or half
+        of it (one shard's products on 2 threads). The first layer has the ``inked`` inputs that
+        bp computes, or all 784 where augmentation moves ink anywhere (as bp then does)."""
+        sizes, batch, augmented = network_of(cfg)
+        k, rows = 784 if augmented else inked, batch // 2 if half else batch
+        r = self.runner.run([sys.executable, "-c", GEMM_FLOOR, json.dumps(sizes), str(rows), str(k), str(n)],
                             self.env_one, True, label)
-        return last_json(r["stdout"], label)
+        return dict(last_json(r["stdout"], label), k=k)
 
     # -- torch
     def torch_train(self, cfg, threads, label):
@@ -694,7 +697,7 @@ def build_engine_rows(E, quick):
 
     base_1 = {"a": E["base_a1"], "default": E["base_default1"]}
     for c, floor in E["floor"].items():
-        row(f"GEMM-only floor of {c} (one step's products alone, k={E['k']} inputs, 1 thread): samples/s",
+        row(f"GEMM-only floor of {c} (one step's products alone, k={E['k'][c]} inputs, 1 thread): samples/s",
             floor, None, fmt_rate, show_ratio=False)
         frac = ratio(E["bp_1"].get(c), floor)
         note = " (bp's time includes the augmentation)" if c == "default" else ""
@@ -726,9 +729,9 @@ def build_engine_rows(E, quick):
             show_ratio=False)
         row(f"  one core busy, {cfg}: samples/s on 1 and on 2 threads",
             busy[f"bp {cfg} 1"], busy[f"bp {cfg} 2"], fmt_rate, show_ratio=False)
-        if cfg == "a":  # with the other core busy, bp alone runs both shards at best
-            row("  a: 2 threads' shards one after another on one core (BP_WORKERS=serial, pinned) / 1 thread: "
-                "the most the row above can reach", ratio(E["a_serial"], E["bp_1"].get("a")), None, fmt_x,
+        if cfg == "a":  # what bp alone keeps when it runs both shards (as with the other core busy)
+            row("  a: 2 threads' shards one after another on one idle core (BP_WORKERS=serial, pinned) / "
+                "1 thread, for reference", ratio(E["a_serial"], E["bp_1"].get("a")), None, fmt_x,
                 show_ratio=False)
     row("BLAS path, a, 1 thread: scipy.linalg.blas (BP_BLAS=scipy) / the default path", 
         ratio(E["a_scipy"], E["bp_1"].get("a")), None, fmt_x, "< 0.95x keeps the default [7]", show_ratio=False)
@@ -741,7 +744,7 @@ def ceiling(rows, E, c, bp2, base2, needs):
     reach on 2 threads, and the fraction each target in ``needs`` ({name: samples/s}) asks."""
     floor = E["shard_floor"].get(c)
     two_cores = None if floor is None else 2 * floor
-    rows.append([f"  two cores' floor of {c}: 2 x one shard's products ({E['k']} inputs, half a batch, "
+    rows.append([f"  two cores' floor of {c}: 2 x one shard's products ({E['k'][c]} inputs, half a batch, "
                  "1 thread) [8]", fmt_rate(two_cores), "n/a", "", "", ""])
     asks = "; ".join(f"{name} needs {ratio(v, two_cores):.0%}" for name, v in needs.items()
                      if v and two_cores)
@@ -919,9 +922,8 @@ def main(argv=None):
             for c in cfgs + ["default"]:
                 keep(f"floor {c}", f"GEMM floor {c}", bench.gemm_floor, c, inked_k, 5, f"GEMM-only floor {c} #{rep}")
             for c in ("a", "default"):  # one shard's products on 2 threads: half the mini-batch
-                half = network_of(c)[1] // 2
-                keep(f"shard floor {c}", f"GEMM floor {c}, {half} rows", bench.gemm_floor, c, inked_k, 5,
-                     f"GEMM-only floor {c}, {half} rows #{rep}", rows=half)
+                keep(f"shard floor {c}", f"GEMM floor {c}, half a batch", bench.gemm_floor, c, inked_k, 5,
+                     f"GEMM-only floor {c}, half a batch #{rep}", half=True)
             keep("default 1", "bp default 1 thread", bench.bp_train, "default", 1, dflt_epochs,
                  f"bp train -c configs/default.yaml 1 thread #{rep}")
             keep("a scipy", "bp a BP_BLAS=scipy", bench.bp_train, "a", 1, EPOCHS,
@@ -1041,7 +1043,8 @@ def main(argv=None):
             return median([r["samples_per_s"] for r in E.get(key, [])])
 
         R["engine"] = {
-            "k": inked_k, "baseline": None if base_cmd is None else args.baseline,
+            "k": {c: (E.get(f"floor {c}") or [{"k": "?"}])[0]["k"] for c in cfgs + ["default"]},
+            "baseline": None if base_cmd is None else args.baseline,
             "floor": {c: sps(f"floor {c}") for c in cfgs + ["default"]},
             "shard_floor": {c: sps(f"shard floor {c}") for c in ("a", "default")},
             "bp_1": dict({c: R["train"][c]["bp_sps"] for c in cfgs}, default=sps("default 1")),

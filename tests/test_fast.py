@@ -320,7 +320,8 @@ def test_pace_keeps_a_spiky_mode_to_trials_wherever_its_spikes_fall(modes):
     random, against 0.69 ms for bp alone. Over 100 runs of a 5-epoch training of network a
     (2,345 steps), nine in ten leave the worker under 5% of the steps, however lucky its
     first steps or its trials are. (Won on a trial's 7 steps and checked afterwards, the
-    code before left it 462-495 steps at the 90th percentile with two modes.)"""
+    code before left it ~460-490 steps at the 90th percentile with two modes:
+    benchmarks/pace.py.)"""
     from bpcli.fast import Pace
 
     kept = []
