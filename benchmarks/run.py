@@ -54,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -406,6 +407,20 @@ def read_metrics(run_dir):
     return [json.loads(l) for l in lines if l.strip()]
 
 
+def steps_by_workers(run_dir):
+    """How a run's steps ran (worker processes, threads, bp alone): its last checkpoint's
+    metadata, a JSON document stored as the uint8 array meta.npy (read with the standard
+    library: an .npy file is a header, then the raw bytes). None if unreadable."""
+    try:
+        with zipfile.ZipFile(Path(run_dir, "last.npz")) as z:
+            raw = z.read("meta.npy")
+        width = 2 if raw[6] == 1 else 4  # the header's length: 2 bytes in .npy version 1, else 4
+        start = 8 + width + int.from_bytes(raw[8:8 + width], "little")
+        return json.loads(raw[start:].decode("utf-8")).get("steps_by_workers")
+    except (OSError, KeyError, ValueError, IndexError, zipfile.BadZipFile):
+        return None
+
+
 def train_examples(run_dir, metrics):
     """Training examples per epoch: from the run's resolved config, else from metrics."""
     try:
@@ -518,6 +533,7 @@ class Bench:
         return {"config": cfg, "threads_requested": threads, "threads_reported": doc.get("threads"),
                 "epochs": len(metrics), "epoch_train_s": ts, "median_epoch_s": statistics.median(ts),
                 "train_examples": n, "samples_per_s": n / statistics.median(ts),
+                "steps_by_workers": steps_by_workers(rd) if threads > 1 else None,
                 "train_s_total": sum(ts), "test_accuracy": doc.get("test_accuracy"),
                 "wall_s": r["wall"], "peak_rss_mib": r["maxrss_mib"], "run_dir": str(rd), "cmd": r["cmd"]}
 
@@ -958,7 +974,8 @@ def main(argv=None):
             raw["train"][c] = {"bp": bp_runs[c], "torch": th_runs[c]}
         R["a2"] = {"bp_sps": agg(bp2, "samples_per_s"), "bp_acc": agg(bp2, "test_accuracy"),
                    "torch_sps": agg(th2, "samples_per_s"), "torch_acc": agg(th2, "test_accuracy"),
-                   "bp_threads_reported": [r["threads_reported"] for r in bp2]}
+                   "bp_threads_reported": [r["threads_reported"] for r in bp2],
+                   "bp_steps_by_workers": [r["steps_by_workers"] for r in bp2]}
         raw["a2"] = {"bp": bp2, "torch": th2}
         ok97 = [r for r in bp97 if r["epochs"]]
         R["t97"] = {"bp_s": agg(ok97, "train_s") if ok97 else None,
@@ -1119,6 +1136,12 @@ def main(argv=None):
                      f"{R['predict']['predicted']}")
     if R.get("a2", {}).get("bp_threads_reported"):
         notes.append(f"bp reported threads for the 2-thread runs: {R['a2']['bp_threads_reported']}")
+    if R.get("a2", {}).get("bp_steps_by_workers"):
+        notes.append(f"how the steps of bp's 2-thread runs of a ran: {R['a2']['bp_steps_by_workers']}")
+    busy = (raw.get("engine") or {}).get("bp busy a 2") or []
+    if busy:
+        notes.append(f"how the steps of its 2-thread runs of a with one core busy ran: "
+                     f"{[r['steps_by_workers'] for r in busy]}")
     for e in bench.errors:
         notes.append(f"ERROR {e}")
 
