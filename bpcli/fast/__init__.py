@@ -97,8 +97,8 @@ class Pace:
         self.steps = 0
         self.trying = None  # the mode on trial, if any
         self.fresh = False  # the trial has not run its first (untimed) step yet
-        # each mode's next trial: every one right at the start, then EVERY steps after a
-        # win, twice as long as last time (up to LONGEST) after a loss
+        # each mode's next trial: every one right at the start; WINDOW steps after a trial
+        # replaced it; after a loss, twice as long as last time (from EVERY, up to LONGEST)
         self.due = {m: i * self.TRIAL for i, m in enumerate(self.modes)}
         self.every = dict.fromkeys(self.modes, self.EVERY)
         self.counts = dict.fromkeys(self.modes, 0)  # steps run in each mode
