@@ -68,17 +68,18 @@ class Pace:
     on its own steps but the first (which may wake sleeping workers), and so
     is the first mode (after its first step: right after the fork, copy-on-write
     page faults slow both processes for a few steps, which a trial then forgets).
-    A trial step that takes more than ``GIVE_UP`` times the current mode's steps
-    ends its trial at once, as lost: under load, a worker sharing a busy core
-    can take milliseconds a step, and a whole trial of such steps costs more
-    than the trial can win.
+    A step of a trial's first ``TRIAL`` that takes more than ``GIVE_UP`` times the
+    current mode's steps ends the trial at once, as lost: under load, a worker
+    sharing a busy core can take milliseconds a step, and a whole trial of such
+    steps costs more than the trial can win.
 
     A mode's time is the mean of its steps since it was last tried, and over
     the last ~``WINDOW`` of them once there are more: with a worker on a busy
     core, network a's steps took ~0.48 ms but ~4.4 ms one step in five or so,
     and a few steps can miss the slow ones. So a trial that is ahead after its
     ``TRIAL`` steps goes on until its mean covers ``WINDOW`` steps, and wins
-    only if it is still ahead then; the mode it replaced is tried again
+    only if it is still ahead then (its mean decides: one slow step there, as
+    a VM gives now and then, does not end it); the mode it replaced is tried again
     ``WINDOW`` steps later (a window can be lucky too); and a trial lost to a
     mean of fewer steps than a window (at the start, the first mode's) is tried
     again ``WINDOW`` steps later rather than after the doubled wait, unless it
@@ -141,7 +142,8 @@ class Pace:
     def _judge(self, tried, seconds):
         """After a timed step of the trial of ``tried``: end it, won or lost, or go on."""
         current, mean = self.seconds[self.mode], self.seconds[tried]
-        if current is not None and seconds > self.GIVE_UP * current:
+        in_trial = self.timed[tried] < self.TRIAL  # (after it, going on to a window: the mean decides)
+        if in_trial and current is not None and seconds > self.GIVE_UP * current:
             self._lost(tried, hopeless=True)
         elif self.timed[tried] < self.TRIAL - 1:
             return
