@@ -1,7 +1,10 @@
 """Shared fixtures: tiny generated MNIST files, a loopback HTTP mirror, the real MNIST if present.
 
 No test reaches the internet: mirrors are served on 127.0.0.1, and the
-``no_internet`` fixture makes any other connection fail loudly.
+``no_internet`` fixture makes any other connection fail loudly. No test touches
+the user's files: ``away_from_the_users_files`` gives the whole suite (session
+and module fixtures included) a home, working folder, runs root and data dir of
+its own, and the session fails if the checkout's ``runs/`` or ``data/`` changed.
 """
 
 import collections
@@ -19,6 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import settings
 from synthetic import NO_MNIST, real_mnist_folder
+from untouched import USERS_FOLDERS, changes, snapshot
 
 # CI replays the same examples every run (no flaky red builds); at a developer's
 # desk hypothesis explores new ones, which is where it finds bugs.
@@ -61,6 +65,55 @@ def every_thread_gets_a_shard(monkeypatch):
     import bpcli.fast
 
     monkeypatch.setattr(bpcli.fast, "SHARD_MIN_MACS", 1)
+
+
+#: what a user's environment may say to bp, or to what bp's tests start (matplotlib, Chromium)
+USER_SETTINGS = ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "MPLCONFIGDIR")
+KEPT = ("BP_TEST_MNIST",)  # the tests' own setting: where the real MNIST is
+
+
+@pytest.fixture(scope="session", autouse=True)
+def away_from_the_users_files(tmp_path_factory):
+    """The suite's own home, working folder, runs root and data dir, set before any other
+    fixture of any scope runs (a session fixture, autouse: pytest sets those up first), and
+    no BP_* setting of the user's: a test, a fixture or a process they start reads and
+    writes only these (``./runs`` and ``./data`` then mean folders in the suite's own
+    working folder)."""
+    top = tmp_path_factory.mktemp("user")
+    patch = pytest.MonkeyPatch()
+    for name in [n for n in os.environ if n.startswith("BP_") and n not in KEPT]:
+        patch.delenv(name)
+    for name in USER_SETTINGS:
+        folder = top / name.lower()
+        folder.mkdir()
+        patch.setenv(name, str(folder))
+    patch.setenv("BP_RUNS_DIR", str(top / "runs"))
+    patch.setenv("BP_DATA_DIR", str(top / "data"))
+    (top / "cwd").mkdir()
+    patch.chdir(top / "cwd")
+    yield top
+    patch.undo()
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_BEFORE] = {folder: snapshot(folder) for folder in USERS_FOLDERS}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The whole suite left the checkout's runs/ and data/ byte for byte as it found them."""
+    before = session.config.stash.get(_BEFORE, None)
+    if before is None:
+        return
+    found = [f"{folder}: {change}" for folder in USERS_FOLDERS for change in changes(before[folder], snapshot(folder))]
+    if found:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["the tests changed the user's files (tests must use the suite's own folders):", *found[:20]]
+        for line in lines:
+            (reporter.write_line if reporter else print)(line)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_BEFORE = pytest.StashKey[dict]()
 
 
 @pytest.fixture(autouse=True)

@@ -173,7 +173,7 @@ def test_evaluate_without_a_model_is_a_clean_error(tmp_path):
 
 @NEEDS_MNIST
 def test_existing_run_dir_refused_exit_2(smoke_run, mnist_env):
-    result = CliRunner().invoke(cli, ["train", "-c", "configs/smoke.yaml", "--run-dir", smoke_run["run_dir"]],
+    result = CliRunner().invoke(cli, ["train", "-c", "smoke", "--run-dir", smoke_run["run_dir"]],
                                 env=mnist_env)
     assert result.exit_code == 2 and "--resume" in result.output
 
@@ -668,3 +668,17 @@ def test_hidden_with_an_empty_item_is_a_usage_error():
     assert CliRunner().invoke(cli, ["config", "--hidden", "1,,2"]).exit_code == 2
     result = CliRunner().invoke(cli, ["config", "--hidden", ""])  # no hidden layer: logistic regression
     assert result.exit_code == 0 and "hidden: []" in result.output
+
+
+def test_a_diverged_runs_suggested_command_runs_as_written(mnist_env, tmp_path):
+    import re
+    import shlex
+
+    run = tmp_path / "wild"
+    result = CliRunner().invoke(cli, ["train", "-c", "smoke", "--lr", "1e30", "--run-dir", str(run), "--quiet"],
+                                env=mnist_env)
+    assert result.exit_code == 1, result.output
+    suggested = re.search(r"e\.g\. (bp train .*?); ", result.stderr).group(1)
+    assert "e+" not in suggested and suggested.endswith("--lr 0.1")
+    again = CliRunner().invoke(cli, shlex.split(suggested)[1:] + ["--quiet"], env=mnist_env)
+    assert again.exit_code == 0, again.output

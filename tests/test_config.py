@@ -161,7 +161,7 @@ def test_any_config_file_text_is_accepted_or_a_config_error(tmp_path_factory, te
 
 
 def test_conflicting_flags_exit_2(tmp_path):
-    result = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path), "-c", "configs/smoke.yaml"])
+    result = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path), "-c", "smoke"])
     assert result.exit_code == 2 and "--resume" in result.output
 
 
