@@ -185,22 +185,15 @@ def verification_images(model, data_dir=None):
 
 
 def recorded_accuracy(ckpt):
-    """The test accuracy ``bp train`` recorded for this checkpoint (result.json beside a
-    best.npz of a finished run), or None."""
-    import json
-
-    from .fsutil import open_untrusted
+    """The test accuracy ``bp train`` recorded for this checkpoint (the record of a
+    finished run, beside its best.npz), or None."""
+    from . import record
 
     if os.path.basename(ckpt) != "best.npz":
         return None
-    try:
-        f, _ = open_untrusted(os.path.join(os.path.dirname(ckpt), "result.json"), "file", max_bytes=1 << 20)
-        with f:
-            doc = json.loads(f.read().decode("utf-8"))
-    except (BpError, OSError, ValueError, RecursionError):
-        return None
-    value = doc.get("test_accuracy") if isinstance(doc, dict) and doc.get("state") == "finished" else None
-    return value if type(value) in (int, float) and 0 <= value <= 1 else None
+    doc = record.read(os.path.dirname(ckpt))
+    value = record.number(doc, "test_accuracy") if record.state(doc) == "finished" else None
+    return value if value is not None and 0 <= value <= 1 else None
 
 
 def export_onnx(model, ckpt, out, force=False, data_dir=None):

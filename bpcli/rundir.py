@@ -1,7 +1,7 @@
 """Run directories: where a training run lives, who holds it, and ``runs/latest``.
 
 A run dir holds ``config.yaml``, ``metrics.jsonl``, ``last.npz``, ``best.npz``
-and ``result.json`` (how the run ended). Several ``bp train`` may start at
+and ``result.json`` (the run record: how the run ended, ``record.py``). Several ``bp train`` may start at
 once on one machine (a CI matrix), so:
 
 - a new run dir is created exclusively (``os.mkdir`` fails if it exists):
@@ -27,10 +27,11 @@ import stat
 import time
 from datetime import datetime
 
+from . import record
 from .errors import BpError, ConfigError
-from .fsutil import describe_mode, read_text, shown_path
+from .fsutil import describe_mode, shown_path
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz", "result.json")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz", record.NAME)
 LOCK_NAME = ".lock"
 LATEST = "latest"
 
@@ -62,9 +63,9 @@ def is_a_run(run_dir):
 
 def check(run_dir, force=False):
     """Refuse (exit 2) a --run-dir that is a file, a link we would delete through, a
-    folder of another program's files, or that holds a run unless ``force``. Cheap, no
-    side effects: bp train calls it before loading any data. (Whether the run is in use
-    is known only once its lock is tried.)"""
+    folder of another program's files, or that holds a run unless ``force``; and a run
+    dir another process is training in (RunInUse, exit 1: nothing else would help).
+    Cheap, no side effects: bp train calls it before loading any data."""
     if run_dir is None:
         return
     shown = shown_path(run_dir)
@@ -75,6 +76,9 @@ def check(run_dir, force=False):
                           "name the run dir itself")
     if os.path.lexists(run_dir) and not os.path.isdir(run_dir):
         raise ConfigError(f"--run-dir {shown} is a file; name a folder")
+    held_here = os.path.realpath(run_dir) in _held  # (a second flock of our own would look like another's)
+    if os.path.isdir(run_dir) and not held_here and in_use(run_dir):  # neither --resume nor --force could take it
+        raise _in_use(run_dir, holder(run_dir))
     if os.path.isdir(run_dir) and holds_a_run(run_dir):
         if not is_a_run(run_dir):
             raise ConfigError(f"--run-dir {shown} holds files named like a run's ({', '.join(RUN_FILES)}) "
@@ -179,17 +183,33 @@ def lock(run_dir):
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) and time.monotonic() < deadline:
                 time.sleep(0.02)
                 continue
-            holder = _read_holder(fd)
+            who = _read_holder(fd)
             os.close(fd)
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunInUse(f"run dir {shown_path(run_dir)} is in use by another bp train ({holder}); wait for "
-                               "it to finish or stop it, or choose another --run-dir") from None
+                raise _in_use(run_dir, who) from None
             if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                 return  # a file system without locks: run unprotected rather than not at all
             raise _cannot_create(run_dir, err) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
     _held[key] = fd
+
+
+def _in_use(run_dir, who):
+    return RunInUse(f"run dir {shown_path(run_dir)} is in use by another bp train ({who}); wait for "
+                    "it to finish or stop it, or choose another --run-dir")
+
+
+def holder(run_dir):
+    """What the lock file of a run dir says about the process holding it."""
+    try:
+        fd = _open_lock(run_dir, create=False)
+    except (OSError, BpError):
+        return "a process that has not written its pid yet"
+    try:
+        return _read_holder(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_holder(fd):
@@ -242,36 +262,21 @@ def held(run_dir):
 
 
 # ---------------------------------------------------------------------------
-# result.json: how a run ended (or that it is under way)
-
-RESULT_BYTES = 1 << 20
-
-
-def read_result(run_dir):
-    """The run's result.json as a dict, or None when it is missing or damaged (a file
-    from outside: opened safely, size-bounded, any JSON that is not a map ignored)."""
-    import json
-
-    text = read_text(os.path.join(run_dir, "result.json"), RESULT_BYTES)
-    try:
-        doc = json.loads(text) if text else None
-    except (ValueError, RecursionError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-# ---------------------------------------------------------------------------
 # latest, and --resume's argument
 
 def point_latest(run_dir):
-    """Make ``<runs root>/latest`` a symlink to ``run_dir``, replaced atomically.
+    """Make ``<runs root>/latest`` point at ``run_dir``: the user's newest model."""
+    point(os.path.join(runs_root(), LATEST), run_dir)
 
-    The link is relative when the run is under the runs root (the folder can
-    then be moved whole), absolute otherwise. A real file or folder named
-    ``latest`` is left alone: it is not bp's.
+
+def point(link, run_dir):
+    """Make ``link`` a symlink to ``run_dir``, replaced atomically.
+
+    The link is relative when the run is under the link's folder (the folder can
+    then be moved whole), absolute otherwise. A real file or folder at ``link``
+    is left alone: it is not bp's.
     """
-    root = runs_root()
-    link = os.path.join(root, LATEST)
+    root = os.path.dirname(link) or "."
     if os.path.lexists(link) and not os.path.islink(link):
         return
     target = os.path.realpath(run_dir)
@@ -287,7 +292,7 @@ def point_latest(run_dir):
         os.replace(tmp, link)
     except OSError:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)  # a file system without symlinks: 'latest' is a convenience
+            os.unlink(tmp)  # a file system without symlinks: the link is a convenience
 
 
 def locate_model(path=None):

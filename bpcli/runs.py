@@ -1,25 +1,25 @@
 """``bp runs``: the runs under the runs root and how each ended, newest first.
 
 Like ``mlflow runs list`` without a server: everything comes from the files a
-run dir already holds. ``result.json`` says how a run ended (finished,
-interrupted, diverged); a run whose dir is locked by a live process is
-running; one with neither ended without saying so (killed, or a machine that
-went down): it is listed as interrupted, and ``bp train --resume`` continues it
-from its ``last.npz``. A run's files are read with the same care as any file
-from outside: a damaged one blanks that field, never the listing.
+run dir already holds. The run record (``record.py``) says how a run ended,
+in one of its states; a run whose dir is locked by a live process is running;
+one whose record still says running but that nobody holds ended without saying
+so (killed, or a machine that went down): it is listed as interrupted, and
+``bp train --resume`` continues it from its ``last.npz``. A run's files are read
+with the same care as any file from outside: a damaged one blanks that field,
+never the listing, and no text from them reaches the terminal unescaped.
 """
 
 import json
 import os
 from datetime import datetime
 
-from . import rundir
+from . import record, rundir
 from .config import describe_network
 from .fsutil import one_line, read_text
 from .errors import BpError
 from .progress import percent
 
-ENDINGS = ("finished", "interrupted", "diverged", "failed")  # result.json states of a run no longer running
 MAX_FILE = 4 << 20  # bytes read from any one file of a run (metrics of thousands of epochs fit)
 
 
@@ -51,7 +51,12 @@ def _config(path):
 
 
 def _number(x):
-    return x if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+    return record.number({"x": x}, "x")
+
+
+def _fraction(x):
+    x = _number(x)
+    return x if x is not None and 0 <= x <= 1 else None
 
 
 def _network(config):
@@ -70,27 +75,29 @@ def describe(run_dir, latest=None):
     accuracy, test accuracy, seconds, state, and whether it is ``latest``."""
     config = _config(os.path.join(run_dir, "config.yaml"))
     metrics = _metrics(os.path.join(run_dir, "metrics.jsonl"))
-    result = rundir.read_result(run_dir)
+    result = record.read(run_dir)
+    state = record.state(result)
     if rundir.in_use(run_dir):
-        state = "running"
-    elif result and result.get("state") in ENDINGS:
-        state = result["state"]
-    else:  # killed (kill -9, a machine that went down): no process holds it, nothing said how it ended
+        state = record.RUNNING
+    elif state in (None, record.RUNNING):  # killed (kill -9, a machine that went down): nothing said how it ended
         state = "interrupted"
     try:
         planned = config["train"]["epochs"]
     except (KeyError, TypeError):
         planned = None
-    vals = [v for v in (_number(m.get("val_accuracy")) for m in metrics) if v is not None]
-    seconds = (result or {}).get("seconds") if state == "finished" else None
+    vals = [v for v in (_fraction(m.get("val_accuracy")) for m in metrics) if v is not None]
+    # every part of a run that was resumed; a record from before bp kept the total: its last part, or the epochs
+    seconds = record.number(result, "total_seconds")
+    if seconds is None:
+        seconds = record.number(result, "seconds") if state == "finished" else None
     if seconds is None and metrics:
         seconds = sum(_number(m.get("seconds")) or 0.0 for m in metrics)
-    started = (result or {}).get("started")
-    if not isinstance(started, str):  # a run from before result.json recorded it: its config's time
+    started = record.text(result, "started")
+    if started is None:  # a run from before the record kept it: its config's time
         try:
             started = datetime.fromtimestamp(os.stat(os.path.join(run_dir, "config.yaml")).st_mtime
                                              ).isoformat(timespec="seconds")
-        except OSError:
+        except (OSError, OverflowError, ValueError):
             started = None
     return {
         "name": os.path.basename(os.path.normpath(run_dir)),
@@ -98,9 +105,9 @@ def describe(run_dir, latest=None):
         "started": started[:19] if started else None,
         "network": _network(config),
         "epochs_done": len(metrics),
-        "epochs_planned": _number(planned),
+        "epochs_planned": planned if type(planned) is int else None,
         "best_val_accuracy": max(vals) if vals else None,
-        "test_accuracy": _number((result or {}).get("test_accuracy")),
+        "test_accuracy": _fraction((result or {}).get("test_accuracy")),
         "seconds": _number(seconds),
         "state": state,
         "has_model": os.path.isfile(os.path.join(run_dir, "best.npz")),
@@ -137,7 +144,7 @@ def render(runs, root):
     for r in runs:
         epochs = f"{r['epochs_done']}/{r['epochs_planned'] if r['epochs_planned'] is not None else '?'}"
         time_ = "-" if r["seconds"] is None else f"{r['seconds']:.1f}s"
-        rows.append(("*" if r["latest"] else "", r["name"], (r["started"] or "-").replace("T", " "),
+        rows.append(("*" if r["latest"] else "", one_line(r["name"], 60), one_line(r["started"] or "-").replace("T", " "),
                      r["network"] or "-", epochs, percent(r["best_val_accuracy"]), percent(r["test_accuracy"]),
                      time_, r["state"]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -14,13 +14,14 @@ never interrupted (same machine and thread count).
 import contextlib
 import math
 import os
+import shlex
 import signal
 import time
 from datetime import datetime
 
 import numpy as np
 
-from . import jsonio, rundir
+from . import jsonio, record, rundir
 from .augment import Augmenter
 from .checkpoint import check_training_state, load_model, read_checkpoint, save_checkpoint
 from .config import describe_network, from_values, usable_cpus
@@ -315,8 +316,9 @@ class Run:
                     f"and {os.path.join(self.run_dir, 'best.npz')} is still usable")
         else:
             kept = "no epoch had finished, so nothing was saved"
+        again = f"bp train -c {shlex.quote(os.path.join(self.run_dir, 'config.yaml'))} --lr {gentler_lr(t['lr'])}"
         return TrainingDiverged(f"training diverged: {what} in epoch {self.epoch + 1} at lr {lr:.4g}; "
-                                f"lower the learning rate (e.g. --lr {t['lr'] / 10:g}) and train again; {kept}")
+                                f"train again with a lower learning rate, e.g. {again}; {kept}")
 
     def finish_epoch(self, seconds):
         t, p = self.values["train"], self.partial
@@ -344,6 +346,12 @@ class Run:
         return m
 
 
+def gentler_lr(lr):
+    """A learning rate to suggest after ``lr`` failed: a tenth of it, but never above the
+    default's 0.1 (a tenth of 1e30 would fail the same way), written as --lr reads it."""
+    return f"{min(lr / 10, 0.1):g}".replace("e+", "e")
+
+
 CHANCE_LEVEL = 0.2  # test accuracy below this: the network learned (next to) nothing (10 classes: 0.1)
 
 
@@ -362,15 +370,17 @@ def initial_model(path, cfg):
     return ckpt, model
 
 
-def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, init=None):
-    """Train under ``cfg`` into ``run_dir``; returns the summary PRODUCT.md's --json prints.
+def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, init=None, latest=True):
+    """Train under ``cfg`` into ``run_dir``; returns the summary ``bp train --json`` prints.
 
-    The run dir is held (``rundir.lock``) throughout; ``result.json`` in it says how
-    the run ended (finished with this summary, interrupted, diverged) before this
-    returns or raises. ``threads``: the engine's worker threads (None: the count
-    the checkpoint resumed from recorded, else every CPU this process may use;
-    see ``choose_threads``), recorded in every checkpoint. ``init`` is
-    ``(checkpoint path, Model)`` to start from (``initial_model``), for a new run only.
+    The run dir is held (``rundir.lock``) throughout; its record (``record.py``)
+    says how the run ended (finished with this summary, interrupted, diverged)
+    before this returns or raises. ``threads``: the engine's worker threads (None:
+    the count the checkpoint resumed from recorded, else every CPU this process may
+    use; see ``choose_threads``), recorded in every checkpoint. ``init`` is
+    ``(checkpoint path, Model)`` to start from (``initial_model``), for a new run
+    only. ``latest``: whether the run becomes ``runs/latest`` once it has a model
+    (a user's run does; a bp tune trial does not).
     """
     progress = progress or Progress(quiet=True)
     threads, warning = choose_threads(threads, resume_from)
@@ -389,29 +399,44 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, ini
             config_path, text = os.path.join(run_dir, "config.yaml"), cfg.to_yaml()
             if not resume_from or read_text(config_path, 1 << 16) != text:
                 write_text_atomic(config_path, text)
-            started = (resume_from and (rundir.read_result(run_dir) or {}).get("started")) or \
-                datetime.now().isoformat(timespec="seconds")
-            _write_result(run, {"state": "running", "started": started})
+            log = RunLog(run, resumed=bool(resume_from))
+            log.write(record.RUNNING)
             try:
-                summary = _train_epochs(run, progress)
+                summary = _train_epochs(run, progress, log, latest)
             except (Interrupted, TrainingDiverged) as err:
-                state = "interrupted" if isinstance(err, Interrupted) else "diverged"
-                _write_result(run, {"state": state, "started": started, "error": str(err)})
+                log.write("interrupted" if isinstance(err, Interrupted) else "diverged", error=str(err))
                 raise
             except BaseException as err:  # a full disk, a bug: the run says it did not end well
                 with contextlib.suppress(BpError, OSError):
-                    _write_result(run, {"state": "failed", "started": started,
-                                        "error": str(err) or type(err).__name__})
+                    log.write("failed", error=str(err) or type(err).__name__)
                 raise
-            _write_result(run, {"state": "finished", "started": started, **summary})
+            log.write("finished", **summary)
         finally:
             run.engine.close()
     return summary
 
 
+class RunLog:
+    """The run's record as one part of it (a first start or a resume) keeps it: when the
+    run first started, and the time trained in every part so far."""
+
+    def __init__(self, run, resumed):
+        before = record.read(run.run_dir) if resumed else None
+        self.run = run
+        self.started = record.text(before, "started") or datetime.now().isoformat(timespec="seconds")
+        self.earlier_seconds = record.number(before, "total_seconds") or 0.0
+        self.t0 = time.perf_counter()
+
+    def write(self, state, **fields):
+        run = self.run
+        record.write(run.run_dir, state, started=self.started,
+                     total_seconds=self.earlier_seconds + time.perf_counter() - self.t0,
+                     epochs_done=run.epoch, epochs_planned=run.values["train"]["epochs"], init=run.init, **fields)
+
+
 def _finished(run_dir):
-    """Whether the run's result.json says it finished (all its epochs, or stopped early)."""
-    return (rundir.read_result(run_dir) or {}).get("state") == "finished"
+    """Whether the run's record says it finished (all its epochs, or stopped early)."""
+    return record.state(record.read(run_dir)) == "finished"
 
 
 def choose_threads(asked, resume_from=None):
@@ -432,12 +457,7 @@ def choose_threads(asked, resume_from=None):
     return asked, None
 
 
-def _write_result(run, doc):
-    doc = {**doc, "epochs_done": run.epoch, "epochs_planned": run.values["train"]["epochs"], "init": run.init}
-    write_text_atomic(os.path.join(run.run_dir, "result.json"), jsonio.dumps(doc, indent=2) + "\n")
-
-
-def _train_epochs(run, progress):
+def _train_epochs(run, progress, log, latest):
     run_dir, epochs = run.run_dir, run.values["train"]["epochs"]
     wall0 = time.perf_counter()
     # overflow to inf/nan is detected as divergence (Run.check_finite), not warned about per step
@@ -458,9 +478,10 @@ def _train_epochs(run, progress):
             if run.best["epoch"] == m["epoch"]:
                 first_model = not os.path.exists(os.path.join(run_dir, "best.npz"))
                 run.save("best.npz", with_optimizer=False)
-                if first_model:
+                if first_model and latest:
                     rundir.point_latest(run_dir)  # latest: the newest run that has a model
             run.write_metrics()
+            log.write(record.RUNNING)  # the time so far, should this process be killed
             if run.patience_ran_out():
                 progress.note(f"early stop: no better validation accuracy for "
                               f"{run.values['train']['patience']} epochs")

@@ -49,6 +49,7 @@ import copy
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import sys
@@ -56,6 +57,7 @@ import time
 import warnings
 
 from . import config as config_mod
+from . import record
 from .errors import BpError, ConfigError
 from .fsutil import open_untrusted, shown, shown_path, truncate
 from .progress import percent
@@ -64,6 +66,7 @@ INSTALL = "pip install -e '.[tune]'"
 STUDIES = "studies"        # <runs root>/studies/NAME: one folder per study
 STORAGE_FILE = "study.db"
 BEST_CONFIG = "best.yaml"
+BEST_MODEL = "best"         # in the study folder: a link to the best trial's run dir
 TOP = 5                    # rows of the table of best trials
 POLL_SECONDS = 0.5         # a worker with nothing to start looks again this often
 DEFAULT_HEARTBEAT = 10
@@ -540,7 +543,7 @@ def work(job, worker=0):
 
         try:
             with _signals(unblocked=True):  # train turns them into a clean stop (RunInterrupted)
-                summary = train(cfg, data, run_dir, progress=progress, threads=job.threads)
+                summary = train(cfg, data, run_dir, progress=progress, threads=job.threads, latest=False)
         except optuna.TrialPruned:
             _write_pruned(run_dir, progress, cfg)
             record(f"pruned (val {percent(_best_val(progress))})")
@@ -551,10 +554,10 @@ def work(job, worker=0):
             raise
         except KeyboardInterrupt:  # before train could take it, or a second Ctrl-C inside it
             last = os.path.exists(os.path.join(run_dir, "last.npz"))
-            _write_result(run_dir, {"state": "interrupted", "error": "interrupted" + (
+            record.write(run_dir, "interrupted", error="interrupted" + (
                 "; last.npz holds the last finished epoch" if last else " before the first epoch finished"),
-                "epochs_done": progress.last["epoch"] if progress.last else 0,
-                "epochs_planned": cfg.flat["train.epochs"]})
+                epochs_done=progress.last["epoch"] if progress.last else 0,
+                epochs_planned=cfg.flat["train.epochs"])
             raise
         except TrainingDiverged as err:
             trial.set_user_attr("error", truncate(str(err), 300))
@@ -616,19 +619,13 @@ def _signals(unblocked):
 
 
 def _write_pruned(run_dir, progress, cfg):
-    """result.json of a pruned trial: like train's for a run that ended early, with its own state."""
+    """The record of a pruned trial: like train's for a run that ended early, with its own state."""
     epochs = progress.last["epoch"] if progress.last else 0
-    _write_result(run_dir, {"state": "pruned", "error": f"stopped by the pruner after epoch {epochs}: its "
-                            "validation accuracy was below the median of earlier trials at that epoch",
-                            "val_accuracy": _best_val(progress), "epochs_done": epochs,
-                            "epochs_planned": cfg.flat["train.epochs"]})
-
-
-def _write_result(run_dir, doc):
-    from . import jsonio
-    from .fsutil import write_text_atomic
-
-    write_text_atomic(os.path.join(run_dir, "result.json"), jsonio.dumps(doc, indent=2) + "\n")
+    before = record.read(run_dir)
+    record.write(run_dir, "pruned", error=f"stopped by the pruner after epoch {epochs}: its validation accuracy "
+                 "was below the median of earlier trials at that epoch",
+                 started=record.text(before, "started"), total_seconds=record.number(before, "total_seconds"),
+                 val_accuracy=_best_val(progress), epochs_done=epochs, epochs_planned=cfg.flat["train.epochs"])
 
 
 def _best_val(progress):
@@ -790,7 +787,7 @@ def summarize(study, space, base, config_file, sets, folder, url, n_trials, seco
 
     doc = {"study": study.study_name, "storage": shown_url(url), "study_dir": folder,
            "trials": n_trials, "counts": c, "seconds": seconds, "top": [row(t) for t in complete[:TOP]],
-           "best": None, "best_config": None, "retrain": None}
+           "best": None, "best_config": None, "best_model": None, "retrain": None}
     if c["finished"] < n_trials:
         doc["note"] = (f"stopped by --timeout with {c['finished']} of {n_trials} trials finished; run the "
                        "same command again to continue" if timed_out else
@@ -802,7 +799,13 @@ def summarize(study, space, base, config_file, sets, folder, url, n_trials, seco
         path = os.path.join(folder, BEST_CONFIG)
         write_best_config(path, config_file, sets, best, study.study_name)
         doc["best_config"] = path
-        doc["retrain"] = f"bp train -c {path}"
+        doc["retrain"] = f"bp train -c {shlex.quote(path)}"
+        if best["run_dir"] and os.path.isdir(best["run_dir"]):
+            # the study's best model by name; runs/latest stays the user's own (trials never move it)
+            from . import rundir
+
+            doc["best_model"] = os.path.join(folder, BEST_MODEL)
+            rundir.point(doc["best_model"], best["run_dir"])
     return doc
 
 
@@ -860,5 +863,8 @@ def render(doc):
     test = ("test " + percent(best["test_accuracy"]) if best["test_accuracy"] is not None
             else f"test accuracy not measured here (its run dir is on {best['host']})")
     lines.append(f"best trial {best['number']}: val {percent(best['val_accuracy'])}, {test}")
+    if doc.get("best_model"):
+        lines.append(f"best model {shown_path(doc['best_model'])}; evaluate it with: "
+                     f"bp evaluate {shlex.quote(shown_path(doc['best_model']))}")
     lines.append(f"best config {doc['best_config']}; retrain with: {doc['retrain']}")
     return "\n".join(lines)

@@ -258,3 +258,13 @@ def test_a_folder_of_another_programs_config_is_never_taken_over(tmp_path):
         result = bp("train", "-c", SMOKE, "--run-dir", str(mine), *force, env=offline_env(tmp_path))
         assert result.returncode == 2 and "bp did not write" in result.stderr, result.stderr
     assert (mine / "config.yaml").read_text() == "my: app config\n"
+
+
+def test_a_second_trainer_without_force_is_told_the_run_is_in_use_and_nothing_else(held, tmp_path):
+    """Neither --resume nor --force could take a run dir another process trains in: the
+    error says it is in use (exit 1) and names the process, suggesting no command that fails."""
+    result = bp("train", "--run-dir", str(held), "-c", SMOKE, env=offline_env(tmp_path))
+    assert result.returncode == 1, result.stderr
+    assert "in use by another bp train" in result.stderr and f"pid {os.getpid()}" in result.stderr
+    assert "--resume" not in result.stderr and "--force" not in result.stderr
+    assert untouched(held)

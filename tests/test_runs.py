@@ -123,3 +123,38 @@ def test_a_run_that_failed_says_so(data, runs_root, monkeypatch):
     assert result["state"] == "failed" and "No space" in result["error"] and result["started"]
     run, = json.loads(listing(runs_root, "--json"))
     assert run["state"] == "failed"
+
+
+def test_a_resumed_runs_time_is_every_parts_time(data, runs_root):
+    """Interrupted after an epoch, then resumed and extended: the listed time covers all
+    three parts, not only the last one."""
+    from bpcli import record
+
+    with pytest.raises(Interrupted):
+        train_in(data, runs_root, "r", progress=SignalAt(15))
+    first = record.number(record.read(str(runs_root / "r")), "total_seconds")
+    train(resolve(None, [*BASE, "train.epochs=2"]), data, str(runs_root / "r"),
+          resume_from=str(runs_root / "r" / "last.npz"))
+    second = record.read(str(runs_root / "r"))
+    assert second["total_seconds"] > first > 0 and second["total_seconds"] > second["seconds"]
+    cfg = resolve(None, [*BASE, "train.epochs=3"])
+    last = train(cfg, data, str(runs_root / "r"), resume_from=str(runs_root / "r" / "last.npz"))
+    run, = json.loads(listing(runs_root, "--json"))
+    assert run["state"] == "finished" and run["epochs_done"] == 3
+    assert run["seconds"] == pytest.approx(second["total_seconds"] + last["seconds"], rel=0.2)
+    assert run["seconds"] > last["seconds"] + first
+
+
+def test_every_state_bp_writes_is_listed_as_itself(runs_root):
+    from bpcli import record
+
+    for state in record.STATES:
+        folder = runs_root / state
+        folder.mkdir(parents=True)
+        (folder / "last.npz").write_bytes(b"")  # a run of bp's (its files), held by nobody
+        record.write(str(folder), state, started="2026-01-01T00:00:00")
+    by = {r["name"]: r["state"] for r in json.loads(listing(runs_root, "--json"))}
+    # a record still saying running, in a run dir nobody holds: killed mid-run
+    assert by == {**{s: s for s in record.STATES}, record.RUNNING: "interrupted"}
+    table = listing(runs_root)
+    assert any(line.split()[:1] == ["pruned"] and line.split()[-1] == "pruned" for line in table.splitlines())

@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -244,7 +245,7 @@ def test_search_in_process_writes_best_yaml_that_retrains(env, files, runs_root)
     assert set(best["params"]) == {"train.lr", "train.momentum"}
     for r in doc["top"]:
         assert json.load(open(os.path.join(r["run_dir"], "result.json")))["state"] == "finished"
-    assert doc["retrain"] == f"bp train -c {doc['best_config']}"
+    assert doc["retrain"] == f"bp train -c {shlex.quote(doc['best_config'])}"
     shown = CliRunner().invoke(cli, ["config", "-c", doc["best_config"]])
     assert shown.exit_code == 0, shown.output
     from bpcli.config import resolve
@@ -486,3 +487,28 @@ def test_a_machine_killed_with_kill_9_does_not_lose_the_study(env, tmp_path, pos
     assert len(stale) == 1 and "victim" in stale[0].user_attrs["run_dir"]
     retried = [t for t in finished if t.system_attrs.get("failed_trial") == stale[0].number]
     assert len(retried) == 1 and retried[0].params == stale[0].params
+
+
+def test_trials_never_move_latest_and_the_study_names_its_best(env, files, runs_root):
+    """runs/latest is the user's own model: after a search it still is, and the study's best
+    model is a link in the study folder that bp evaluate takes as printed."""
+    import shlex
+
+    from bpcli import rundir
+
+    mine = runs_root / "mine"
+    mine.mkdir(parents=True)
+    rundir.point_latest(str(mine))
+    config_file, space_file = files
+    result = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--trials", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    assert os.path.realpath(runs_root / "latest") == str(mine)
+    study = runs_root / "studies" / "space"
+    best_line = next(line for line in result.stdout.splitlines() if line.startswith("best model "))
+    command = shlex.split(best_line.split("evaluate it with: ")[1])
+    assert command[:2] == ["bp", "evaluate"] and os.path.realpath(command[2]) == os.path.realpath(study / "best")
+    trial = os.path.realpath(study / "best")
+    assert os.path.basename(trial).startswith("trial-") and os.path.isfile(os.path.join(trial, "best.npz"))
+    scored = CliRunner().invoke(cli, [*command[1:], "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["checkpoint"].startswith(str(study / "best"))
