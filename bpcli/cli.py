@@ -298,7 +298,7 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
     if summary["test_accuracy"] < train_mod.CHANCE_LEVEL:  # loud even with --quiet: exit 0 hides it
         click.echo(f"Warning: test accuracy {summary['test_accuracy']:.1%} is chance level: the network learned "
                    f"nothing. Is the learning rate ({values['train']['lr']:g}) too high? Try --lr "
-                   f"{values['train']['lr'] / 10:g}", err=True)
+                   f"{train_mod.gentler_lr(values['train']['lr'])}", err=True)
     if as_json:
         _emit_json(summary)
     else:

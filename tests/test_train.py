@@ -190,7 +190,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, mon
     monkeypatch.setattr(train_mod.Run, "finish_epoch", finish_epoch)
     with pytest.raises(TrainingDiverged) as info:
         run(data, tmp_path, "r", ["train.epochs=3"])
-    assert "lower the learning rate" in str(info.value) and info.value.exit_code == 1
+    assert "with a lower learning rate, e.g. bp train -c " in str(info.value) and info.value.exit_code == 1
     _, meta = read_checkpoint(tmp_path / "r" / "last.npz")
     assert meta["epoch"] == 1 and all(np.isfinite(w).all() for w in weights(tmp_path / "r").values())
 
@@ -545,3 +545,12 @@ def test_the_untampered_cut_runs_resume(cut_runs, data, tmp_path):
     for optimizer, run_dir in cut_runs.items():
         summary = resume(data, tamper(run_dir, tmp_path / optimizer))
         assert summary["epochs"] == 3
+
+
+@pytest.mark.parametrize("lr, suggested", [(1e30, "0.1"), (3.0, "0.1"), (0.5, "0.05"), (1e-4, "1e-05")])
+def test_the_suggested_learning_rate_is_one_that_could_work_written_as_a_flag(lr, suggested):
+    """After lr 1e30 diverged, a tenth of it ('1e+29') would fail the same way."""
+    from bpcli.train import gentler_lr
+
+    assert gentler_lr(lr) == suggested
+    assert float(gentler_lr(lr)) < lr
