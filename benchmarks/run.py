@@ -64,7 +64,7 @@ REPO = Path(__file__).resolve().parent.parent
 N_TRAIN = 60000
 TARGET_ACC = 0.97
 EPOCHS = 5
-BASELINE = "4e0bdb0"  # bp before the threaded engine (issue 14)
+BASELINE = "4e0bdb0"  # bp before the threaded engine
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
 
@@ -625,7 +625,7 @@ def build_rows(R, quick, repeats, have_torch):
                      "" if r is None else f"{r:.2f}x", target,
                      "" if met is None else ("yes" if met else "NO")])
 
-    goals = {"a": 2.0, "b": 1.2, "c": 5.0}  # the performance issue's targets, bp / PyTorch
+    goals = {"a": 2.0, "b": 1.2, "c": 5.0}  # the targets, bp / PyTorch
     for cfg in ("a", "b", "c"):
         if cfg not in R["train"]:
             continue
@@ -691,7 +691,7 @@ def build_rows(R, quick, repeats, have_torch):
     return rows
 
 
-ENGINE_HEADER = ["measure (engine, issue 14)", "bp", "baseline", "bp/baseline", "target", "met?"]
+ENGINE_HEADER = ["measure (engine)", "bp", "baseline", "bp/baseline", "target", "met?"]
 
 
 def build_engine_rows(E, quick):
