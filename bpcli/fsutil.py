@@ -128,6 +128,15 @@ def shown_path(path, limit=200):
     return one_line(os.fsdecode(text) if isinstance(text, bytes) else text, limit)
 
 
+def shell_word(path):
+    """A path as a word of a command a message suggests, so the command runs as printed
+    (quoted when it holds spaces or shell characters; escaped as ``shown_path`` when it
+    holds control characters, which no suggestion can carry)."""
+    import shlex
+
+    return shlex.quote(shown_path(path, limit=1000))
+
+
 def one_line(text, limit=200):
     """``text`` as it can go inside a one-line message: control characters (a newline
     in a file name or an exception's text) escaped, at most ``limit`` characters."""

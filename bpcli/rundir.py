@@ -29,7 +29,7 @@ from datetime import datetime
 
 from . import record
 from .errors import BpError, ConfigError
-from .fsutil import describe_mode, shown_path
+from .fsutil import describe_mode, shell_word, shown_path
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz", record.NAME)
 LOCK_NAME = ".lock"
@@ -84,7 +84,7 @@ def check(run_dir, force=False):
             raise ConfigError(f"--run-dir {shown} holds files named like a run's ({', '.join(RUN_FILES)}) "
                               "that bp did not write there; choose another --run-dir")
         if not force:
-            raise ConfigError(f"run dir {shown} already holds a run; continue it with --resume {shown}, "
+            raise ConfigError(f"run dir {shown} already holds a run; continue it with --resume {shell_word(run_dir)}, "
                               "choose another --run-dir, or pass --force to overwrite")
 
 

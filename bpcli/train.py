@@ -14,7 +14,6 @@ never interrupted (same machine and thread count).
 import contextlib
 import math
 import os
-import shlex
 import signal
 import time
 from datetime import datetime
@@ -27,7 +26,7 @@ from .checkpoint import check_training_state, load_model, read_checkpoint, save_
 from .config import describe_network, from_values, usable_cpus
 from .data import N_CLASSES, PIXELS, choose_data_dir, seeds, validation_split
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
-from .fsutil import read_text, shown_path, write_text_atomic
+from .fsutil import read_text, shell_word, shown_path, write_text_atomic
 from .metrics import loss_and_accuracy
 from .fast import Engine, blas, single_threaded_blas
 from .network import Spec, example_costs, init_params, one_hot
@@ -45,7 +44,7 @@ class Interrupted(BpError):
     @classmethod
     def of(cls, run_dir, when):
         return cls(f"interrupted {when}; saved {os.path.join(run_dir, 'last.npz')}. "
-                   f"Resume with: bp train --resume {run_dir}")
+                   f"Resume with: bp train --resume {shell_word(run_dir)}")
 
 
 def spec_from_config(values):
@@ -316,7 +315,7 @@ class Run:
                     f"and {os.path.join(self.run_dir, 'best.npz')} is still usable")
         else:
             kept = "no epoch had finished, so nothing was saved"
-        again = f"bp train -c {shlex.quote(os.path.join(self.run_dir, 'config.yaml'))} --lr {gentler_lr(t['lr'])}"
+        again = f"bp train -c {shell_word(os.path.join(self.run_dir, 'config.yaml'))} --lr {gentler_lr(t['lr'])}"
         return TrainingDiverged(f"training diverged: {what} in epoch {self.epoch + 1} at lr {lr:.4g}; "
                                 f"train again with a lower learning rate, e.g. {again}; {kept}")
 
@@ -528,7 +527,7 @@ def resume_config(ckpt, flags):
     epoch = meta.get("epoch")  # (a tampered one is left to Run.restore's full check)
     if flags.get("train.epochs") is None and _finished(run_dir) and type(epoch) is int and epoch > 0:
         epochs = meta["config"]["train"]["epochs"]
-        raise ConfigError(f"run {run_dir} has finished ({epochs} epochs): nothing to resume; extend it with "
-                          f"--resume {run_dir} --epochs N (N > {epochs}), or start a new run from its weights "
-                          f"with bp train --init {run_dir}")
+        raise ConfigError(f"run {shown_path(run_dir)} has finished ({epochs} epochs): nothing to resume; extend "
+                          f"it with bp train --resume {shell_word(run_dir)} --epochs {2 * epochs} (any number above "
+                          f"{epochs}), or start a new run from its weights with bp train --init {shell_word(run_dir)}")
     return cfg

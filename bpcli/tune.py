@@ -49,7 +49,6 @@ import copy
 import json
 import os
 import re
-import shlex
 import signal
 import socket
 import sys
@@ -59,7 +58,7 @@ import warnings
 from . import config as config_mod
 from . import record
 from .errors import BpError, ConfigError
-from .fsutil import open_untrusted, shown, shown_path, truncate
+from .fsutil import open_untrusted, shell_word, shown, shown_path, truncate
 from .progress import percent
 
 INSTALL = "pip install -e '.[tune]'"
@@ -799,7 +798,7 @@ def summarize(study, space, base, config_file, sets, folder, url, n_trials, seco
         path = os.path.join(folder, BEST_CONFIG)
         write_best_config(path, config_file, sets, best, study.study_name)
         doc["best_config"] = path
-        doc["retrain"] = f"bp train -c {shlex.quote(path)}"
+        doc["retrain"] = f"bp train -c {shell_word(path)}"
         if best["run_dir"] and os.path.isdir(best["run_dir"]):
             # the study's best model by name; runs/latest stays the user's own (trials never move it)
             from . import rundir
@@ -865,6 +864,6 @@ def render(doc):
     lines.append(f"best trial {best['number']}: val {percent(best['val_accuracy'])}, {test}")
     if doc.get("best_model"):
         lines.append(f"best model {shown_path(doc['best_model'])}; evaluate it with: "
-                     f"bp evaluate {shlex.quote(shown_path(doc['best_model']))}")
+                     f"bp evaluate {shell_word(doc['best_model'])}")
     lines.append(f"best config {doc['best_config']}; retrain with: {doc['retrain']}")
     return "\n".join(lines)

@@ -579,10 +579,19 @@ def test_init_fine_tunes_from_a_model_and_records_it(smoke_run, mnist_env, tmp_p
 
 
 @NEEDS_MNIST
-def test_resuming_a_finished_run_says_how_to_extend_it(smoke_run, mnist_env):
-    result = CliRunner().invoke(cli, ["train", "--resume", smoke_run["run_dir"]], env=mnist_env)
-    assert result.exit_code == 2 and "nothing to resume" in result.output and "--epochs N" in result.output
-    assert "--init" in result.output
+def test_resuming_a_finished_run_says_how_to_extend_it_in_a_command_that_runs(smoke_run, mnist_env, tmp_path):
+    import re
+    import shlex
+    import shutil
+
+    run = tmp_path / "my run"  # a space: the suggested command must quote it
+    shutil.copytree(smoke_run["run_dir"], run, ignore=shutil.ignore_patterns(".lock"))
+    result = CliRunner().invoke(cli, ["train", "--resume", str(run)], env=mnist_env)
+    assert result.exit_code == 2 and "nothing to resume" in result.output and "--init" in result.output
+    suggested = shlex.split(re.search(r"extend it with (bp train .*?) \(", result.output).group(1))
+    assert suggested[:3] == ["bp", "train", "--resume"] and suggested[3] == str(run)
+    extended = CliRunner().invoke(cli, [*suggested[1:], "--quiet"], env=mnist_env)
+    assert extended.exit_code == 0, extended.output
 
 
 def test_a_huge_value_in_a_click_option_is_cut():
