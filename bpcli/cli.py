@@ -218,13 +218,15 @@ def _named_flags(f):
     f = click.option("--lr", type=Finite(0, min_open=True), default=None, help="train.lr, the learning rate")(f)
     f = click.option("--batch-size", type=int, default=None, help="train.batch_size")(f)
     f = click.option("--epochs", type=int, default=None, help="train.epochs")(f)
+    f = click.option("--engine", default=None, type=click.Choice(["fast", "reference"]),
+                     help="train.engine: fast (default), or reference: network.py + optim.py, the code to read")(f)
     return f
 
 
-def _flags(epochs, batch_size, lr, hidden, seed):
+def _flags(epochs, batch_size, lr, hidden, seed, engine=None):
     """The named flags as config keys (None: not given)."""
     return {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
-            "model.hidden": _hidden(hidden), "seed": seed}
+            "model.hidden": _hidden(hidden), "seed": seed, "train.engine": engine}
 
 
 @cli.command()
@@ -243,7 +245,7 @@ def _flags(epochs, batch_size, lr, hidden, seed):
 @_threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the results.")
-def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resume, init_model, force, data_dir,
+def train(config_file, sets, epochs, batch_size, lr, hidden, seed, engine, run_dir, resume, init_model, force, data_dir,
           mirrors, offline, threads, quiet, as_json):
     """Train an MLP on MNIST by backprop and mini-batch SGD."""
     _blas_threads_env_to_one()
@@ -253,7 +255,7 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
     from .data import load_mnist, settle_data_dir
     from .errors import ConfigError
 
-    flags = _flags(epochs, batch_size, lr, hidden, seed)
+    flags = _flags(epochs, batch_size, lr, hidden, seed, engine)
     init = None
     if resume:
         if config_file or sets or run_dir or force or init_model:
@@ -313,7 +315,7 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, run_dir, resu
 @_named_flags
 @click.option("--sources", is_flag=True, help="Comment each value with where it came from.")
 @click.option("--list", "list_recipes", is_flag=True, help="List the built-in recipes (-c NAME) instead.")
-def config_cmd(config_file, sets, epochs, batch_size, lr, hidden, seed, sources, list_recipes):
+def config_cmd(config_file, sets, epochs, batch_size, lr, hidden, seed, engine, sources, list_recipes):
     """Print the effective config as YAML (defaults < file < --set < named flags): what
     `bp train` with the same arguments would run. -c takes a file or a built-in recipe's name."""
     from . import config as config_mod
@@ -327,7 +329,7 @@ def config_cmd(config_file, sets, epochs, batch_size, lr, hidden, seed, sources,
                        f"{r['measured'] or '-'}{'  (augmented)' if r['augmented'] else ''}")
         click.echo("\nbp train -c NAME trains one; bp train with no -c trains 'default'.")
         return
-    cfg = config_mod.resolve(config_file, sets, _flags(epochs, batch_size, lr, hidden, seed))
+    cfg = config_mod.resolve(config_file, sets, _flags(epochs, batch_size, lr, hidden, seed, engine))
     click.echo(cfg.to_yaml(with_sources=sources), nl=False)
 
 

@@ -37,6 +37,7 @@ DEFAULTS = {
         "dropout": 0.0,             # probability of dropping a hidden unit while training
     },
     "train": {
+        "engine": "fast",           # fast | reference (network.py + optim.py, the code to read; slower)
         "epochs": 13,
         "batch_size": 256,
         "optimizer": "sgd",         # sgd | adam
@@ -208,6 +209,7 @@ RULES = {
     "model.loss": choice("cross_entropy", "mse"),
     "model.init": choice("auto", "he", "xavier", "normal"),
     "model.dropout": number(lo=0.0, hi=1.0, hi_open=True),
+    "train.engine": choice("fast", "reference"),
     "train.epochs": integer(lo=1, hi=MAX_EPOCHS, why="that many epochs would never finish"),
     # the step allocates (batch, width) arrays per layer up front: past the whole
     # training set they are never filled, only paid for

@@ -29,6 +29,7 @@ from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import read_text, shell_word, shown_path, write_text_atomic
 from .metrics import loss_and_accuracy
 from .fast import Engine, blas, single_threaded_blas
+from .reference import ReferenceEngine
 from .network import Spec, example_costs, init_params, one_hot
 from .optim import learning_rate, make_optimizer
 from .progress import Progress, percent
@@ -80,6 +81,10 @@ def stop_requests():
 # ---------------------------------------------------------------------------
 # The training loop
 
+#: train.engine -> the class that trains: the same interface (see reference.py), the same weights
+ENGINES = {"fast": Engine, "reference": ReferenceEngine}
+
+
 class Run:
     """The state of one training run: what a checkpoint saves and a resume restores."""
 
@@ -97,9 +102,10 @@ class Run:
         inked = self.train_X.any(axis=0) | bool(self.augment)
         Ws, bs = init_params(self.spec, init_rng, self.values["model"]["init"])
         self.threads = threads
-        self.engine = Engine(self.spec, Ws, bs, lambda theta, n: make_optimizer(t, theta, n), t["batch_size"],
-                             inked, threads=threads, dropout=self.values["model"]["dropout"],
-                             max_norm=t["max_norm"], rng=self.rng)
+        self.engine = ENGINES[t["engine"]](self.spec, Ws, bs, lambda theta, n: make_optimizer(t, theta, n),
+                                           t["batch_size"], inked, threads=threads,
+                                           dropout=self.values["model"]["dropout"], max_norm=t["max_norm"],
+                                           rng=self.rng)
         self.train_X = self.engine.inputs_of(self.train_X)
         # two of each batch buffer: the next batch is prepared in one while the engine trains on
         # the other; with augmentation, the engine's workers warp parts of it (``warp``)
@@ -144,7 +150,7 @@ class Run:
             "epoch_rng": self.epoch_rng_state,
             "threads": self.threads,
             # steps (since this process started or resumed the run) by where their shards ran
-            "steps_by_workers": self.engine.pace.counts,
+            "steps_by_workers": self.engine.steps_by_workers,
             "init": self.init,
             "cpu_count": os.cpu_count(),
             "blas": blas.describe(),

@@ -192,16 +192,16 @@ def readme_python_api_example():
     return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
-def test_the_readme_example_runs(tmp_path, monkeypatch, capsys, runs_root):
-    run = tmp_path / "runs" / "20260101-000000"
+def test_the_readme_example_runs(monkeypatch, capsys, runs_root):
+    """As written, from a checkout (it reads bpcli/samples/seven.png), on runs/latest."""
+    run = runs_root / "20260101-000000"
     run.mkdir(parents=True)
     write_model(run / "best.npz", hidden=(32, 16))
-    (tmp_path / "runs" / "latest").symlink_to(run.name)
-    draw_digit(tmp_path / "digit.png")
-    monkeypatch.chdir(tmp_path)
+    (runs_root / "latest").symlink_to(run.name)
+    monkeypatch.chdir(README.parent)  # (only read there)
     exec(compile(readme_python_api_example(), "README.md", "exec"), {})
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "784-32-16-10 relu, softmax + cross_entropy"
-    digit = bpcli.load_model("runs/latest").predict(bpcli.prepare_image("digit.png")[None])
+    digit = bpcli.load_model(str(run)).predict(bpcli.prepare_image("bpcli/samples/seven.png")[None])
     assert lines[1] == str(digit)
     assert "x[None]" in lines[-1]

@@ -12,8 +12,9 @@ import pytest
 import bpcli.fast as fast
 from bpcli.fast import Engine, blas
 from bpcli.fast.threads import Team
-from bpcli.network import ACTIVATIONS, Spec, backward, forward, init_params, one_hot
+from bpcli.network import ACTIVATIONS, Spec, init_params, one_hot
 from bpcli.optim import SGD, Adam
+from bpcli.reference import ReferenceEngine
 
 SIZES = [20, 7, 5, 10]
 K = 16            # inputs 16..19 are blank in every example
@@ -53,31 +54,20 @@ def batches(batch=BATCH, sizes=(BATCH, BATCH, BATCH - 2), seed=0):
 
 
 def train_both(spec, optimizer, threads=1, dropout=0.0, lr=0.3, batch=BATCH, sizes=None, max_norm=0.0):
-    """Steps by the engine and by the reference from the same start; returns both
-    parameter vectors in model order (all weights, then all biases)."""
+    """Steps by the fast engine and by the reference engine (network.py + optim.py) from the
+    same start; returns both parameter vectors in model order (all weights, then all biases)."""
     Ws, bs = init_params(spec, np.random.default_rng(1))
-    reference = flat(Ws, bs)
-    nw = sum(W.size for W in Ws)
-    engine = Engine(spec, Ws, bs, OPTIMIZERS[optimizer], batch, INKED, threads=threads, dropout=dropout,
-                    max_norm=max_norm, rng=np.random.default_rng(2))
-    ref_opt = OPTIMIZERS[optimizer](reference, nw)
-    ref_rng = np.random.default_rng(2)
-    ref_Ws, ref_bs = views(reference, spec.sizes)
+    fast_engine, reference = (make(spec, Ws, bs, OPTIMIZERS[optimizer], batch, INKED, threads=threads, dropout=dropout,
+                                   max_norm=max_norm, rng=np.random.default_rng(2))
+                              for make in (Engine, ReferenceEngine))
     try:
         for pixels, y in batches(batch, sizes or (batch, batch, batch - 2)):
             Y = one_hot(y)
-            A = engine.train_batch(engine.inputs_of(pixels), Y, lr).copy()
-            acts, masks = forward(ref_Ws, ref_bs, pixels.astype(np.float32) / 255, spec, dropout, ref_rng)
-            np.testing.assert_allclose(A, acts[-1], rtol=1e-5, atol=1e-6)
-            dWs, dbs = backward(ref_Ws, acts, masks, Y, spec)
-            ref_opt.step(flat(dWs, dbs), lr)
-            if max_norm:
-                from bpcli.optim import clip_max_norm
-
-                clip_max_norm(ref_Ws, max_norm)
-        return flat(*engine.params()), reference
+            A = fast_engine.train_batch(fast_engine.inputs_of(pixels), Y, lr).copy()
+            np.testing.assert_allclose(A, reference.train_batch(pixels, Y, lr), rtol=1e-5, atol=1e-6)
+        return flat(*fast_engine.params()), flat(*reference.params())
     finally:
-        engine.close()
+        fast_engine.close()
 
 
 def use_path(monkeypatch, name):

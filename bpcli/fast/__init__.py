@@ -499,6 +499,11 @@ class Engine:
         if self.max_norm:
             clip_max_norm(self.Ws, self.max_norm)
 
+    @property
+    def steps_by_workers(self):
+        """Steps run in each mode (since this engine started)."""
+        return self.pace.counts
+
     # -- what the outside sees: model order ---------------------------------
     def params(self):
         """(Ws, bs) in model order (W0 a copy; the others views, valid until the next step)."""
