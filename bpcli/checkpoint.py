@@ -326,6 +326,14 @@ def load_model(path):
     return Model(spec, [arrays[f"W{l}"] for l in layers], [arrays[f"b{l}"] for l in layers], meta)
 
 
+def check_outputs(P, path):
+    """Refuse (CheckpointError) a model whose probabilities ``P`` are not all numbers:
+    finite weights whose outputs overflow. evaluate, export and the page refuse it alike."""
+    if not np.isfinite(P).all():
+        raise CheckpointError(f"the outputs of {shown_path(path)} are not numbers: the model has diverged; "
+                              "train it again with a lower --lr")
+
+
 # ---------------------------------------------------------------------------
 # Resuming: the training state in a last.npz
 
