@@ -275,7 +275,8 @@ def _read_meta(zf, members, path):
     meta["config"] = config.values  # every key present, each valid
     epoch = meta.get("epoch")  # shown by the page and in an ONNX file's metadata
     if epoch is not None and not (_is_int(epoch) and epoch >= 0):
-        raise _fail(path, f"metadata has epoch {shown(epoch)}, not a whole number >= 0; the file is inconsistent")
+        raise _fail(path, f"metadata has a bad 'epoch', {shown(epoch)}: not a whole number >= 0; "
+                          "the file is inconsistent")
     sizes = meta.get("sizes")
     if sizes is None:
         raise _fail(path, "metadata has no layer sizes; it is incomplete")

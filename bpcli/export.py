@@ -250,7 +250,8 @@ def export_onnx(model, ckpt, out, force=False, data_dir=None):
 def verify(path, X, P, images):
     """Run the ONNX file at ``path`` on ``X`` with onnxruntime and compare with bp's
     probabilities ``P``: the same digit for every image whose two likeliest digits bp
-    tells apart by more than TOLERANCE, and probabilities within TOLERANCE, else BpError. None when onnxruntime is not installed."""
+    tells apart by more than TOLERANCE, and probabilities within TOLERANCE, else BpError.
+    None when onnxruntime is not installed."""
     try:
         import onnxruntime
     except ImportError:

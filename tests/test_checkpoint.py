@@ -379,7 +379,7 @@ def test_an_epoch_that_is_not_a_whole_number_is_refused(tmp_path, epoch):
     Ws, bs = init_params(spec, np.random.default_rng(0))
     path = tmp_path / "best.npz"
     save_checkpoint(path, Ws, bs, meta_for(spec.sizes, epoch=epoch))
-    with pytest.raises(CheckpointError, match="metadata has epoch .*, not a whole number >= 0"):
+    with pytest.raises(CheckpointError, match="metadata has a bad 'epoch', .*: not a whole number >= 0"):
         load_model(path)
 
 
