@@ -74,10 +74,15 @@ class Classifier:
 
 def load_model(path=None):
     """The model in ``path``: a run dir (its best.npz) or a checkpoint file; None means
-    runs/latest, as everywhere in bp. Raises ``bpcli.errors.CheckpointError``
-    (a ``BpError``) for a missing or bad checkpoint."""
+    runs/latest, as everywhere in bp; a str, bytes or os.PathLike path, as ``open``
+    takes. Raises ``bpcli.errors.CheckpointError`` (a ``BpError``) for a missing,
+    unreadable or bad checkpoint, TypeError for something that is not a path."""
     if path is not None:
-        path = os.fspath(path)
+        try:
+            path = os.fsdecode(path)
+        except TypeError:
+            raise TypeError(f"load_model expects a path to a run dir or a checkpoint (str, bytes or "
+                            f"os.PathLike) or None, got {type(path).__name__}") from None
     ckpt, _ = locate_model(path)
     return Classifier(_load_checkpoint(ckpt), ckpt)
 

@@ -118,12 +118,12 @@ def read_checkpoint(path, arrays=True, opt_state=None):
     path = str(path)
     f, size = open_untrusted(path, _WHAT, CheckpointError, max_bytes=MAX_BYTES, hint=_HINT)
     with f:
-        magic = f.read(4)
-        if magic != b"PK\x03\x04":  # every .npz is a zip archive
-            what = "an empty file" if not magic else "not an .npz archive"
-            raise _fail(path, f"is not a bp checkpoint: {what}{_HINT}")
-        _check_directory(f, size, path)
         try:
+            magic = f.read(4)  # a file that fails to read (/proc/self/mem) fails here: below
+            if magic != b"PK\x03\x04":  # every .npz is a zip archive
+                what = "an empty file" if not magic else "not an .npz archive"
+                raise _fail(path, f"is not a bp checkpoint: {what}{_HINT}")
+            _check_directory(f, size, path)
             with zipfile.ZipFile(f) as zf:
                 members = _members(zf, path)
                 meta = _read_meta(zf, members, path)
@@ -273,6 +273,10 @@ def _read_meta(zf, members, path):
                           f"({__version__}) reads version {FORMAT_VERSION}; retrain, or use the bp that wrote it")
     config = checked_config(meta, path)
     meta["config"] = config.values  # every key present, each valid
+    epoch = meta.get("epoch")  # shown by the page and in an ONNX file's metadata
+    if epoch is not None and not (_is_int(epoch) and epoch >= 0):
+        raise _fail(path, f"metadata has a bad 'epoch', {shown(epoch)}: not a whole number >= 0; "
+                          "the file is inconsistent")
     sizes = meta.get("sizes")
     if sizes is None:
         raise _fail(path, "metadata has no layer sizes; it is incomplete")
@@ -324,6 +328,14 @@ def load_model(path):
     spec = Spec(meta["sizes"], m["activation"], m["output"], m["loss"])
     layers = range(len(spec.sizes) - 1)
     return Model(spec, [arrays[f"W{l}"] for l in layers], [arrays[f"b{l}"] for l in layers], meta)
+
+
+def check_outputs(P, path):
+    """Refuse (CheckpointError) a model whose probabilities ``P`` are not all numbers:
+    finite weights whose outputs overflow. evaluate, export and the page refuse it alike."""
+    if not np.isfinite(P).all():
+        raise CheckpointError(f"the outputs of {shown_path(path)} are not numbers: the model has diverged; "
+                              "train it again with a lower --lr")
 
 
 # ---------------------------------------------------------------------------

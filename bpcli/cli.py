@@ -382,6 +382,17 @@ def _load_model(path):
     return ckpt, load_model(ckpt)
 
 
+def _load_page_model(path):
+    """_load_model for the web page: a model too big for the page is refused from its
+    metadata, before its weights take memory."""
+    from .checkpoint import load_model
+    from .web import check_checkpoint
+
+    ckpt, _ = _locate(path)
+    check_checkpoint(ckpt)
+    return ckpt, load_model(ckpt)
+
+
 @cli.command()
 @click.argument("checkpoint", metavar="[MODEL]", required=False, type=click.Path())
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
@@ -563,8 +574,8 @@ def export_cmd(checkpoint, onnx_file, web_dir, force, data_dir):
         from .web import check_output as check_site, write_site
 
         check_site(web_dir, force)  # before the model is loaded, as for --onnx
-        path, model = _load_model(checkpoint)
-        for written in write_site(model, path, web_dir, force=force):
+        path, model = _load_page_model(checkpoint)
+        for written in write_site(model, path, web_dir, force=force, data_dir=data_dir):
             click.echo(written)
 
 
@@ -577,16 +588,16 @@ def serve(checkpoint, port):
 
     MODEL is a run dir (its best.npz) or a checkpoint file; default: runs/latest.
     """
+    from .fsutil import shown_path
     from .web import serve as serve_site
 
-    from .fsutil import shown_path
-
-    path, model = _load_model(checkpoint)
+    signal.signal(signal.SIGHUP, _terminate)  # the terminal closed: stop as on Ctrl-C
+    path, model = _load_page_model(checkpoint)
     try:
         serve_site(model, path, port, announce=lambda url: click.echo(
             f"serving the page for {shown_path(path)} on {url} (Ctrl-C stops)"))
     except KeyboardInterrupt:  # the way to stop a server: not an error, but still exit 130
-        click.echo("stopped serving; the page's temp folder is removed", err=True)
+        click.echo("stopped serving", err=True)
         sys.exit(INTERRUPTED)
 
 

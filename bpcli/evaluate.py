@@ -6,10 +6,10 @@ rendered from that same dict, so the two never disagree.
 
 import numpy as np
 
+from .checkpoint import check_outputs
 from .data import load_mnist_for, validation_split
 from .datasets import of_config
-from .errors import CheckpointError, ConfigError
-from .fsutil import shown_path
+from .errors import ConfigError
 from .metrics import most_confused, predict, report
 
 
@@ -33,9 +33,7 @@ def evaluate_checkpoint(path, model, split="test", data_dir=None, mirrors=None, 
                           mirrors=mirrors, offline=offline)
     X, y = split_arrays(data, values, split)
     P = predict(model.Ws, model.bs, model.spec, X)
-    if not np.isfinite(P).all():  # finite weights whose outputs overflow: as predict says
-        raise CheckpointError(f"the outputs of {shown_path(path)} are not numbers: the model has diverged; "
-                              "train it again with a lower --lr")
+    check_outputs(P, path)
     return {"checkpoint": str(path), "split": split, "dataset": dataset.name,
             "classes": list(dataset.classes), **report(P, y, model.spec)}
 

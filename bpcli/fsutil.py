@@ -1,7 +1,8 @@
 """Atomic file writes: nothing half-written ever sits under a final name.
 
 Write to a temp file in the destination's folder (same file system, so the
-rename is atomic), fsync, then ``os.replace`` it over the final name.
+rename is atomic), fsync, then ``os.replace`` it over the final name. Only
+regular files are replaced: never a link, a device or a FIFO.
 """
 
 import contextlib
@@ -23,33 +24,64 @@ def atomic_path(path):
 
     On any exception the temp file is removed and ``path`` is untouched; an
     OSError (read-only folder, disk full) becomes a BpError naming the file.
+    A ``path`` that is anything but a regular file is refused (see
+    ``refuse_non_file``).
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:  # a rename over a device or a FIFO would replace it (as root, /dev/null itself)
-        mode = os.lstat(path).st_mode
-    except OSError:
-        mode = None
-    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-        raise BpError(f"{shown_path(path)} is {describe_mode(mode)}; bp writes only regular files: name a file")
-    tmp = None
-    try:
-        # named before it is created (not mkstemp): an interrupt right after the
-        # creation still finds the name to remove
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.part")
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    with atomic_paths([path]) as (tmp,):
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_paths(paths):
+    """``atomic_path`` for several files written as one: yield a temp path next to each
+    of ``paths``; only when every one is written and synced are they renamed, so a
+    failure (a full disk on the last file) leaves none of them under its final name."""
+    paths = [os.fspath(path) for path in paths]
+    for path in paths:
+        refuse_non_file(path)
+    tmps = []
+    try:
+        for path in paths:
+            # named before it is created (not mkstemp): an interrupt right after the
+            # creation still finds the name to remove
+            folder, name = os.path.split(os.path.abspath(path))
+            tmps.append(os.path.join(folder, f".{name}.{secrets.token_hex(6)}.part"))
+            os.close(os.open(tmps[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        yield tmps
+        for tmp in tmps:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~current_umask())
+        for path, tmp in zip(paths, tmps):
+            os.replace(tmp, path)
     except OSError as err:
-        _remove(tmp)
-        raise BpError(f"cannot write {path}: {err.strerror or err}; "
+        _remove(tmps)
+        what = (shown_path(paths[0]) if len(paths) == 1 else
+                f"{len(paths)} files into {shown_path(os.path.dirname(paths[0]) or '.')}")
+        raise BpError(f"cannot write {what}: {err.strerror or err}; "
                       "check that the folder exists, is writable and has free space") from None
     except BaseException:
-        _remove(tmp)
+        _remove(tmps)
         raise
+
+
+def refuse_non_file(path, error=BpError):
+    """Raise ``error`` if ``path`` exists as anything but a regular file.
+
+    A rename over a symbolic link replaces the link (``--onnx /dev/stdout``
+    would turn the link into a file), and one over a device or a FIFO replaces
+    it (as root, /dev/null itself): bp writes where the user named a file, never
+    through a link or over something else.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return
+    if stat.S_ISLNK(mode):
+        raise error(f"{shown_path(path)} is a symbolic link; bp never writes through a link nor replaces "
+                    "one: remove it or name another file")
+    if not stat.S_ISREG(mode):
+        raise error(f"{shown_path(path)} is {describe_mode(mode)}; bp writes only regular files: name a file")
 
 
 def current_umask():
@@ -59,8 +91,8 @@ def current_umask():
     return mask
 
 
-def _remove(tmp):
-    if tmp is not None:
+def _remove(tmps):
+    for tmp in tmps:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
 
@@ -110,6 +142,8 @@ def open_untrusted(path, what, error=BpError, max_bytes=None, hint=""):
         if err.errno == errno.ELOOP:
             raise error(f"{what} {shown} is a symbolic link that loops back on itself{hint}") from None
         raise error(f"{what} {shown} cannot be read: {err.strerror or err}{hint}") from None
+    except ValueError:  # a NUL character: no file has such a name
+        raise error(f"{what} {shown} is not a possible file name (it holds a NUL character){hint}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

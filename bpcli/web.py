@@ -1,6 +1,6 @@
 """``bp export --web`` and ``bp serve``: a static web page that shows backprop on your own model.
 
-The site is four files, written whole (atomically) into one folder:
+The site is four files, written whole (all or none) into one folder:
 
     index.html, app.js, style.css   the page, shipped in the package (``bpcli/webpage``)
     model.js                        this model: ``window.BP_MODEL = {...}``, its
@@ -15,24 +15,24 @@ float64 on the float32 weights, as ``bp explain`` computes), and
 ``window.bp.predict`` / ``window.bp.explain`` expose them for tests and
 tinkerers (see ``bpcli/webpage/app.js``).
 
-``serve`` writes the site to a temporary folder and serves it on 127.0.0.1
-with the standard library's ``http.server``, until Ctrl-C.
+``serve`` builds the same files in memory and serves them on 127.0.0.1 with
+the standard library's ``http.server``, until Ctrl-C: no folder on disk, so
+nothing is left behind however the server ends.
 """
 
 import base64
 import contextlib
-import functools
 import http.server
 import json
 import os
-import shutil
-import tempfile
+import socketserver
+import threading
 from importlib import resources
 
 import numpy as np
 
 from .errors import BpError, ConfigError
-from .fsutil import atomic_path, shown_path
+from .fsutil import atomic_paths, refuse_non_file, shown_path
 
 #: The page's own files, shipped as package data in ``bpcli/webpage``.
 PAGE_FILES = ("index.html", "app.js", "style.css")
@@ -40,6 +40,11 @@ MODEL_FILE = "model.js"
 SITE_FILES = PAGE_FILES + (MODEL_FILE,)
 #: The step size of the page's "one SGD step" when the checkpoint does not say (bp explain's).
 DEFAULT_LR = 0.1
+#: The largest network the page takes. model.js carries 16/3 bytes a parameter
+#: (float32 in base64), all parsed before the page shows, and every stroke reruns
+#: the forward pass and backprop in JavaScript; the largest config shipped
+#: (configs/best.yaml, 784-1500-1000-500-10) has 3.2M, a 17 MB model.js.
+MAX_PARAMETERS = 4_000_000
 
 
 def _b64_float32(array):
@@ -83,9 +88,12 @@ def page_asset(name):
 
 
 def check_output(out_dir, force=False):
-    """Refuse (ConfigError) an ``out_dir`` that is a file, or that holds a page unless
-    ``force``, or whose page files are links: before any model is loaded."""
+    """Refuse (ConfigError) an ``out_dir`` that is a file or a link, or that holds a page
+    unless ``force``, or whose page files are links or devices: before any model is loaded."""
     out_dir = os.fspath(out_dir)
+    if os.path.islink(out_dir):
+        raise ConfigError(f"--web {shown_path(out_dir)} is a symbolic link; bp never writes through a link: "
+                          "name the folder itself, or another one")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ConfigError(f"--web {shown_path(out_dir)} is a file, not a folder; give a folder for the page")
     present = [name for name in SITE_FILES if os.path.lexists(os.path.join(out_dir, name))]
@@ -93,82 +101,209 @@ def check_output(out_dir, force=False):
         raise ConfigError(f"{shown_path(out_dir)} already holds {present[0]}; pass --force to overwrite "
                           "the page, or choose another folder")
     for name in present:
-        if os.path.islink(os.path.join(out_dir, name)):
-            raise ConfigError(f"{shown_path(os.path.join(out_dir, name))} is a symbolic link; --force never "
-                              "writes through a link: remove it or choose another folder")
+        refuse_non_file(os.path.join(out_dir, name), ConfigError)
 
 
-def write_site(model, checkpoint_path, out_dir, force=False):
-    """Write the static site for ``model`` into ``out_dir``; return the written paths.
+def parameter_count(sizes):
+    """Weights and biases of a network of layer ``sizes``."""
+    return sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
 
-    ``out_dir`` is created if missing. A folder that already holds one of the
-    site's files is refused (ConfigError) unless ``force``: a page is never
-    overwritten silently. Other files in the folder are left alone.
-    """
-    out_dir = os.fspath(out_dir)
-    check_output(out_dir, force)
+
+def check_model_size(sizes):
+    """Refuse (ConfigError) a network over MAX_PARAMETERS: see its comment."""
+    n = parameter_count(sizes)
+    if n > MAX_PARAMETERS:
+        raise ConfigError(f"the page takes models of up to {MAX_PARAMETERS:,} parameters and this one has "
+                          f"{n:,}: the browser loads every weight from model.js ({n * 16 / 3 / 1e6:,.0f} MB here) "
+                          "and reruns the network in JavaScript at every stroke; export it with --onnx, "
+                          "or train a smaller model.hidden for the page")
+
+
+def check_checkpoint(ckpt):
+    """check_model_size on a checkpoint's metadata alone, before its weights are read."""
+    from .checkpoint import read_checkpoint
+
+    _, meta = read_checkpoint(ckpt, arrays=False)
+    check_model_size(meta["sizes"])
+
+
+def site_contents(model, checkpoint_path, data_dir=None):
+    """``{name: bytes}`` of the site's files for ``model``, after the checks that every
+    way out of bp makes: a diverged model (outputs that are not numbers on the
+    verification images of ``bp export --onnx``) and one too big for the page are refused."""
+    from .export import checked_outputs
+
     dataset = model.meta.get("config", {}).get("data", {}).get("dataset", "mnist")
     if dataset != "mnist":  # the pad prepares a drawn digit the MNIST way and names digits
         raise ConfigError(f"the page shows backprop on drawn digits; this model was trained on {dataset}: "
                           "export an MNIST model, or use bp explain for this one")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as err:
-        raise BpError(f"cannot create {shown_path(out_dir)}: {err.strerror or err}; "
-                      "check the path and its permissions") from None
+    check_model_size(model.spec.sizes)
+    checked_outputs(model, "this model" if checkpoint_path is None else checkpoint_path, data_dir)
     contents = {name: page_asset(name) for name in PAGE_FILES}
     contents[MODEL_FILE] = model_script(model, checkpoint_path).encode("utf-8")
-    written = []
-    for name in SITE_FILES:
-        path = os.path.join(out_dir, name)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(contents[name])
-        written.append(path)
-    return written
+    return contents
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves the site folder; no request log on stderr (the page asks for four files)."""
+def write_site(model, checkpoint_path, out_dir, force=False, data_dir=None):
+    """Write the static site for ``model`` into ``out_dir``; return the written paths.
+
+    ``out_dir`` is created if missing. A folder that already holds one of the
+    site's files is refused (ConfigError) unless ``force``: a page is never
+    overwritten silently. Other files in the folder are left alone. The files
+    are written whole before any takes its final name (``atomic_paths``): a
+    failure (a full disk) leaves no page file, and no folder it created.
+    """
+    out_dir = os.fspath(out_dir)
+    check_output(out_dir, force)
+    contents = site_contents(model, checkpoint_path, data_dir)
+    created = _make_folder(out_dir)
+    paths = [os.path.join(out_dir, name) for name in SITE_FILES]
+    try:
+        with atomic_paths(paths) as tmps:
+            for name, tmp in zip(SITE_FILES, tmps):
+                with open(tmp, "wb") as f:
+                    f.write(contents[name])
+    except BaseException:
+        for folder in created:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        raise
+    return paths
+
+
+def _make_folder(folder):
+    """Create ``folder`` and its missing parents; return those created, deepest first."""
+    created = []
+    path = os.path.abspath(folder)
+    while not os.path.lexists(path):
+        created.append(path)
+        path = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise BpError(f"cannot create {shown_path(folder)}: {err.strerror or err}; "
+                      "check the path and its permissions") from None
+    return created
+
+
+# ---------------------------------------------------------------------------
+# bp serve: the site from memory on 127.0.0.1
+
+#: Connections served at once, each on a thread of its own; more are answered 503
+#: and closed. A page load opens four or five.
+MAX_CONNECTIONS = 16
+#: A connection silent this long is closed: idle connections must not hold the slots.
+IDLE_SECONDS = 5
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".css": "text/css; charset=utf-8"}
+_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class _PageHandler(http.server.BaseHTTPRequestHandler):
+    """GET and HEAD of the site's files, from the server's memory; nothing else.
+
+    Only requests naming the server by a loopback name in their Host header are
+    answered: a web page elsewhere can make a browser resolve its own domain to
+    127.0.0.1 (DNS rebinding), but its requests still carry its own domain.
+    """
+
+    timeout = IDLE_SECONDS
+    server_version = "bp"
+    sys_version = ""
+
+    def do_GET(self):
+        self._answer(send_body=True)
+
+    def do_HEAD(self):
+        self._answer(send_body=False)
+
+    def _answer(self, send_body):
+        if not self.server.answers_to(self.headers.get("Host")):
+            return self._send(421, b"bp serve answers only to 127.0.0.1 and localhost\n", send_body)
+        path = self.path.split("?", 1)[0].split("#", 1)[0]
+        name = "index.html" if path == "/" else path[1:]
+        body = self.server.files.get(name)
+        if body is None:
+            return self._send(404, b"not found\n", send_body)
+        self._send(200, body, send_body, CONTENT_TYPES[os.path.splitext(name)[1]])
+
+    def _send(self, code, body, send_body, content_type="text/plain; charset=utf-8"):
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")  # a reload after serving another model gets it
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
 
     def log_message(self, format, *args):
-        pass
+        pass  # no request log on stderr: the page asks for four files
 
 
-def make_server(site_dir, port=0):
-    """A threading HTTP server for ``site_dir`` on 127.0.0.1:``port`` (0: a free port)."""
-    handler = functools.partial(_QuietHandler, directory=site_dir)
+class _PageServer(socketserver.TCPServer):
+    """The site's files (``{name: bytes}``) on 127.0.0.1, at most MAX_CONNECTIONS at once."""
+
+    allow_reuse_address = True  # as http.server's: a restart needs no wait for TIME_WAIT
+    request_queue_size = 128  # socketserver's 5 drops a burst's connections for a second or more
+
+    def __init__(self, files, port):
+        self.files = files
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(("127.0.0.1", port), _PageHandler)
+
+    def answers_to(self, host):
+        port = self.server_address[1]
+        names = ("127.0.0.1", "localhost", "[::1]")
+        allowed = {f"{name}:{port}" for name in names} | (set(names) if port == 80 else set())
+        return host is not None and host.strip().lower() in allowed
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            request.setblocking(False)  # the accept loop never waits on a client
+            with contextlib.suppress(OSError):
+                request.send(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            threading.Thread(target=self._serve, args=(request, client_address), daemon=True).start()
+        except RuntimeError:  # no thread to be had: drop this one connection
+            self._slots.release()
+            self.shutdown_request(request)
+
+    def _serve(self, request, client_address):
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001  a client gone mid-answer (a reload), a timeout: no news
+            pass
+        finally:
+            self.shutdown_request(request)
+            self._slots.release()
+
+    def handle_error(self, request, client_address):
+        pass  # nothing a client does is printed on the terminal
+
+
+def make_server(files, port=0):
+    """A server for the site ``files`` ({name: bytes}) on 127.0.0.1:``port`` (0: a free port)."""
     try:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        return _PageServer(files, port)
     except OSError as err:
         raise BpError(f"cannot listen on 127.0.0.1:{port}: {err.strerror or err}; "
                       "choose another --port, or leave it out for a free one") from None
-    server.daemon_threads = True
-    return server
 
 
-@contextlib.contextmanager
-def temporary_site(model, checkpoint_path):
-    """A temporary folder holding the site, removed afterwards (also on Ctrl-C)."""
-    folder = tempfile.mkdtemp(prefix="bp-web-")
-    try:
-        write_site(model, checkpoint_path, folder, force=True)
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def serve(model, checkpoint_path, port=0, announce=print):
+def serve(model, checkpoint_path, port=0, announce=print, data_dir=None):
     """Serve the page for ``model`` on 127.0.0.1 until interrupted.
 
-    ``announce(url)`` is called once the server listens. KeyboardInterrupt
-    (Ctrl-C, or SIGTERM as bp maps it) propagates after the server is closed
-    and the temporary folder removed.
+    The site lives in memory only: no signal, not even SIGKILL, can leave a copy
+    of the model behind. ``announce(url)`` is called once the server listens.
+    KeyboardInterrupt (Ctrl-C, or a signal bp maps to it) propagates after the
+    server is closed.
     """
-    with temporary_site(model, checkpoint_path) as folder:
-        server = make_server(folder, port)
-        try:
-            announce(f"http://127.0.0.1:{server.server_address[1]}/")
-            server.serve_forever()
-        finally:
-            server.server_close()
+    server = make_server(site_contents(model, checkpoint_path, data_dir), port)
+    try:
+        announce(f"http://127.0.0.1:{server.server_address[1]}/")
+        server.serve_forever()
+    finally:
+        server.server_close()

@@ -338,3 +338,28 @@ def clean_bp_env(monkeypatch):
     """No BP_* settings from the outer environment leak into a test."""
     for name in ("BP_MNIST_MIRROR", "BP_OFFLINE", "BP_DATA_DIR"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system that fills up: a 1 MiB tmpfs mounted for the test (as root), and
+    ``leave(n)`` fills it until about ``n`` bytes are free. Skips where mounting is not
+    permitted (not root, or no CAP_SYS_ADMIN in a container)."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up ({result.stderr.strip() or 'not root'})")
+
+    def leave(n):
+        st = os.statvfs(mount)
+        with open(mount / ".filler", "wb") as f:
+            f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - n))
+
+    try:
+        yield mount, leave
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)

@@ -205,3 +205,26 @@ def test_the_readme_example_runs(monkeypatch, capsys, runs_root):
     digit = bpcli.load_model(str(run)).predict(bpcli.prepare_image("bpcli/samples/seven.png")[None])
     assert lines[1] == str(digit)
     assert "x[None]" in lines[-1]
+
+
+def test_load_model_takes_a_bytes_path_as_open_does(model_path, tmp_path):
+    model = bpcli.load_model(os.fsencode(model_path))
+    assert model.predict(batch()).shape == (5,)
+    with pytest.raises(CheckpointError, match="not found"):
+        bpcli.load_model(os.fsencode(tmp_path / "no-such-run" / "best.npz"))
+
+
+@pytest.mark.parametrize("path,words", [
+    ("/proc/self/mem", "unreadable"),             # a regular file by stat whose read fails (EIO)
+    ("runs/x\0y", "NUL character"),
+    ("/proc/self/status", "not an .npz archive"),
+])
+def test_load_model_of_an_unreadable_path_is_bps_own_error(path, words):
+    with pytest.raises(CheckpointError, match=words) as err:
+        bpcli.load_model(path)
+    assert "\n" not in str(err.value)
+
+
+def test_load_model_of_something_not_a_path_says_what_it_takes():
+    with pytest.raises(TypeError, match="expects a path to a run dir or a checkpoint .* got int"):
+        bpcli.load_model(42)

@@ -369,3 +369,21 @@ def test_a_fifo_checkpoint_is_refused_without_blocking(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.startswith("Error: checkpoint") and "named pipe" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("epoch", [float("nan"), float("inf"), 1.5, -1, "12", [1], True])
+def test_an_epoch_that_is_not_a_whole_number_is_refused(tmp_path, epoch):
+    """The epoch is shown by the web page and in an ONNX file: meta is untrusted, checked on load
+    (a NaN made export --web and serve end in a traceback)."""
+    spec = Spec([784, 8, 10], "relu", "softmax", "cross_entropy")
+    Ws, bs = init_params(spec, np.random.default_rng(0))
+    path = tmp_path / "best.npz"
+    save_checkpoint(path, Ws, bs, meta_for(spec.sizes, epoch=epoch))
+    with pytest.raises(CheckpointError, match="metadata has a bad 'epoch', .*: not a whole number >= 0"):
+        load_model(path)
+
+
+def test_a_file_that_fails_to_read_is_a_checkpoint_error():
+    """/proc/self/mem is a regular file by stat whose first read fails (EIO)."""
+    with pytest.raises(CheckpointError, match="unreadable or truncated"):
+        load_model("/proc/self/mem")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bpcli.checkpoint import load_model
+from bpcli.checkpoint import load_model, save_checkpoint
 from bpcli.cli import cli
 from synthetic import write_model
 
@@ -243,3 +243,54 @@ def test_export_of_a_trained_model_equals_bp_on_the_10000_test_images(trained_ru
     assert (P.argmax(axis=1) == expected.argmax(axis=1)).all()
     assert np.abs(P - expected).max() <= 1e-5
     assert float(np.mean(P.argmax(axis=1) == data.test_labels)) == accuracy
+
+
+@pytest.mark.parametrize("kind", ["link to a file", "link to a terminal's stdout", "dangling link", "fifo"])
+def test_cli_export_never_replaces_a_link_or_a_fifo_even_with_force(tmp_path, no_mnist, kind):
+    """`--onnx /dev/stdout --force` (a link) as root replaced the link with a regular file."""
+    ckpt = write_model(tmp_path / "best.npz")
+    out = tmp_path / "m.onnx"
+    kept = tmp_path / "kept.onnx"
+    kept.write_bytes(b"keep me")
+    if kind == "fifo":
+        os.mkfifo(out)
+    else:
+        out.symlink_to({"link to a file": kept, "link to a terminal's stdout": Path("/proc/self/fd/1"),
+                        "dangling link": tmp_path / "nowhere"}[kind])
+    result = CliRunner().invoke(cli, ["export", str(ckpt), "--onnx", str(out), "--force", "--data-dir", no_mnist])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1
+    assert ("symbolic link" if kind != "fifo" else "named pipe") in result.stderr
+    assert out.is_symlink() if kind != "fifo" else out.is_fifo()
+    assert kept.read_bytes() == b"keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.npz", "kept.onnx", "m.onnx"]
+
+
+def test_two_digits_tied_within_the_tolerance_are_no_disagreement(tmp_path, no_mnist):
+    """Digits 3 and 5 with weights equal to within float32 rounding: onnxruntime's sums in
+    another order pick either, as bp's own could; a real disagreement is still refused
+    (test_a_graph_that_disagrees_with_bp_is_never_written)."""
+    ckpt = write_model(tmp_path / "best.npz", hidden=(64,))
+    model = load_model(ckpt)
+    W, b = model.Ws[-1] * 3, np.zeros_like(model.bs[-1])
+    W[:, 5] = W[:, 3] * (1 + 1e-7 * np.random.default_rng(0).standard_normal(64)).astype(np.float32)
+    save_checkpoint(ckpt, model.Ws[:-1] + [W], model.bs[:-1] + [b], model.meta)
+    model = load_model(ckpt)
+    X, _, _ = export.verification_images(model, no_mnist)
+    P = model.predict_proba(X)
+    assert np.isin(P.argmax(axis=1), (3, 5)).sum() > 20  # the tied pair is the answer for many images
+    report = export.export_onnx(model, str(ckpt), str(tmp_path / "m.onnx"), data_dir=no_mnist)
+    assert report["verified"]["max_difference"] <= export.TOLERANCE
+    Q = session(tmp_path / "m.onnx").run(["probabilities"], {"pixels": X.astype(np.float32) / 255})[0]
+    assert np.abs(Q - P).max() <= export.TOLERANCE
+
+
+def test_a_model_whose_outputs_overflow_is_refused_like_evaluate_refuses_it(tmp_path, no_mnist):
+    ckpt = write_model(tmp_path / "best.npz")
+    model = load_model(ckpt)
+    save_checkpoint(ckpt, [W * 1e18 for W in model.Ws], model.bs, model.meta)  # finite, but z overflows
+    result = CliRunner().invoke(cli, ["export", str(ckpt), "--onnx", str(tmp_path / "m.onnx"),
+                                      "--data-dir", no_mnist])
+    assert result.exit_code == 1, result.output
+    assert "are not numbers: the model has diverged" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.npz"]

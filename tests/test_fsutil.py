@@ -59,3 +59,38 @@ def test_truncate_never_prints_a_whole_value():
     assert truncate("y" * 10_000, 80) == "y" * 79 + "…"
     assert truncate("short") == "short"
     assert issubclass(CheckpointError, BpError)
+
+
+def test_atomic_write_never_replaces_a_link(tmp_path):
+    """A rename over a link replaces the link itself (as root, `--onnx /dev/stdout` made
+    /dev/stdout a file): refused, the link and its target untouched."""
+    target = tmp_path / "target.txt"
+    target.write_text("keep")
+    (tmp_path / "link.txt").symlink_to(target)
+    with pytest.raises(BpError, match="is a symbolic link"):
+        write_text_atomic(tmp_path / "link.txt", "x")
+    assert (tmp_path / "link.txt").is_symlink() and target.read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "target.txt"]
+
+
+def test_atomic_write_never_replaces_a_fifo(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(BpError, match="named pipe"):
+        write_text_atomic(tmp_path / "pipe", "x")
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe").st_mode)
+
+
+def test_atomic_paths_on_a_full_disk_leaves_none_of_the_files(small_disk):
+    """The third of three files does not fit: none of them takes its final name, no temp file stays."""
+    from bpcli.fsutil import atomic_paths
+
+    disk, leave = small_disk
+    (disk / "b.txt").write_text("the old b")
+    leave(64 << 10)
+    with pytest.raises(BpError, match="cannot write 3 files into .*No space left on device"):
+        with atomic_paths([disk / "a.txt", disk / "b.txt", disk / "c.txt"]) as tmps:
+            for tmp, size in zip(tmps, (8 << 10, 8 << 10, 1 << 20)):
+                with open(tmp, "wb") as f:
+                    f.write(b"x" * size)
+    assert sorted(p.name for p in disk.iterdir()) == [".filler", "b.txt"]
+    assert (disk / "b.txt").read_text() == "the old b"

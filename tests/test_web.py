@@ -11,6 +11,7 @@ Screenshots go to $BP_SCREENSHOTS when set (the README's come from
 """
 
 import base64
+import contextlib
 import fnmatch
 import io
 import json
@@ -53,6 +54,13 @@ def checkpoint(tmp_path_factory):
     return path
 
 
+@pytest.fixture(autouse=True)
+def no_data_dir(tmp_path, monkeypatch):
+    """The page's checks run the model on MNIST's test set when the data dir holds it: never the
+    user's ./data here, an empty folder (so a fixed random sample)."""
+    monkeypatch.setenv("BP_DATA_DIR", str(tmp_path / "no-data"))
+
+
 def read_model_js(path):
     text = Path(path).read_text(encoding="utf-8")
     prefix = "window.BP_MODEL = "
@@ -69,8 +77,9 @@ def test_write_site_writes_the_page_and_the_exact_weights(checkpoint, tmp_path):
     written = web.write_site(model, checkpoint, tmp_path / "site")
     assert [Path(p).name for p in written] == ["index.html", "app.js", "style.css", "model.js"]
     html = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
-    # self-contained: its scripts and style are the site's own files, nothing from elsewhere
-    assert re.findall(r'(?:src|href)="([^"]+)"', html) == ["style.css", "model.js", "app.js"]
+    # self-contained: its scripts and style are the site's own files, nothing from elsewhere (the
+    # icon is an empty inline one, so that a browser asks no server for /favicon.ico)
+    assert re.findall(r'(?:src|href)="([^"]+)"', html) == ["data:,", "style.css", "model.js", "app.js"]
     doc = read_model_js(tmp_path / "site" / "model.js")
     assert doc["sizes"] == [784, 16, 16, 10] and doc["lr"] == 0.5 and doc["checkpoint"] == "best.npz"
     assert (doc["activation"], doc["output"], doc["loss"]) == ("sigmoid", "sigmoid", "mse")
@@ -141,9 +150,16 @@ def test_cli_export_web_bad_checkpoint_is_one_error_line(tmp_path):
 
 
 def _serve(args, tmp_path):
+    """``bp serve ARGS`` in a session of its own, with ``tmp_path`` its TMPDIR and working folder."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    return subprocess.Popen([sys.executable, "-m", "bpcli.cli", "serve", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "bpcli.cli", "serve", *args], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _kill_group(proc):
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
 
 
 def test_cli_serve_serves_the_page_on_loopback_until_ctrl_c(checkpoint, tmp_path):
@@ -154,7 +170,7 @@ def test_cli_serve_serves_the_page_on_loopback_until_ctrl_c(checkpoint, tmp_path
         line = proc.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         assert url, line + proc.stderr.read()
-        assert len(os.listdir(tmp)) == 1  # the site's temp folder
+        assert os.listdir(tmp) == []  # the site is in memory: nothing on disk to leave behind
         with urllib.request.urlopen(url.group(0) + "index.html", timeout=10) as r:
             assert r.read() == web.page_asset("index.html")
         with urllib.request.urlopen(url.group(0) + "model.js", timeout=10) as r:
@@ -162,10 +178,10 @@ def test_cli_serve_serves_the_page_on_loopback_until_ctrl_c(checkpoint, tmp_path
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
-        proc.kill()
+        _kill_group(proc)
     assert proc.returncode == 130, err
     assert err.startswith("stopped serving") and "Traceback" not in err  # the way to stop it: no Error
-    assert os.listdir(tmp) == []  # the temp folder is gone
+    assert os.listdir(tmp) == []
 
 
 def test_cli_serve_port_in_use_is_one_error_line(checkpoint, tmp_path):
@@ -177,6 +193,228 @@ def test_cli_serve_port_in_use_is_one_error_line(checkpoint, tmp_path):
         result = CliRunner().invoke(cli, ["serve", str(checkpoint), "--port", str(s.getsockname()[1])])
     assert result.exit_code == 1, result.output
     assert "cannot listen on 127.0.0.1:" in result.output and "--port" in result.output
+
+
+# ---------------------------------------------------------------------------
+# Writing only what was asked, whole or not at all
+
+
+def test_export_web_never_writes_through_a_linked_folder(checkpoint, tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "site").symlink_to(tmp_path / "real")
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(tmp_path / "site")])
+    assert result.exit_code == 2, result.output
+    assert "is a symbolic link" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert list((tmp_path / "real").iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_export_web_force_never_replaces_a_fifo_or_a_folder(checkpoint, tmp_path, kind):
+    site = tmp_path / "site"
+    site.mkdir()
+    os.mkfifo(site / "app.js") if kind == "fifo" else (site / "app.js").mkdir()
+    with pytest.raises(ConfigError, match="named pipe" if kind == "fifo" else "is a folder"):
+        web.write_site(load_model(checkpoint), checkpoint, site, force=True)
+    assert sorted(p.name for p in site.iterdir()) == ["app.js"]
+
+
+def test_export_web_on_a_full_disk_leaves_nothing_and_a_retry_needs_no_force(checkpoint, small_disk):
+    """The three page files fit, model.js does not: no page file and no folder is left (3 of
+    4 files were, and a retry was refused without --force)."""
+    disk, leave = small_disk
+    page_bytes = sum(len(web.page_asset(name)) for name in web.PAGE_FILES)
+    model_bytes = len(web.model_script(load_model(checkpoint), checkpoint))
+    assert model_bytes > 40_000
+    leave(page_bytes + 16_384)  # room for the page's files (in 4 kB pages), not for model.js
+    site = disk / "new" / "site"
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site)])
+    assert result.exit_code == 1, result.output
+    assert "No space left on device" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert sorted(p.name for p in disk.iterdir()) == [".filler"]
+    (disk / ".filler").unlink()
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in site.iterdir()) == sorted(web.SITE_FILES)
+
+
+def test_export_web_force_on_a_full_disk_keeps_the_old_page_whole(checkpoint, small_disk):
+    disk, leave = small_disk
+    site = disk / "site"
+    site.mkdir()
+    for name in web.SITE_FILES:
+        (site / name).write_text(f"the old {name}")
+    leave(len(web.page_asset("app.js")) + 16_384)
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site), "--force"])
+    assert result.exit_code == 1, result.output
+    assert {p.name: p.read_text() for p in site.iterdir()} == {n: f"the old {n}" for n in web.SITE_FILES}
+
+
+def test_a_model_whose_outputs_overflow_gets_no_page(tmp_path):
+    """export --onnx and evaluate refuse it; the page did not (every probability 0 or NaN)."""
+    path = checkpoint_with([784, 8, 10], tmp_path / "best.npz")
+    model = load_model(path)
+    save_checkpoint(path, [W * 1e20 for W in model.Ws], model.bs, model.meta)  # finite; z overflows
+    result = CliRunner().invoke(cli, ["export", str(path), "--web", str(tmp_path / "site")])
+    assert result.exit_code == 1, result.output
+    assert "are not numbers: the model has diverged" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "site").exists()
+    result = CliRunner().invoke(cli, ["serve", str(path)])
+    assert result.exit_code == 1 and "are not numbers: the model has diverged" in result.stderr
+
+
+def test_a_model_over_the_pages_limit_is_refused_before_its_weights_are_read(tmp_path):
+    """A 74M-parameter model became a 393 MB model.js at 1.5 GB of memory, silently. The limit is
+    read from the metadata: this checkpoint's arrays do not even match it, and are never read."""
+    hidden = web.MAX_PARAMETERS // 785 + 1
+    config = {"model": {"hidden": [hidden]}, "train": {"lr": 0.1}}
+    path = tmp_path / "big" / "best.npz"
+    path.parent.mkdir()
+    Ws, bs = init_params(Spec([784, 8, 10]), np.random.default_rng(0))
+    save_checkpoint(path, Ws, bs, {"sizes": [784, hidden, 10], "config": config, "epoch": 1})
+    for args in (["export", str(path), "--web", str(tmp_path / "site")], ["serve", str(path)]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert f"the page takes models of up to {web.MAX_PARAMETERS:,} parameters" in result.stderr
+        assert "--onnx" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "site").exists()
+    model = load_model(checkpoint_with([784, 8, 10], tmp_path / "small.npz"))
+    model.spec = Spec([784, hidden, 10])
+    with pytest.raises(ConfigError, match="the page takes models of up to"):
+        web.write_site(model, None, tmp_path / "site")
+
+
+def checkpoint_with(sizes, path, **meta):
+    spec = Spec(sizes, "relu", "softmax", "cross_entropy")
+    Ws, bs = init_params(spec, np.random.default_rng(0))
+    config = {"model": {"hidden": sizes[1:-1]}, "train": {"lr": 0.1}}
+    save_checkpoint(path, Ws, bs, {"sizes": sizes, "config": config, "epoch": 1, **meta})
+    return path
+
+
+@pytest.mark.parametrize("epoch", [float("nan"), "<b>7</b>", [1, 2]])
+def test_a_checkpoint_with_an_odd_epoch_is_one_error_line(tmp_path, epoch):
+    path = checkpoint_with([784, 8, 10], tmp_path / "best.npz", epoch=epoch)
+    for args in (["export", str(path), "--web", str(tmp_path / "site")], ["serve", str(path)]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith("Error: checkpoint ") and "epoch" in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "site").exists()
+
+
+# ---------------------------------------------------------------------------
+# bp serve under hostile clients and signals
+
+
+@contextlib.contextmanager
+def serving(checkpoint, tmp_path):
+    """``bp serve CHECKPOINT`` running: yields (process, port); killed (its group) afterwards."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = _serve([str(checkpoint)], cwd)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert url, line + proc.stderr.read()
+        yield proc, int(url.group(1))
+    finally:
+        _kill_group(proc)
+
+
+def request(port, path="/", host=None, method="GET"):
+    """(status, body) of one request; ``host`` replaces the Host header."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_host=True)
+        conn.putheader("Host", f"127.0.0.1:{port}" if host is None else host)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def stop(proc, signum=signal.SIGINT):
+    """Send ``signum``; the exit code and stderr once it has ended (within 20 s, or the test fails)."""
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=20)
+    return proc.returncode, err
+
+
+def test_serve_answers_only_to_loopback_host_names(checkpoint, tmp_path):
+    """DNS rebinding: a page on attacker.example whose name now resolves to 127.0.0.1 reads
+    model.js in the browser unless the server checks the Host its requests carry."""
+    with serving(checkpoint, tmp_path) as (proc, port):
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}", f"[::1]:{port}"):
+            assert request(port, "/model.js", host)[0] == 200, host
+        for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1", f"localhost:{port + 1}",
+                     f"127.0.0.1.attacker.example:{port}", ""):
+            for path in ("/", "/model.js", "/index.html"):
+                status, body = request(port, path, host)
+                assert status == 421 and b"BP_MODEL" not in body, (host, path)
+        code, err = stop(proc)
+    assert code == 130 and err == "stopped serving\n"
+
+
+def test_no_request_prints_a_traceback(tmp_path):
+    """A reload mid-download (the client resets the connection), a NUL in the path, a broken
+    request line, methods the page never uses: answered or dropped, nothing on the terminal."""
+    import socket
+    import struct
+
+    ckpt = checkpoint_with([784, 1000, 10], tmp_path / "best.npz")  # a 4 MB model.js
+    with serving(ckpt, tmp_path) as (proc, port):
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(f"GET /model.js HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+                assert s.recv(1000).startswith(b"HTTP/1.0 200")
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close: RST
+        for path in ("/index.html%00", "/../../etc/passwd", "//[x", "/%", "/" + "a" * 70000):
+            assert request(port, path)[0] in (400, 404, 414), path
+        assert request(port, "/", method="POST")[0] == 501
+        for raw in (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\0" * 100, b"GET\r\n\r\n", b"\r\n",
+                    b"GET /index.html\0 HTTP/1.0\r\n\r\n", b"GET /\xff HTTP/1.0\r\nHost: \xff\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(raw)
+                s.recv(1000)
+        assert request(port, "/index.html") == (200, web.page_asset("index.html"))
+        code, err = stop(proc)
+    assert code == 130 and err == "stopped serving\n"
+
+
+def test_serve_bounds_its_connections_and_threads(checkpoint, tmp_path):
+    """200 idle connections took 200 threads (3,000 took SIGTERM 100 s to honour): the server
+    serves MAX_CONNECTIONS at once, answers the rest 503 at once, and still stops on SIGTERM."""
+    import socket
+
+    with serving(checkpoint, tmp_path) as (proc, port):
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(200)]
+        try:
+            status, _ = request(port, "/index.html")  # accepted after the 200, refused at once
+            threads = int(re.search(r"Threads:\s+(\d+)", Path(f"/proc/{proc.pid}/status").read_text())[1])
+            code, err = stop(proc, signal.SIGTERM)
+        finally:
+            for s in idle:
+                s.close()
+    assert status == 503
+    assert threads <= web.MAX_CONNECTIONS + 4  # the main thread, and BLAS's own
+    assert code == 130 and err == "stopped serving\n"
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 130), (signal.SIGHUP, 130),
+                                         (signal.SIGQUIT, -signal.SIGQUIT), (signal.SIGKILL, -signal.SIGKILL)])
+def test_every_signal_stops_serve_and_leaves_nothing(checkpoint, tmp_path, signum, code):
+    """SIGHUP (the terminal closed) was not handled; SIGHUP, SIGQUIT and SIGKILL left the temp
+    folder with the model in it. The site is in memory now: nothing on disk to leave."""
+    tmp = tmp_path / "cwd"
+    with serving(checkpoint, tmp_path) as (proc, port):
+        assert request(port, "/model.js")[0] == 200
+        returncode, err = stop(proc, signum)
+    assert returncode == code, err
+    assert "Traceback" not in err and (err == "stopped serving\n" if code == 130 else True)
+    assert list(tmp.iterdir()) == []  # its TMPDIR and working folder
 
 
 # ---------------------------------------------------------------------------
@@ -233,7 +471,7 @@ def models(mnist_data_dir, tmp_path_factory):
     sites = {}
     for name, ckpt in (("seed", seed), ("default", default)):
         sites[name] = (ckpt, load_model(ckpt), root / f"{name}-site")
-        web.write_site(sites[name][1], ckpt, sites[name][2])
+        web.write_site(sites[name][1], ckpt, sites[name][2], data_dir=mnist_data_dir)
     return sites
 
 
@@ -480,9 +718,24 @@ def test_the_page_works_from_file_with_the_network_off_and_logs_no_errors(browse
             # everything the page loaded or points at is on disk (Chromium records no timing for file://)
             urls = browser.execute_script("""return [...performance.getEntriesByType('resource').map((e) => e.name),
                 ...Array.from(document.querySelectorAll('[src], [href]'), (e) => e.src || e.href)]""")
+            urls = [url for url in urls if url != "data:,"]  # the empty inline icon
             assert len(urls) == 3 and all(url.startswith("file://") for url in urls), urls
     finally:
         browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
             "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
     logs = browser.get_log("browser")
     assert [entry for entry in logs if entry["level"] in ("SEVERE", "WARNING")] == []
+
+
+def test_the_served_page_logs_no_errors(browser, checkpoint, tmp_path):
+    """A fresh load from bp serve: the browser asked the server for /favicon.ico, a 404 in its console."""
+    browser.get_log("browser")  # drop what earlier tests logged
+    with serving(checkpoint, tmp_path) as (proc, port):
+        browser.get(f"http://localhost:{port}/")
+        assert browser.execute_script("return document.body.dataset.ready") == "1"
+        draw(browser, DIGITS["7"])
+        assert page_state(browser)["input"] is not None
+        logs = browser.get_log("browser")
+        code, err = stop(proc)
+    assert [entry for entry in logs if entry["level"] in ("SEVERE", "WARNING")] == []
+    assert code == 130 and err == "stopped serving\n"
