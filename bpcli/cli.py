@@ -519,6 +519,22 @@ def runs_cmd(as_json):
         click.echo(render(runs, runs_root()))
 
 
+def _train_sample_option(f):
+    from .websample import DEFAULT_TRAIN_SAMPLE, MAX_TRAIN_SAMPLE
+
+    return click.option("--train-sample", type=click.IntRange(0, MAX_TRAIN_SAMPLE), default=DEFAULT_TRAIN_SAMPLE,
+                        show_default=True, metavar="N",
+                        help="With --web: MNIST training images the page's Train panel trains on (about 1 KB each; "
+                             "plus up to 1,000 test images held out); 0: no Train panel.")(f)
+
+
+def _web_sample(model, n, data_dir):
+    """The Train panel's sample from the data dir (never downloaded), or None for n = 0."""
+    from .websample import load_sample
+
+    return load_sample(model, n, data_dir)
+
+
 @cli.command("export")
 @click.argument("checkpoint", metavar="[MODEL]", required=False, type=click.Path())
 @click.option("--onnx", "onnx_file", type=click.Path(), default=None, metavar="FILE",
@@ -528,7 +544,8 @@ def runs_cmd(as_json):
                    "on the model as you draw a digit; open it from disk.")
 @click.option("--force", is_flag=True, help="Overwrite an existing FILE or DIR.")
 @_data_dir_option(default=RUN_DATA_DIR)
-def export_cmd(checkpoint, onnx_file, web_dir, force, data_dir):
+@_train_sample_option
+def export_cmd(checkpoint, onnx_file, web_dir, force, data_dir, train_sample):
     """Take the model elsewhere: an ONNX file, or a web page.
 
     MODEL is a run dir (its best.npz) or a checkpoint file; default: runs/latest.
@@ -562,15 +579,19 @@ def export_cmd(checkpoint, onnx_file, web_dir, force, data_dir):
 
         check_site(web_dir, force)  # before the model is loaded, as for --onnx
         path, model = _load_model(checkpoint)
-        for written in write_site(model, path, web_dir, force=force):
+        sample = _web_sample(model, train_sample, data_dir)
+        for written in write_site(model, path, web_dir, force=force, sample=sample):
             click.echo(written)
+
 
 
 @cli.command()
 @click.argument("checkpoint", metavar="[MODEL]", required=False, type=click.Path())
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port on 127.0.0.1 (0: a free one).")
-def serve(checkpoint, port):
+@_data_dir_option(default=RUN_DATA_DIR)
+@_train_sample_option
+def serve(checkpoint, port, data_dir, train_sample):
     """Serve the backprop web page for MODEL on 127.0.0.1 until Ctrl-C.
 
     MODEL is a run dir (its best.npz) or a checkpoint file; default: runs/latest.
@@ -580,9 +601,10 @@ def serve(checkpoint, port):
     from .fsutil import shown_path
 
     path, model = _load_model(checkpoint)
+    sample = _web_sample(model, train_sample, data_dir)
     try:
         serve_site(model, path, port, announce=lambda url: click.echo(
-            f"serving the page for {shown_path(path)} on {url} (Ctrl-C stops)"))
+            f"serving the page for {shown_path(path)} on {url} (Ctrl-C stops)"), sample=sample)
     except KeyboardInterrupt:  # the way to stop a server: not an error, but still exit 130
         click.echo("stopped serving; the page's temp folder is removed", err=True)
         sys.exit(INTERRUPTED)

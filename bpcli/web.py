@@ -1,11 +1,14 @@
 """``bp export --web`` and ``bp serve``: a static web page that shows backprop on your own model.
 
-The site is four files, written whole (atomically) into one folder:
+The site is five files, written whole (atomically) into one folder:
 
     index.html, app.js, style.css   the page, shipped in the package (``bpcli/webpage``)
     model.js                        this model: ``window.BP_MODEL = {...}``, its
                                     weights and biases as little-endian float32
                                     arrays in base64
+    sample.js                       the Train panel's MNIST sample and the seed
+                                    network's start (``bpcli/websample.py``), or
+                                    ``window.BP_SAMPLE = null`` without one
 
 A ``<script src>`` works from ``file://`` where ``fetch`` of a JSON file does
 not, so the weights travel as a script; the page needs no server, no network
@@ -33,11 +36,12 @@ import numpy as np
 
 from .errors import BpError, ConfigError
 from .fsutil import atomic_path, shown_path
+from .websample import SAMPLE_FILE, sample_script
 
 #: The page's own files, shipped as package data in ``bpcli/webpage``.
 PAGE_FILES = ("index.html", "app.js", "style.css")
 MODEL_FILE = "model.js"
-SITE_FILES = PAGE_FILES + (MODEL_FILE,)
+SITE_FILES = PAGE_FILES + (MODEL_FILE, SAMPLE_FILE)
 #: The step size of the page's "one SGD step" when the checkpoint does not say (bp explain's).
 DEFAULT_LR = 0.1
 
@@ -98,8 +102,10 @@ def check_output(out_dir, force=False):
                               "writes through a link: remove it or choose another folder")
 
 
-def write_site(model, checkpoint_path, out_dir, force=False):
+def write_site(model, checkpoint_path, out_dir, force=False, sample=None):
     """Write the static site for ``model`` into ``out_dir``; return the written paths.
+
+    ``sample``: the Train panel's document (``websample.sample_document``), or None.
 
     ``out_dir`` is created if missing. A folder that already holds one of the
     site's files is refused (ConfigError) unless ``force``: a page is never
@@ -118,6 +124,7 @@ def write_site(model, checkpoint_path, out_dir, force=False):
                       "check the path and its permissions") from None
     contents = {name: page_asset(name) for name in PAGE_FILES}
     contents[MODEL_FILE] = model_script(model, checkpoint_path).encode("utf-8")
+    contents[SAMPLE_FILE] = sample_script(sample).encode("utf-8")
     written = []
     for name in SITE_FILES:
         path = os.path.join(out_dir, name)
@@ -148,24 +155,24 @@ def make_server(site_dir, port=0):
 
 
 @contextlib.contextmanager
-def temporary_site(model, checkpoint_path):
+def temporary_site(model, checkpoint_path, sample=None):
     """A temporary folder holding the site, removed afterwards (also on Ctrl-C)."""
     folder = tempfile.mkdtemp(prefix="bp-web-")
     try:
-        write_site(model, checkpoint_path, folder, force=True)
+        write_site(model, checkpoint_path, folder, force=True, sample=sample)
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def serve(model, checkpoint_path, port=0, announce=print):
+def serve(model, checkpoint_path, port=0, announce=print, sample=None):
     """Serve the page for ``model`` on 127.0.0.1 until interrupted.
 
     ``announce(url)`` is called once the server listens. KeyboardInterrupt
     (Ctrl-C, or SIGTERM as bp maps it) propagates after the server is closed
     and the temporary folder removed.
     """
-    with temporary_site(model, checkpoint_path) as folder:
+    with temporary_site(model, checkpoint_path, sample) as folder:
         server = make_server(folder, port)
         try:
             announce(f"http://127.0.0.1:{server.server_address[1]}/")
