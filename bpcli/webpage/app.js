@@ -958,6 +958,7 @@
     let evaluation = null; // {step, sampleCost, accuracy}
     let shownAt = 0, evaluatedAt = 0, evaluationTook = 0;
     const now = () => performance.now();
+    const EARLY = new Set([1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]);
     const post = (msg, transfer) => self.postMessage(msg, transfer || []);
 
     function mulberry32(a) { // a small seeded generator: the same seed, the same shuffles
@@ -1069,8 +1070,9 @@
       job.left--;
       post({ type: "step", step, cost, batch });
       if (job.left <= 0) return finish("done");
-      // the whole sample's cost costs many steps: at most a fifth of the time, at most 7 times a second
-      if (now() - evaluatedAt > Math.max(150, 4 * evaluationTook)) evaluate();
+      // the whole sample's cost costs many steps: at most a fifth of the time, at most 7 times a
+      // second; and at steps 1, 2, 5, 10, 20, 50, ... so that the first fall shows too
+      if (now() - evaluatedAt > Math.max(150, 4 * evaluationTook) || EARLY.has(step)) evaluate();
       if (now() - shownAt > 100) snapshot();
       schedule(job.speed > 0 ? 1000 / job.speed - (now() - t0) : 0);
     }
