@@ -105,3 +105,35 @@ def test_cli_export_web_without_mnist_is_one_error_line(tmp_path, clean_bp_env):
     result = CliRunner().invoke(cli, ["export", str(model_path), "--web", str(tmp_path / "site"),
                                       "--train-sample", str(websample.MAX_TRAIN_SAMPLE + 1)])
     assert result.exit_code == 2 and "--train-sample" in result.output
+
+
+def test_cli_serve_serves_the_sample(mnist_data_dir, tmp_path):
+    """bp serve --train-sample N: the served sample.js is the sample of the data dir's MNIST."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from bpcli.checkpoint import load_model
+
+    model_path = write_model(tmp_path / "m.npz")
+    proc = subprocess.Popen([sys.executable, "-m", "bpcli.cli", "serve", str(model_path), "--train-sample", "200",
+                             "--data-dir", str(mnist_data_dir)], env={**os.environ, "TMPDIR": str(tmp_path)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert url, line + proc.stderr.read()
+        with urllib.request.urlopen(url.group(0) + "sample.js", timeout=10) as r:
+            served = r.read().decode()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    sample = websample.load_sample(load_model(model_path), 200, str(mnist_data_dir))
+    assert served == websample.sample_script(sample) and sample["train"]["n"] == 200
+    assert proc.returncode == 130
