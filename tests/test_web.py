@@ -595,6 +595,10 @@ def test_training_from_scratch_in_the_page_is_bps_sgd_and_learns(browser, train_
     X, y = sample_arrays(doc)
     Xh, yh = sample_arrays(doc, "heldout")
     open_train_page(browser, site)
+    # bp.sample() is the embedded sample in its order, pixels in [0, 1]
+    n, labels, first = browser.execute_script("""const s = window.bp.sample();
+        return [s.pixels.length, s.labels, s.pixels.slice(0, 5)]""")
+    assert n == len(y) == 3000 and labels == y.tolist() and np.array_equal(np.array(first, np.float32), X[:5])
     start = call(browser, "window.bp.reset({from: 'scratch', seed: 0})")
     _, spec, Ws, bs = websample.scratch_start(0)
     assert start["step"] == 0 and start["batches"] == [] and start["sizes"] == [784, 16, 16, 10]
