@@ -532,6 +532,35 @@ def runs_cmd(as_json):
         click.echo(render(runs, runs_root()))
 
 
+def _train_sample_option(f):
+    from .websample import DEFAULT_TRAIN_SAMPLE, MAX_TRAIN_SAMPLE
+
+    return click.option("--train-sample", type=click.IntRange(0, MAX_TRAIN_SAMPLE), default=None, metavar="N",
+                        help=f"With --web: MNIST training images the page's Train panel trains on (about 1 KB each; "
+                             f"plus up to 1,000 test images held out; default {DEFAULT_TRAIN_SAMPLE:,}, or none "
+                             "when MNIST is not in the data dir); 0: no Train panel.")(f)
+
+
+def _page_parts(checkpoint, n, data_dir):
+    """(checkpoint path, model, the Train panel's sample or None) for --web and serve: the
+    model checked for the page first, then its sample from the data dir (never downloaded).
+    Without MNIST at hand, a sample asked for (--train-sample N) is an error; the default
+    leaves the panel out and says so."""
+    from .errors import DataError
+    from .web import check_page_model
+    from .websample import DEFAULT_TRAIN_SAMPLE, load_sample
+
+    path, model = _load_page_model(checkpoint)
+    check_page_model(model, path, data_dir)
+    try:
+        return path, model, load_sample(model, DEFAULT_TRAIN_SAMPLE if n is None else n, data_dir)
+    except DataError as err:
+        if n is not None:
+            raise
+        click.echo(f"note: no Train panel: {err}", err=True)
+        return path, model, None
+
+
 @cli.command("export")
 @click.argument("checkpoint", metavar="[MODEL]", required=False, type=click.Path())
 @click.option("--onnx", "onnx_file", type=click.Path(), default=None, metavar="FILE",
@@ -541,7 +570,8 @@ def runs_cmd(as_json):
                    "on the model as you draw a digit; open it from disk.")
 @click.option("--force", is_flag=True, help="Overwrite an existing FILE or DIR.")
 @_data_dir_option(default=RUN_DATA_DIR)
-def export_cmd(checkpoint, onnx_file, web_dir, force, data_dir):
+@_train_sample_option
+def export_cmd(checkpoint, onnx_file, web_dir, force, data_dir, train_sample):
     """Take the model elsewhere: an ONNX file, or a web page.
 
     MODEL is a run dir (its best.npz) or a checkpoint file; default: runs/latest.
@@ -574,16 +604,19 @@ def export_cmd(checkpoint, onnx_file, web_dir, force, data_dir):
         from .web import check_output as check_site, write_site
 
         check_site(web_dir, force)  # before the model is loaded, as for --onnx
-        path, model = _load_page_model(checkpoint)
-        for written in write_site(model, path, web_dir, force=force, data_dir=data_dir):
+        path, model, sample = _page_parts(checkpoint, train_sample, data_dir)
+        for written in write_site(model, path, web_dir, force=force, sample=sample, checked=True):
             click.echo(written)
+
 
 
 @cli.command()
 @click.argument("checkpoint", metavar="[MODEL]", required=False, type=click.Path())
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port on 127.0.0.1 (0: a free one).")
-def serve(checkpoint, port):
+@_data_dir_option(default=RUN_DATA_DIR)
+@_train_sample_option
+def serve(checkpoint, port, data_dir, train_sample):
     """Serve the backprop web page for MODEL on 127.0.0.1 until Ctrl-C.
 
     MODEL is a run dir (its best.npz) or a checkpoint file; default: runs/latest.
@@ -592,10 +625,10 @@ def serve(checkpoint, port):
     from .web import serve as serve_site
 
     signal.signal(signal.SIGHUP, _terminate)  # the terminal closed: stop as on Ctrl-C
-    path, model = _load_page_model(checkpoint)
+    path, model, sample = _page_parts(checkpoint, train_sample, data_dir)
     try:
         serve_site(model, path, port, announce=lambda url: click.echo(
-            f"serving the page for {shown_path(path)} on {url} (Ctrl-C stops)"))
+            f"serving the page for {shown_path(path)} on {url} (Ctrl-C stops)"), sample=sample, checked=True)
     except KeyboardInterrupt:  # the way to stop a server: not an error, but still exit 130
         click.echo("stopped serving", err=True)
         sys.exit(INTERRUPTED)

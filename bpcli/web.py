@@ -1,11 +1,14 @@
 """``bp export --web`` and ``bp serve``: a static web page that shows backprop on your own model.
 
-The site is four files, written whole (all or none) into one folder:
+The site is five files, written whole (all or none) into one folder:
 
     index.html, app.js, style.css   the page, shipped in the package (``bpcli/webpage``)
     model.js                        this model: ``window.BP_MODEL = {...}``, its
                                     weights and biases as little-endian float32
                                     arrays in base64
+    sample.js                       the Train panel's MNIST sample and the seed
+                                    network's start (``bpcli/websample.py``), or
+                                    ``window.BP_SAMPLE = null`` without one
 
 A ``<script src>`` works from ``file://`` where ``fetch`` of a JSON file does
 not, so the weights travel as a script; the page needs no server, no network
@@ -33,11 +36,12 @@ import numpy as np
 
 from .errors import BpError, ConfigError
 from .fsutil import atomic_paths, refuse_non_file, shown_path
+from .websample import SAMPLE_FILE, sample_script
 
 #: The page's own files, shipped as package data in ``bpcli/webpage``.
 PAGE_FILES = ("index.html", "app.js", "style.css")
 MODEL_FILE = "model.js"
-SITE_FILES = PAGE_FILES + (MODEL_FILE,)
+SITE_FILES = PAGE_FILES + (MODEL_FILE, SAMPLE_FILE)
 #: The step size of the page's "one SGD step" when the checkpoint does not say (bp explain's).
 DEFAULT_LR = 0.1
 #: The largest network the page takes. model.js carries 16/3 bytes a parameter
@@ -127,10 +131,10 @@ def check_checkpoint(ckpt):
     check_model_size(meta["sizes"])
 
 
-def site_contents(model, checkpoint_path, data_dir=None):
-    """``{name: bytes}`` of the site's files for ``model``, after the checks that every
-    way out of bp makes: a diverged model (outputs that are not numbers on the
-    verification images of ``bp export --onnx``) and one too big for the page are refused."""
+def check_page_model(model, checkpoint_path, data_dir=None):
+    """The checks every way out of bp makes: refuse (ConfigError, CheckpointError) a model of
+    another dataset (the pad prepares digits), one too big for the page, and a diverged one
+    (outputs that are not numbers on the verification images of ``bp export --onnx``)."""
     from .export import checked_outputs
 
     dataset = model.meta.get("config", {}).get("data", {}).get("dataset", "mnist")
@@ -139,12 +143,21 @@ def site_contents(model, checkpoint_path, data_dir=None):
                           "export an MNIST model, or use bp explain for this one")
     check_model_size(model.spec.sizes)
     checked_outputs(model, "this model" if checkpoint_path is None else checkpoint_path, data_dir)
+
+
+def site_contents(model, checkpoint_path, data_dir=None, sample=None, checked=False):
+    """``{name: bytes}`` of the site's files for ``model`` (``check_page_model`` first,
+    unless ``checked``). ``sample``: the Train panel's document
+    (``websample.sample_document``), or None."""
+    if not checked:
+        check_page_model(model, checkpoint_path, data_dir)
     contents = {name: page_asset(name) for name in PAGE_FILES}
     contents[MODEL_FILE] = model_script(model, checkpoint_path).encode("utf-8")
+    contents[SAMPLE_FILE] = sample_script(sample).encode("utf-8")
     return contents
 
 
-def write_site(model, checkpoint_path, out_dir, force=False, data_dir=None):
+def write_site(model, checkpoint_path, out_dir, force=False, data_dir=None, sample=None, checked=False):
     """Write the static site for ``model`` into ``out_dir``; return the written paths.
 
     ``out_dir`` is created if missing. A folder that already holds one of the
@@ -155,7 +168,7 @@ def write_site(model, checkpoint_path, out_dir, force=False, data_dir=None):
     """
     out_dir = os.fspath(out_dir)
     check_output(out_dir, force)
-    contents = site_contents(model, checkpoint_path, data_dir)
+    contents = site_contents(model, checkpoint_path, data_dir, sample, checked)
     created = _make_folder(out_dir)
     paths = [os.path.join(out_dir, name) for name in SITE_FILES]
     try:
@@ -293,7 +306,7 @@ def make_server(files, port=0):
                       "choose another --port, or leave it out for a free one") from None
 
 
-def serve(model, checkpoint_path, port=0, announce=print, data_dir=None):
+def serve(model, checkpoint_path, port=0, announce=print, data_dir=None, sample=None, checked=False):
     """Serve the page for ``model`` on 127.0.0.1 until interrupted.
 
     The site lives in memory only: no signal, not even SIGKILL, can leave a copy
@@ -301,7 +314,7 @@ def serve(model, checkpoint_path, port=0, announce=print, data_dir=None):
     KeyboardInterrupt (Ctrl-C, or a signal bp maps to it) propagates after the
     server is closed.
     """
-    server = make_server(site_contents(model, checkpoint_path, data_dir), port)
+    server = make_server(site_contents(model, checkpoint_path, data_dir, sample, checked), port)
     try:
         announce(f"http://127.0.0.1:{server.server_address[1]}/")
         server.serve_forever()

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bpcli import web
+from bpcli import web, websample
 from bpcli.checkpoint import load_model, save_checkpoint
 from bpcli.cli import cli
 from bpcli.errors import ConfigError
@@ -75,11 +75,12 @@ def read_model_js(path):
 def test_write_site_writes_the_page_and_the_exact_weights(checkpoint, tmp_path):
     model = load_model(checkpoint)
     written = web.write_site(model, checkpoint, tmp_path / "site")
-    assert [Path(p).name for p in written] == ["index.html", "app.js", "style.css", "model.js"]
+    assert [Path(p).name for p in written] == ["index.html", "app.js", "style.css", "model.js", "sample.js"]
     html = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
     # self-contained: its scripts and style are the site's own files, nothing from elsewhere (the
     # icon is an empty inline one, so that a browser asks no server for /favicon.ico)
-    assert re.findall(r'(?:src|href)="([^"]+)"', html) == ["data:,", "style.css", "model.js", "app.js"]
+    assert re.findall(r'(?:src|href)="([^"]+)"', html) == ["data:,", "style.css", "model.js", "sample.js", "app.js"]
+    assert (tmp_path / "site" / "sample.js").read_text().endswith("window.BP_SAMPLE = null;\n")  # no Train panel
     doc = read_model_js(tmp_path / "site" / "model.js")
     assert doc["sizes"] == [784, 16, 16, 10] and doc["lr"] == 0.5 and doc["checkpoint"] == "best.npz"
     assert (doc["activation"], doc["output"], doc["loss"]) == ("sigmoid", "sigmoid", "mse")
@@ -131,13 +132,13 @@ def test_every_page_file_is_package_data():
 
 def test_cli_export_web_writes_the_site_and_refuses_to_overwrite_it(checkpoint, tmp_path):
     # (bp export also has --onnx on the export branch; this tests its --web half)
-    site = tmp_path / "site"
-    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site)])
+    site, no_sample = tmp_path / "site", ["--train-sample", "0"]  # the sample: test_websample.py
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site), *no_sample])
     assert result.exit_code == 0, result.output
     assert result.stdout.split() == [str(site / n) for n in web.SITE_FILES]
-    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site)])
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site), *no_sample])
     assert result.exit_code == 2 and "pass --force" in result.output
-    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site), "--force"])
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site), "--force", *no_sample])
     assert result.exit_code == 0, result.output
 
 
@@ -150,9 +151,11 @@ def test_cli_export_web_bad_checkpoint_is_one_error_line(tmp_path):
 
 
 def _serve(args, tmp_path):
-    """``bp serve ARGS`` in a session of its own, with ``tmp_path`` its TMPDIR and working folder."""
+    """``bp serve ARGS`` (no Train panel: no MNIST here) in a session of its own, with
+    ``tmp_path`` its TMPDIR and working folder."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    return subprocess.Popen([sys.executable, "-m", "bpcli.cli", "serve", *args], env=env, cwd=tmp_path,
+    return subprocess.Popen([sys.executable, "-m", "bpcli.cli", "serve", "--train-sample", "0", *args], env=env,
+                            cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -165,7 +168,7 @@ def _kill_group(proc):
 def test_cli_serve_serves_the_page_on_loopback_until_ctrl_c(checkpoint, tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    proc = _serve([str(checkpoint)], tmp)
+    proc = _serve([str(checkpoint), "--train-sample", "0"], tmp)  # with a sample: test_websample.py
     try:
         line = proc.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
@@ -175,6 +178,8 @@ def test_cli_serve_serves_the_page_on_loopback_until_ctrl_c(checkpoint, tmp_path
             assert r.read() == web.page_asset("index.html")
         with urllib.request.urlopen(url.group(0) + "model.js", timeout=10) as r:
             assert r.read().decode() == web.model_script(load_model(checkpoint), checkpoint)
+        with urllib.request.urlopen(url.group(0) + "sample.js", timeout=10) as r:
+            assert r.read().decode() == websample.sample_script(None)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -190,7 +195,8 @@ def test_cli_serve_port_in_use_is_one_error_line(checkpoint, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        result = CliRunner().invoke(cli, ["serve", str(checkpoint), "--port", str(s.getsockname()[1])])
+        result = CliRunner().invoke(cli, ["serve", str(checkpoint), "--port", str(s.getsockname()[1]),
+                                          "--train-sample", "0"])
     assert result.exit_code == 1, result.output
     assert "cannot listen on 127.0.0.1:" in result.output and "--port" in result.output
 
@@ -227,12 +233,12 @@ def test_export_web_on_a_full_disk_leaves_nothing_and_a_retry_needs_no_force(che
     assert model_bytes > 40_000
     leave(page_bytes + 16_384)  # room for the page's files (in 4 kB pages), not for model.js
     site = disk / "new" / "site"
-    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site)])
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site), "--train-sample", "0"])
     assert result.exit_code == 1, result.output
     assert "No space left on device" in result.stderr and len(result.stderr.splitlines()) == 1
     assert sorted(p.name for p in disk.iterdir()) == [".filler"]
     (disk / ".filler").unlink()
-    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site)])
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site), "--train-sample", "0"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in site.iterdir()) == sorted(web.SITE_FILES)
 
@@ -719,7 +725,277 @@ def test_the_page_works_from_file_with_the_network_off_and_logs_no_errors(browse
             urls = browser.execute_script("""return [...performance.getEntriesByType('resource').map((e) => e.name),
                 ...Array.from(document.querySelectorAll('[src], [href]'), (e) => e.src || e.href)]""")
             urls = [url for url in urls if url != "data:,"]  # the empty inline icon
-            assert len(urls) == 3 and all(url.startswith("file://") for url in urls), urls
+            assert len(urls) == 4 and all(url.startswith("file://") for url in urls), urls
+    finally:
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+    logs = browser.get_log("browser")
+    assert [entry for entry in logs if entry["level"] in ("SEVERE", "WARNING")] == []
+
+
+# ---------------------------------------------------------------------------
+# The Train panel: mini-batch SGD in the page, held to bp's reference backprop
+
+
+def read_sample_js(path):
+    text = Path(path).read_text(encoding="utf-8")
+    prefix = "window.BP_SAMPLE = "
+    start = text.index(prefix) + len(prefix)
+    return json.loads(text[start:text.rindex(";")])
+
+
+@pytest.fixture(scope="module")
+def train_sites(checkpoint, models, mnist_data_dir, tmp_path_factory):
+    """Sites with the default sample (3,000 + 1,000 real MNIST images): the seed-shaped
+    checkpoint's, and the default-shaped (784-512-256-10 relu + softmax) model's.
+    -> {name: (model, site, sample document)}"""
+    from bpcli.data import load_mnist
+
+    data = load_mnist(mnist_data_dir, offline=True, progress=False)
+    doc = websample.sample_document(data, websample.DEFAULT_TRAIN_SAMPLE)
+    root = tmp_path_factory.mktemp("train-sites")
+    sites = {}
+    for name, ckpt in (("seed", checkpoint), ("default", models["default"][0])):
+        model = load_model(ckpt)
+        web.write_site(model, ckpt, root / name, sample=doc)
+        sites[name] = (model, root / name, doc)
+    return sites
+
+
+def sample_arrays(doc, part="train"):
+    """X float32 (n, 784) as bp feeds it (uint8 / 255) and labels y, from the sample document."""
+    X = np.frombuffer(base64.b64decode(doc[part]["pixels"]), np.uint8).reshape(-1, 784)
+    y = np.frombuffer(base64.b64decode(doc[part]["labels"]), np.uint8)
+    return X.astype(np.float32) / 255, y.astype(np.int64)
+
+
+def call(browser, script, *args):
+    """Run ``script`` (a Promise-returning expression of window.bp) and return what it resolves to."""
+    result = browser.execute_async_script(f"""
+        const done = arguments[arguments.length - 1];
+        Promise.resolve().then(() => {script}).then((v) => done({{ok: v}}), (e) => done({{error: String(e)}}));""", *args)
+    assert "error" not in result, result["error"]
+    return result["ok"]
+
+
+def open_train_page(browser, site):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    open_page(browser, site)
+    WebDriverWait(browser, 60).until(lambda b: b.execute_script("return document.body.dataset.trainReady") == "1")
+
+
+def page_params(state):
+    """state() -> (Ws (fan_in, fan_out), bs) as float32: rows = outputs transposed back to bp's layout."""
+    return ([np.array(W, dtype=np.float32).T for W in state["W"]], [np.array(b, dtype=np.float32) for b in state["b"]])
+
+
+def reference_sgd(Ws, bs, spec, X, y, batches, lr):
+    """bp's reference (network.forward/backward, optim.SGD without momentum, float32) replaying
+    the page's mini-batches: -> (Ws, bs, each step's mini-batch cost)."""
+    from bpcli.network import backward, cost, forward, one_hot
+    from bpcli.optim import SGD
+
+    theta = np.concatenate([a.ravel() for a in Ws + bs]).astype(np.float32)
+    views, at = [], 0
+    for a in Ws + bs:  # Ws and bs are views into theta, which SGD updates in place
+        views.append(theta[at:at + a.size].reshape(a.shape))
+        at += a.size
+    Ws, bs = views[:len(Ws)], views[len(Ws):]
+    sgd, costs = SGD(theta), []
+    for batch in batches:
+        acts, masks = forward(Ws, bs, X[batch], spec)
+        Y = one_hot(y[batch], spec.sizes[-1])
+        costs.append(cost(acts[-1], Y, spec.output, spec.loss))
+        dWs, dbs = backward(Ws, acts, masks, Y, spec)
+        sgd.step(np.concatenate([g.ravel() for g in dWs + dbs]), lr)
+    return [W.copy() for W in Ws], [b.copy() for b in bs], costs
+
+
+# The page computes in float64 on float32 weights and stores each updated weight as
+# float32; bp computes in float32 (BLAS sums in its own order). After 200 steps the
+# two differ by ~1e-6 of a layer's largest |weight| (measured: 1.6e-7 to 8.3e-7).
+WEIGHT_TOLERANCE = 1e-5
+
+
+def assert_same_weights(state, Ws, bs):
+    page_Ws, page_bs = page_params(state)
+    for l, (a, b) in enumerate(zip(page_Ws + page_bs, Ws + bs)):
+        assert a.shape == b.shape, l
+        scale = np.abs(b).max()
+        assert np.abs(a - b).max() <= WEIGHT_TOLERANCE * scale, (l, np.abs(a - b).max(), scale)
+
+
+def test_training_from_scratch_in_the_page_is_bps_sgd_and_learns(browser, train_sites):
+    """From scratch, 200 steps of batch 10 at eta 3 on the 3,000-image sample: the page's
+    weights are bp's reference SGD on the same batches (at step 100 and 200), the sample's
+    cost falls below half, and held-out accuracy rises from chance (10 %) to above 40 %."""
+    from bpcli.network import cost, forward, one_hot
+
+    model, site, doc = train_sites["seed"]
+    X, y = sample_arrays(doc)
+    Xh, yh = sample_arrays(doc, "heldout")
+    open_train_page(browser, site)
+    # bp.sample() is the embedded sample in its order, pixels in [0, 1]
+    n, labels, first = browser.execute_script("""const s = window.bp.sample();
+        return [s.pixels.length, s.labels, s.pixels.slice(0, 5)]""")
+    assert n == len(y) == 3000 and labels == y.tolist() and np.array_equal(np.array(first, np.float32), X[:5])
+    start = call(browser, "window.bp.reset({from: 'scratch', seed: 0})")
+    _, spec, Ws, bs = websample.scratch_start(0)
+    assert start["step"] == 0 and start["batches"] == [] and start["sizes"] == [784, 16, 16, 10]
+    page_Ws, page_bs = page_params(start)
+    assert all(np.array_equal(a, b) for a, b in zip(page_Ws + page_bs, Ws + bs))  # bit for bit bp's start
+    assert start["accuracy"] < 0.2
+    costs = []
+    for _ in range(2):
+        result = call(browser, "window.bp.train({steps: 100, batch: 10, lr: 3})")
+        state = browser.execute_script("return window.bp.state()")
+        batches = state["batches"][len(costs):]
+        assert len(result["cost"]) == 100 and len(batches) == 100 and state["step"] == len(costs) + 100
+        assert all(len(b) == 10 and len(set(b)) == 10 and 0 <= min(b) and max(b) < len(y) for b in batches)
+        Ws, bs, step_costs = reference_sgd(Ws, bs, spec, X, y, batches, 3.0)
+        assert_same_weights(state, Ws, bs)
+        assert np.allclose(result["cost"], step_costs, rtol=1e-5, atol=0)
+        costs += result["cost"]
+    # one epoch of 3,000 images is 300 batches of 10: the 200 batches are 2,000 distinct images
+    assert len({i for b in state["batches"] for i in b}) == 2000
+    acts, _ = forward(*page_params(state), X, spec)
+    assert state["sampleCost"] == pytest.approx(cost(acts[-1], one_hot(y), spec.output, spec.loss), rel=1e-5)
+    acts, _ = forward(*page_params(state), Xh, spec)
+    assert state["accuracy"] == pytest.approx(np.mean(acts[-1].argmax(axis=1) == yh), abs=2e-3)
+    assert state["sampleCost"] < 0.5 * start["sampleCost"]
+    assert result["accuracy"] == state["accuracy"] > 0.4  # chance is 0.1
+
+
+def wait_for(browser, condition, timeout=60, what="condition"):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout).until(lambda b: b.execute_script(condition), message=what)
+
+
+def train_state_shown(browser):
+    """state() once the panel has drawn it (the snapshot the pictures and the table show)."""
+    wait_for(browser, "const s = window.bp.state(); return !s.running && document.body.dataset.trainShown === String(s.step)",
+             what="the panel to draw the last state")
+    return browser.execute_script("return window.bp.state()")
+
+
+def test_the_page_stays_live_while_training_and_pause_stops_it(browser, train_sites, shots):
+    """Play with the button; draw mid-training (predicted by the training network); pause
+    stops within one step; the weight pictures and the nudge table show state()'s numbers."""
+    from bpcli.network import Spec, forward
+
+    model, site, doc = train_sites["seed"]
+    X, y = sample_arrays(doc)
+    spec = Spec([784, 16, 16, 10], "sigmoid", "sigmoid", "mse")
+    open_train_page(browser, site)
+    call(browser, "window.bp.reset({from: 'scratch', seed: 0})")
+    browser.find_element("id", "train-play").click()
+    wait_for(browser, "return window.bp.state().step >= 300", what="300 steps")
+    before = browser.execute_script("return window.bp.state().step")
+    draw(browser, DIGITS["0"])
+    wait_for(browser, "return document.getElementById('digit').textContent !== '?'", what="a prediction")
+    # training went on while the pad was drawn on and the page answered
+    wait_for(browser, f"return window.bp.state().step > {before} && window.bp.state().running", what="more steps")
+    # an element screenshot is cut at the viewport's edge: the panel's top first
+    browser.execute_script("document.getElementById('train-section').scrollIntoView()")
+    save_screenshot(browser, "#train-section", "nudge-table", shots / "web-train.png")
+    save_screenshot(browser, "main", "net-section", shots / "web-train-drawing.png")
+    paused = call(browser, "window.bp.pause()")
+    assert paused["step"] - paused["stepWhenAsked"] <= 1
+    state = train_state_shown(browser)
+    assert state["step"] == paused["step"] and not state["running"]
+    assert call(browser, "window.bp.pause()")["step"] == paused["step"]  # nothing ran after the pause
+    # the drawing is predicted by the network as it is now
+    x = np.array(page_state(browser)["input"], dtype=np.float32)
+    acts, _ = forward(*page_params(state), x[None, :], spec)
+    assert browser.find_element("id", "digit").text == str(int(acts[-1].argmax()))
+    # the pause button: play again, pause by click
+    browser.find_element("id", "train-play").click()
+    wait_for(browser, f"return window.bp.state().step > {state['step'] + 20}", what="20 more steps")
+    browser.find_element("id", "train-pause").click()
+    wait_for(browser, "return !document.getElementById('train-play').disabled", what="the pause")
+    state = train_state_shown(browser)
+    assert call(browser, "window.bp.pause()")["step"] == state["step"]
+    # one more step: its nudges are computed on the weights before it
+    Ws, bs = page_params(state)
+    browser.find_element("id", "train-step").click()
+    wait_for(browser, f"return window.bp.state().step === {state['step'] + 1}", what="one step")
+    state = train_state_shown(browser)
+    nudges = state["nudges"]
+    assert nudges["batch"] == state["batches"][-1] and nudges["labels"] == y[nudges["batch"]].tolist()
+    acts, _ = forward(Ws, bs, X[nudges["batch"]], spec)
+    wishes = 2 * (np.eye(10)[y[nudges["batch"]]] - acts[-1])  # -dC0/da = 2 (y - a)
+    assert np.allclose(nudges["rows"], wishes, atol=1e-5)
+    assert np.allclose(nudges["average"], wishes.mean(axis=0), atol=1e-5)
+    # the table shows those numbers: one row per example, then the average
+    rows = browser.execute_script("""return Array.from(document.querySelectorAll('#nudge-rows tr'),
+        (tr) => Array.from(tr.children, (td) => td.textContent))""")
+    expected = [[f"#{doc['train']['indices'][i]}", str(label), *[f"{v:.2f}" for v in row]]
+                for i, label, row in zip(nudges["batch"], nudges["labels"], nudges["rows"])]
+    expected.append(["average", "", *[f"{v:.2f}" for v in nudges["average"]]])
+    assert rows == expected
+    # the weight pictures show W[0]'s rows: blue positive, red negative, white 0, each at its own scale
+    pictures = browser.execute_script("""return Array.from(document.querySelectorAll('#weight-pictures canvas'),
+        (c) => Array.from(c.getContext('2d').getImageData(0, 0, 28, 28).data))""")
+    assert len(pictures) == 16
+    for u, rgba in enumerate(pictures):
+        w = np.array(state["W"][0][u])
+        t = np.abs(w) / np.abs(w).max()
+        colour = np.where((w >= 0)[:, None], [0x2F, 0x6F, 0xDF], [0xD8, 0x40, 0x2F])
+        expected = 255 + (colour - 255) * t[:, None]
+        assert np.abs(np.array(rgba).reshape(784, 4)[:, :3] - expected).max() <= 0.5 + 1e-9, u
+
+
+def test_training_the_exported_model_and_back_to_scratch(browser, train_sites, mnist_test):
+    """From the model (784-512-256-10 relu + softmax + cross-entropy): the page starts from
+    its exact weights and its steps are bp's; the pad and bp.predict use the trained network;
+    another seed draws other scratch weights of the same distribution."""
+    from bpcli.network import forward
+
+    model, site, doc = train_sites["default"]
+    X, y = sample_arrays(doc)
+    open_train_page(browser, site)
+    call(browser, "window.bp.reset({from: 'scratch', seed: 0})")
+    start = call(browser, "window.bp.reset({from: 'model', seed: 3})")
+    assert start["sizes"] == [784, 512, 256, 10] and start["step"] == 0
+    page_Ws, page_bs = page_params(start)
+    assert all(np.array_equal(a, b) for a, b in zip(page_Ws + page_bs, model.Ws + model.bs))
+    call(browser, "window.bp.train({steps: 10, batch: 32, lr: 0.05})")
+    state = browser.execute_script("return window.bp.state()")
+    Ws, bs, _ = reference_sgd(model.Ws, model.bs, model.spec, X, y, state["batches"], 0.05)
+    assert_same_weights(state, Ws, bs)
+    images = mnist_test[0][:20] / 255.0
+    page = np.array(browser.execute_script("return arguments[0].map((x) => window.bp.predict(x))", images.tolist()))
+    acts, _ = forward(*page_params(state), images.astype(np.float32), model.spec)
+    assert np.abs(page - acts[-1]).max() < 1e-4
+    other = call(browser, "window.bp.reset({from: 'scratch', seed: 5})")
+    W = np.array(other["W"][0])
+    assert W.shape == (16, 784) and abs(W.mean()) < 0.003 and W.std() == pytest.approx(np.sqrt(1 / 784), rel=0.03)
+    assert all(not any(b) for b in other["b"])
+    assert not np.array_equal(W.T, websample.scratch_start(0)[2][0])
+
+
+def test_the_train_panel_works_from_file_offline_without_warnings(browser, train_sites, models):
+    browser.get_log("browser")  # drop what earlier tests logged
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+    try:
+        open_train_page(browser, train_sites["seed"][1])
+        browser.find_element("id", "train-step").click()
+        wait_for(browser, "return window.bp.state().step === 1", what="one step")
+        call(browser, "window.bp.train({steps: 20, batch: 10, lr: 3})")
+        urls = browser.execute_script("""return [...performance.getEntriesByType('resource').map((e) => e.name),
+            ...Array.from(document.querySelectorAll('[src], [href]'), (e) => e.src || e.href)]""")
+        assert len(urls) >= 4 and all(url.startswith(("file://", "blob:", "data:,")) for url in urls), urls
+        # a page without a sample says how to get one, and its API says so too
+        open_page(browser, models["seed"][2])
+        assert browser.find_element("id", "train-none").is_displayed()
+        assert not browser.find_element("id", "train-panel").is_displayed()
+        error = browser.execute_async_script("""const done = arguments[arguments.length - 1];
+            window.bp.train({steps: 1}).then(() => done('trained'), (e) => done(e.message))""")
+        assert "--train-sample N" in error
     finally:
         browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
             "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
