@@ -297,8 +297,12 @@ def check_corners(space, base, where):
         cfg = copy.deepcopy(base)
         for key, value in zip(keys, values):
             cfg.set(key, value, f"space file {where}")
-        config_mod.check_combinations(cfg)
-        config_mod.check_model_size(cfg)
+        try:
+            config_mod.check_combinations(cfg)
+            config_mod.check_model_size(cfg)
+        except ConfigError as err:
+            trial = ", ".join(f"{k} {shown(v, 40)}" for k, v in zip(keys, values))
+            raise ConfigError(f"space file {where}: a trial with {trial} would fail: {err}") from None
 
 
 def space_doc(space):

@@ -901,7 +901,7 @@ def test_a_study_name_with_a_newline_is_refused(files, name):
     ("data.validation: {choices: [100, 5000]}\n", "data.validation"),
     ("data.limit: {low: 150, high: 2000}\n", "data.validation"),
     ("model.hidden: {choices: [[16], [60000, 60000, 60000]]}\n", "parameters"),
-    ("train.batch_size: {low: 50, high: 1000000}\nmodel.hidden: {choices: [[16], [4096, 4096]]}\n", "GiB"),
+    ("train.batch_size: {low: 50, high: 60000}\nmodel.hidden: {choices: [[16], [100000, 100000]]}\n", "GiB"),
 ])
 def test_rules_between_keys_are_checked_before_any_trial(env, files, tmp_path, runs_root, space, words):
     config_file, _ = files  # data.limit 1000, data.validation 200
