@@ -670,11 +670,13 @@ def tune(config_file, sets, space_file, trials, timeout, workers, storage, study
 
 
 def _terminate(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM ends a command like Ctrl-C: cleanly, exit 130
+    raise KeyboardInterrupt  # SIGTERM or SIGHUP ends a command like Ctrl-C: cleanly, exit 130
 
 
 def main():
     signal.signal(signal.SIGTERM, _terminate)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal: stop as cleanly as on Ctrl-C, not die mid-write
+        signal.signal(signal.SIGHUP, _terminate)
     cli(prog_name="bp")
 
 

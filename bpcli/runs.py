@@ -15,8 +15,8 @@ import os
 from datetime import datetime
 
 from . import record, rundir
-from .config import describe_network
-from .fsutil import one_line, read_text
+from .config import RULES, describe_network
+from .fsutil import one_line, read_text, shown_path
 from .errors import BpError
 from .progress import percent
 
@@ -105,7 +105,7 @@ def describe(run_dir, latest=None):
         "started": started[:19] if started else None,
         "network": _network(config),
         "epochs_done": len(metrics),
-        "epochs_planned": planned if type(planned) is int else None,
+        "epochs_planned": planned if type(planned) is int and not RULES["train.epochs"](planned) else None,
         "best_val_accuracy": max(vals) if vals else None,
         "test_accuracy": _fraction((result or {}).get("test_accuracy")),
         "seconds": _number(seconds),
@@ -138,15 +138,22 @@ def list_runs(root=None):
 
 def render(runs, root):
     if not runs:
-        return f"no runs under {root} yet: start one with 'bp train'"
+        return f"no runs under {shown_path(root)} yet: start one with 'bp train'"
     header = ("", "run", "started", "network", "epochs", "best val", "test", "time", "state")
     rows = [header]
     for r in runs:
         epochs = f"{r['epochs_done']}/{r['epochs_planned'] if r['epochs_planned'] is not None else '?'}"
-        time_ = "-" if r["seconds"] is None else f"{r['seconds']:.1f}s"
+        time_ = _seconds(r["seconds"])
         rows.append(("*" if r["latest"] else "", one_line(r["name"], 60), one_line(r["started"] or "-").replace("T", " "),
-                     r["network"] or "-", epochs, percent(r["best_val_accuracy"]), percent(r["test_accuracy"]),
-                     time_, r["state"]))
+                     one_line(r["network"] or "-"), epochs, percent(r["best_val_accuracy"]), percent(r["test_accuracy"]),
+                     time_, one_line(r["state"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines + ["", f"* = {os.path.join(root, rundir.LATEST)}, the default model"])
+    return "\n".join(lines + ["", f"* = {shown_path(os.path.join(root, rundir.LATEST))}, the default model"])
+
+
+def _seconds(seconds):
+    """A run's time for the table: 12.3s; a number past any real run's (a damaged record) short."""
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f}s" if seconds < 1e7 else f"{seconds:.3g}s"

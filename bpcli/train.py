@@ -53,21 +53,28 @@ def spec_from_config(values):
     return Spec([PIXELS, *m["hidden"], N_CLASSES], m["activation"], m["output"], m["loss"])
 
 
+#: the signals that stop a run cleanly: Ctrl-C, kill's default, a closed terminal
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 @contextlib.contextmanager
-def stop_requests():
-    """Turn SIGINT/SIGTERM into a flag the loop checks after each step.
+def stop_requests(requested=None):
+    """Turn SIGINT/SIGTERM/SIGHUP into a flag the loop checks after each step.
 
     A second Ctrl-C falls back to the default and stops at once; checkpoints
     are written atomically, so even then nothing on disk is half-written.
+    ``requested``: a caller's own list of signals, for a caller that must learn of
+    a signal the run did not act on (one that came as the run diverged, or in its
+    last step): bp tune, which would otherwise start the next trial.
     """
-    requested = []
+    requested = [] if requested is None else requested
 
     def handler(signum, frame):
         requested.append(signum)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     try:
-        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     except ValueError:  # not the main thread (e.g. a test runner's worker): no handlers
         yield requested
         return
@@ -375,7 +382,7 @@ def initial_model(path, cfg):
     return ckpt, model
 
 
-def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, init=None, latest=True):
+def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, init=None, latest=True, stop=None):
     """Train under ``cfg`` into ``run_dir``; returns the summary ``bp train --json`` prints.
 
     The run dir is held (``rundir.lock``) throughout; its record (``record.py``)
@@ -385,7 +392,8 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, ini
     use; see ``choose_threads``), recorded in every checkpoint. ``init`` is
     ``(checkpoint path, Model)`` to start from (``initial_model``), for a new run
     only. ``latest``: whether the run becomes ``runs/latest`` once it has a model
-    (a user's run does; a bp tune trial does not).
+    (a user's run does; a bp tune trial does not). ``stop``: a list the signals that
+    stop the run are added to (see ``stop_requests``).
     """
     progress = progress or Progress(quiet=True)
     threads, warning = choose_threads(threads, resume_from)
@@ -407,7 +415,7 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, ini
             log = RunLog(run, resumed=bool(resume_from))
             log.write(record.RUNNING)
             try:
-                summary = _train_epochs(run, progress, log, latest)
+                summary = _train_epochs(run, progress, log, latest, stop)
             except (Interrupted, TrainingDiverged) as err:
                 log.write("interrupted" if isinstance(err, Interrupted) else "diverged", error=str(err))
                 raise
@@ -462,11 +470,11 @@ def choose_threads(asked, resume_from=None):
     return asked, None
 
 
-def _train_epochs(run, progress, log, latest):
+def _train_epochs(run, progress, log, latest, requested=None):
     run_dir, epochs = run.run_dir, run.values["train"]["epochs"]
     wall0 = time.perf_counter()
     # overflow to inf/nan is detected as divergence (Run.check_finite), not warned about per step
-    with stop_requests() as stop, np.errstate(over="ignore", invalid="ignore", under="ignore"):
+    with stop_requests(requested) as stop, np.errstate(over="ignore", invalid="ignore", under="ignore"):
         while run.epoch < epochs and not run.patience_ran_out():
             t0 = time.perf_counter()
             try:

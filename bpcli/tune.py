@@ -58,7 +58,7 @@ import warnings
 from . import config as config_mod
 from . import record
 from .errors import BpError, ConfigError
-from .fsutil import open_untrusted, shell_word, shown, shown_path, truncate
+from .fsutil import one_line, open_untrusted, shell_word, shown, shown_path, truncate
 from .progress import percent
 
 INSTALL = "pip install -e '.[tune]'"
@@ -115,6 +115,20 @@ class Param:
         if self.integer:
             return trial.suggest_int(self.key, self.low, self.high, step=self.step or 1, log=self.log)
         return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
+
+    def distribution(self):
+        """Optuna's distribution for this key (building it is where Optuna refuses a range)."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.choices is not None:
+            return CategoricalDistribution([_encode(c) for c in self.choices])
+        if self.integer:
+            return IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
+        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+    def extremes(self):
+        """The values a rule between keys must hold for: every choice, or both ends."""
+        return list(self.choices) if self.choices is not None else [self.low, self.high]
 
     def decode(self, value):
         """A value as Optuna stored it -> the config value."""
@@ -253,6 +267,43 @@ def _param(key, spec, where):
     return Param(key, low, high, log, step, integer=integer)
 
 
+def check_searchable(space, where):
+    """Refuse, before any trial, a range Optuna cannot search (a step so small that its
+    decimal arithmetic fails): otherwise each run of the study would add a failed trial."""
+    for key, param in space.items():
+        try:
+            param.distribution()
+        except (ValueError, ArithmeticError) as err:
+            raise ConfigError(f"space file {where}: key '{key}' {shown(param.as_dict(), 120)} is a range "
+                              f"Optuna cannot search ({type(err).__name__}: {truncate(str(err), 80)}); "
+                              "use a larger step, or no step") from None
+
+
+#: the keys the rules between keys read (config.check_combinations, check_model_size)
+CROSS_KEYS = ("data.limit", "data.validation", "model.hidden", "model.dropout", "train.augment",
+              "train.batch_size")
+MAX_CORNERS = 4096
+
+
+def check_corners(space, base, where):
+    """The rules between keys, checked for every trial at once, before any trial starts:
+    each combination of the extremes (every choice, both ends of a range) of the searched
+    keys those rules read. A trial that broke one would fail mid-study, one per run."""
+    import itertools
+
+    keys = [k for k in CROSS_KEYS if k in space]
+    for values in itertools.islice(itertools.product(*(space[k].extremes() for k in keys)), MAX_CORNERS):
+        cfg = copy.deepcopy(base)
+        for key, value in zip(keys, values):
+            cfg.set(key, value, f"space file {where}")
+        try:
+            config_mod.check_combinations(cfg)
+            config_mod.check_model_size(cfg)
+        except ConfigError as err:
+            trial = ", ".join(f"{k} {shown(v, 40)}" for k, v in zip(keys, values))
+            raise ConfigError(f"space file {where}: a trial with {trial} would fail: {err}") from None
+
+
 def space_doc(space):
     """The space as a canonical JSON text: what a study remembers to refuse another."""
     return json.dumps({k: p.as_dict() for k, p in space.items()}, sort_keys=True)
@@ -268,7 +319,7 @@ def default_study_name(space_file):
 
 
 def check_study_name(name):
-    if not STUDY_NAME.match(name):
+    if not STUDY_NAME.fullmatch(name):  # fullmatch: "$" alone lets a trailing newline through
         raise ConfigError(f"--study {shown(name)} is not a usable name: use up to 64 letters, "
                           "digits, '.', '_' or '-', starting with a letter or digit")
     return name
@@ -281,25 +332,87 @@ def study_dir(name):
 
 
 def default_storage(folder):
-    return "sqlite:///" + os.path.abspath(os.path.join(folder, STORAGE_FILE))
+    """The SQLite URL of the study folder's ``study.db``, escaped so that any path (with
+    ``?``, ``#``, ``%``, spaces) names that file and no other."""
+    from sqlalchemy.engine import URL
+
+    path = os.path.abspath(os.path.join(folder, STORAGE_FILE))
+    return URL.create("sqlite", database=path).render_as_string(hide_password=False)
+
+
+def check_persistent(url):
+    """Refuse a storage that forgets the study when bp exits (SQLite in memory): a study
+    is continued by running the same command again."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return  # open_storage says what is wrong with it
+    if parsed.drivername.split("+")[0] != "sqlite":
+        return
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file::memory:") or parsed.query.get("mode") == "memory":
+        raise ConfigError(f"--storage {shown_url(url)} keeps the study in memory, lost when bp exits; "
+                          "name a file (sqlite:///path/study.db) or leave --storage out")
+
+
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# a secret given as a parameter: ?password=..., libpq's "host=h password=..." form, sslpassword=...
+SECRET_PARAM = re.compile(r"(?i)((?:ssl)?pass(?:word|wd)?|pwd|secret|token|api[_-]?key)(\s*=\s*)"
+                          r"('[^']*'|\"[^\"]*\"|[^&;\s]*)")
+
+
+def _userinfo(url):
+    """(text before the credentials, user, password or None, the rest) of a storage URL, split
+    where a user would mean it: the password runs to the LAST "@" (it may hold an "@", a "/"
+    or a ":" that the user did not escape), with or without a scheme."""
+    scheme = SCHEME.match(url)
+    head, rest = (url[:scheme.end()], url[scheme.end():]) if scheme else ("", url)
+    if head.lower().startswith("sqlite") or "@" not in rest:
+        return head, None, None, rest
+    userinfo, host = rest.rsplit("@", 1)
+    user, colon, password = userinfo.partition(":")
+    return head, user, password if colon else None, host
 
 
 def shown_url(url):
-    """A storage URL fit to print: the password hidden."""
-    try:
-        from sqlalchemy.engine import make_url
+    """A storage URL fit to print: every password hidden (in the user part, however
+    escaped, and as a parameter), on one line, cut."""
+    head, user, password, rest = _userinfo(str(url))
+    if user is not None:
+        rest = f"{user}{':***' if password is not None else ''}@{rest}"
+    return shown_path(SECRET_PARAM.sub(r"\1\2***", head + rest), 200)
 
-        return truncate(make_url(url).render_as_string(hide_password=True), 200)
-    except Exception:  # any URL SQLAlchemy cannot parse is shown cut, never whole
-        return shown_path(re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url), 200)
+
+def redact(text, url):
+    """``text`` (a driver's or SQLAlchemy's message about ``url``) with the URL's secrets
+    hidden, as given and as a parser may have split or unescaped them."""
+    from urllib.parse import unquote
+
+    _, _, password, _ = _userinfo(str(url))
+    hidden = {m.group(3).strip("'\"") for m in SECRET_PARAM.finditer(str(url))}
+    if password:
+        # a parser that stops at the first "@" takes the rest of the password for the host
+        hidden |= {password, unquote(password), *(part + "@" for part in password.split("@")[1:])}
+    text = SECRET_PARAM.sub(r"\1\2***", str(text).replace(str(url), shown_url(url)))
+    for secret in sorted((h for h in hidden if len(h) > 1), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+MAX_HEARTBEAT = 3600
 
 
 def heartbeat_seconds():
     raw = os.environ.get("BP_TUNE_HEARTBEAT", "")
     if not raw:
         return DEFAULT_HEARTBEAT
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"BP_TUNE_HEARTBEAT must be a whole number of seconds >= 1, got {shown(raw)}")
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= MAX_HEARTBEAT:
+        raise ConfigError(f"BP_TUNE_HEARTBEAT must be a whole number of seconds from 1 to {MAX_HEARTBEAT}, "
+                          f"got {shown(raw)}")
     return int(raw)
 
 
@@ -318,6 +431,7 @@ def open_storage(url, heartbeat):
     import sqlalchemy.exc
 
     given = url
+    check_persistent(url)
     if url.startswith("postgresql://"):  # the driver the extra installs, whatever SQLAlchemy's default
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     connect = {"timeout": 60} if url.startswith("sqlite") else {}  # SQLite: wait for a writer, not fail
@@ -330,11 +444,16 @@ def open_storage(url, heartbeat):
                 heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
         except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as err:
-            raise ConfigError(f"--storage {shown_url(given)} is not a database URL bp can use ({_first_line(err)}); "
-                              "use e.g. postgresql://user@host/db or sqlite:///file.db") from None
+            raise ConfigError(f"--storage {shown_url(given)} is not a database URL bp can use "
+                              f"({_first_line(err, given)}); use e.g. postgresql://user@host/db or "
+                              "sqlite:///file.db") from None
         except ImportError as err:
             raise BpError(f"--storage {shown_url(given)} needs a database driver that is missing "
-                          f"({_first_line(err)}); {INSTALL} installs the PostgreSQL one") from None
+                          f"({_first_line(err, given)}); {INSTALL} installs the PostgreSQL one") from None
+        except RuntimeError as err:  # Optuna: tables of another Optuna version's schema
+            raise BpError(f"the study storage {shown_url(given)} holds tables of another Optuna version "
+                          f"({_first_line(err, given)}); upgrade them with: optuna storage upgrade "
+                          "--storage URL, or start a new study elsewhere") from None
         except sqlalchemy.exc.SQLAlchemyError as err:
             if created_meanwhile(err):
                 # machines starting together on an empty database both create Optuna's tables;
@@ -342,14 +461,43 @@ def open_storage(url, heartbeat):
                 time.sleep(0.5 * (attempt + 1))
                 continue
             raise BpError(f"cannot open the study storage {shown_url(given)}: "
-                          f"{_first_line(getattr(err, 'orig', err))}; check that the database server runs "
-                          "and the URL's host, port, user and database") from None
+                          f"{_first_line(getattr(err, 'orig', err), given)}; check that the database server "
+                          "runs and the URL's host, port, user and database") from None
     raise BpError(f"cannot open the study storage {shown_url(given)}: its tables could not be created; try again")
 
 
-def _first_line(err):
+def _first_line(err, url):
+    """An error's first line, with ``url``'s secrets hidden, fit for a one-line message."""
     text = str(err).strip().splitlines()
-    return truncate(text[0] if text else type(err).__name__, 160)
+    return one_line(redact(text[0] if text else type(err).__name__, url), 160)
+
+
+def storage_errors():
+    """The exceptions a lost or failing database raises through Optuna."""
+    import sqlalchemy.exc
+
+    optuna = require_optuna()
+    return (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
+
+
+def storage_cause(err):
+    """The database error behind ``err``, or None. Optuna's own clean-up can fail on the same
+    lost connection with an error of its own (an UnboundLocalError in its _run_trial, 5.1),
+    the database's error chained behind it."""
+    errors, seen, found = storage_errors(), set(), None
+    while err is not None and id(err) not in seen:
+        if isinstance(err, errors):
+            found = err  # the deepest says most: "connection refused", not "during the commit"
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return found
+
+
+def lost_storage(err, url):
+    """A database that failed mid-study (its server stopped, the network gone): one line."""
+    return BpError(f"lost the study storage {shown_url(url)}: {_first_line(getattr(err, 'orig', None) or err, url)}; "
+                   "when it is back, run the same command again: a trial that was running is failed "
+                   "once its heartbeat is stale and run again")
 
 
 def _identity(cfg):
@@ -360,24 +508,35 @@ def _identity(cfg):
     return json.dumps(flat, sort_keys=True, default=str)
 
 
+BP_ATTRS = ("bp_config", "bp_space")  # a study bp created carries both: its identity
+CLAIM_SECONDS = 10  # how long a study just created by another bp (no attributes yet) is waited for
+
+
 def open_study(storage, name, space, base, url):
-    """Create the study, or join it if it exists with the same space and base config."""
+    """Create the study, or join it if bp created it with the same space and base config.
+    A study of that name that bp did not create (another user's, on a shared database) is
+    refused and left as it is."""
     optuna = require_optuna()
-    import sqlalchemy.exc
 
     try:
-        study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                    load_if_exists=True)
-        attrs = study.user_attrs
-        if "bp_space" not in attrs:
-            study.set_user_attr("bp_space", space_doc(space))
+        try:
+            study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+            # bp_space last: a study that has it has both (see _bp_attrs)
             study.set_user_attr("bp_config", _identity(base))
+            study.set_user_attr("bp_space", space_doc(space))
             attrs = study.user_attrs
-    except sqlalchemy.exc.SQLAlchemyError as err:
-        raise BpError(f"the study storage {shown_url(url)} failed: {_first_line(getattr(err, 'orig', err))}") from None
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(study_name=name, storage=storage)
+            attrs = _bp_attrs(study)
+    except storage_errors() as err:
+        raise BpError(f"the study storage {shown_url(url)} failed: "
+                      f"{_first_line(getattr(err, 'orig', None) or err, url)}") from None
+    if attrs is None:
+        raise ConfigError(f"study '{name}' in {shown_url(url)} was not created by bp tune (it has none of "
+                          f"bp's attributes, and {len(study.get_trials(deepcopy=False))} trials); bp leaves it "
+                          "untouched: choose another --study name")
     if attrs.get("bp_space") != space_doc(space):
-        theirs = attrs.get("bp_space")
-        keys = ", ".join(json.loads(theirs)) if theirs else "not a bp study"
+        keys = ", ".join(json.loads(attrs["bp_space"]))
         raise ConfigError(f"study '{name}' in {shown_url(url)} was started with another search space "
                           f"({truncate(keys, 120)}); use the same space file to continue it, "
                           "or another --study name")
@@ -385,6 +544,24 @@ def open_study(storage, name, space, base, url):
         raise ConfigError(f"study '{name}' in {shown_url(url)} was started with another base config; "
                           "use the same -c/--set to continue it, or another --study name")
     return study
+
+
+def _bp_attrs(study):
+    """The user attributes of an existing study if bp created it, else None. Another bp that
+    has just created it (machines starting together) sets them a moment later: a study with
+    no trials and no attributes is waited for, briefly."""
+    deadline = time.monotonic() + CLAIM_SECONDS
+    while True:
+        attrs = study.user_attrs
+        if all(isinstance(attrs.get(k), str) for k in BP_ATTRS):
+            try:
+                json.loads(attrs["bp_space"])
+                return attrs
+            except ValueError:
+                return None
+        if attrs or study.get_trials(deepcopy=False) or time.monotonic() > deadline:
+            return None
+        time.sleep(POLL_SECONDS)
 
 
 # ---------------------------------------------------------------------------
@@ -486,7 +663,20 @@ def _trial_dir(folder, number):
 
 def work(job, worker=0):
     """Run trials of the study until it has N finished ones (or the deadline passes).
-    Returns the number of trials this worker finished."""
+    Returns the number of trials this worker finished. A database lost on the way is
+    one BpError, whichever call met it."""
+    stop = []  # the signals asked to stop this worker (see _stop_requests)
+    with _stop_requests(stop), _quiet_storage_threads():
+        try:
+            return _work(job, worker, stop)
+        except Exception as err:
+            cause = storage_cause(err)
+            if cause is None:
+                raise
+            raise lost_storage(cause, job.url) from None
+
+
+def _work(job, worker, stop):
     optuna = require_optuna()
     from . import rundir
     from .data import load_mnist
@@ -511,7 +701,7 @@ def work(job, worker=0):
     def objective(trial):
         try:
             return attempt(trial)
-        except KeyboardInterrupt:  # a signal held back until train began, or a second Ctrl-C in it
+        except KeyboardInterrupt:  # asked to stop before train began, or a second Ctrl-C in it
             trial.set_user_attr("interrupted", True)
             raise
 
@@ -519,6 +709,7 @@ def work(job, worker=0):
         if not admitted(study.get_trials(deepcopy=False), trial.number, job.n_trials):
             trial.set_user_attr("surplus", True)
             raise Surplus()
+        _stop_if_asked(stop)  # before a run dir is made for a trial that would not train
         cfg = copy.deepcopy(base)
         params = {key: p.suggest(trial) for key, p in space.items()}
         for key, value in params.items():
@@ -531,7 +722,7 @@ def work(job, worker=0):
         progress = TrialProgress(trial)
         t0 = time.perf_counter()
 
-        def record(state):
+        def say(state):
             seconds = time.perf_counter() - t0
             epochs = progress.last["epoch"] if progress.last else 0
             trial.set_user_attr("epochs", epochs)
@@ -541,17 +732,18 @@ def work(job, worker=0):
                        f"{seconds:.1f}s: {shown}")
 
         try:
-            with _signals(unblocked=True):  # train turns them into a clean stop (RunInterrupted)
-                summary = train(cfg, data, run_dir, progress=progress, threads=job.threads, latest=False)
+            # train takes the signals meanwhile, stops at the next step and says so (RunInterrupted);
+            # a signal that came as the run ended or diverged stays in stop for the loop to see
+            summary = train(cfg, data, run_dir, progress=progress, threads=job.threads, latest=False, stop=stop)
         except optuna.TrialPruned:
             _write_pruned(run_dir, progress, cfg)
-            record(f"pruned (val {percent(_best_val(progress))})")
+            say(f"pruned (val {percent(_best_val(progress))})")
             raise
         except RunInterrupted:
             trial.set_user_attr("interrupted", True)
-            record("interrupted")
+            say("interrupted")
             raise
-        except KeyboardInterrupt:  # before train could take it, or a second Ctrl-C inside it
+        except KeyboardInterrupt:  # a second Ctrl-C inside train: it stopped at once
             last = os.path.exists(os.path.join(run_dir, "last.npz"))
             record.write(run_dir, "interrupted", error="interrupted" + (
                 "; last.npz holds the last finished epoch" if last else " before the first epoch finished"),
@@ -560,30 +752,34 @@ def work(job, worker=0):
             raise
         except TrainingDiverged as err:
             trial.set_user_attr("error", truncate(str(err), 300))
-            record("diverged")
+            say("diverged")
             raise
         finally:
             rundir.release(run_dir)
-        record(f"val {percent(summary['val_accuracy'])}")
+        say(f"val {percent(summary['val_accuracy'])}")
         return summary["val_accuracy"]
 
-    with _signals(unblocked=False):  # see _signals: only training and waiting are interrupted
-        return _loop(job, study, objective)
+    return _loop(job, study, objective, stop)
 
 
-def _loop(job, study, objective):
+def _loop(job, study, objective, stop):
     optuna = require_optuna()
     from .errors import TrainingDiverged
 
     done = 0
     while job.deadline is None or time.time() < job.deadline:
+        _stop_if_asked(stop)
         optuna.storages.fail_stale_trials(study)  # a killed worker's trial: failed, queued again
-        c = counts(study.get_trials(deepcopy=False))
+        trials = study.get_trials(deepcopy=False)
+        c = counts(trials)
         if c["finished"] >= job.n_trials:
             break
+        failing = too_many_failures(trials, job.n_trials)
+        if failing:
+            raise BpError(f"study '{job.study}': {failing}; bp stopped it. Narrow the space (see the trials' "
+                          "errors in their result.json) and start a new study with --study NAME")
         if c["finished"] + c["running"] + c["waiting"] >= job.n_trials and not c["waiting"]:
-            with _signals(unblocked=True):
-                time.sleep(POLL_SECONDS)  # the rest are running; one may yet fail and come back
+            time.sleep(POLL_SECONDS)  # the rest are running; one may yet fail and come back
             continue
         try:
             study.optimize(objective, n_trials=1, catch=(TrainingDiverged,))
@@ -593,28 +789,77 @@ def _loop(job, study, objective):
     return done
 
 
-@contextlib.contextmanager
-def _signals(unblocked):
-    """Ctrl-C and SIGTERM held back (``unblocked=False``) or let through for a block.
+FAILURES_IN_A_ROW = 10  # failed trials in a row (by trial number) that end a study
+FAILURES_PER_TRIAL = 2  # ... or failed trials, in all, per trial asked for (and at least FAILURES_IN_A_ROW)
 
-    A worker takes them only while a trial trains (train saves the run and raises its
-    Interrupted) or while it waits for other trials, never in the middle of a storage
-    call: a KeyboardInterrupt there left SQLite's write lock held by a half-finished
-    transaction, and every worker then waited on it; and Optuna's ask creates the trial
-    as RUNNING before its heartbeat thread records a first beat, so a trial interrupted
-    in between is never stale and would stay "running" for ever. A signal that arrives
-    while held back is delivered at the next point that lets it through. Threads started
-    meanwhile (the heartbeat's) inherit the mask, so signals reach this thread.
-    """
-    if not hasattr(signal, "pthread_sigmask"):
+
+def too_many_failures(trials, n_trials):
+    """Why the study should stop for its failures (trials that diverged, or whose worker
+    was killed), or None. Failed trials never count toward N, so a space whose every trial
+    diverges would otherwise run for ever; interrupted and surplus trials do not count."""
+    from optuna.trial import TrialState
+
+    ended = [t for t in sorted(trials, key=lambda t: t.number)
+             if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+             or t.state == TrialState.FAIL and not t.user_attrs.get("surplus") and not t.user_attrs.get("interrupted")]
+    failed = [t for t in ended if t.state == TrialState.FAIL]
+    in_a_row = next((i for i, t in enumerate(reversed(ended)) if t.state != TrialState.FAIL), len(ended))
+    if in_a_row < FAILURES_IN_A_ROW and len(failed) < max(FAILURES_IN_A_ROW, FAILURES_PER_TRIAL * n_trials):
+        return None
+    last = str(failed[-1].user_attrs.get("error") or "its worker stopped beating").split(";")[0]
+    return (f"{len(failed)} trials failed, the last {in_a_row} in a row (trial {failed[-1].number}: "
+            f"{truncate(one_line(last), 160)})")
+
+
+def _stop_if_asked(stop):
+    if stop:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _stop_requests(stop):
+    """Ctrl-C, SIGTERM and SIGHUP noted in ``stop`` for the worker to act on at its next
+    safe point (before a trial, while it waits, or, inside train, after the step), never
+    raised in the middle of a storage call: a KeyboardInterrupt there left SQLite's write
+    lock held by a half-finished transaction, and a trial created by Optuna's ask before
+    its heartbeat's first beat would never be stale and stay "running" for ever. (Masking
+    the signals in this thread did not hold them back: BLAS's threads take them too, and
+    Python runs the handler in this thread all the same.)"""
+    from .train import STOP_SIGNALS
+
+    def note(signum, frame):
+        stop.append(signum)
+
+    try:
+        old = {s: signal.signal(s, note) for s in STOP_SIGNALS}
+    except ValueError:  # not the main thread (a test runner's worker): the caller's handlers stay
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_UNBLOCK if unblocked else signal.SIG_BLOCK,
-                                 {signal.SIGINT, signal.SIGTERM})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _quiet_storage_threads():
+    """Optuna's heartbeat thread, when the database goes away, dies with a traceback on
+    stderr; the worker meets the same failure at its next storage call and says it in one
+    line, so the thread's is not printed."""
+    import threading
+
+    errors, old = storage_errors(), threading.excepthook
+
+    def hook(args):
+        if not issubclass(args.exc_type, errors):
+            old(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = old
 
 
 def _write_pruned(run_dir, progress, cfg):
@@ -640,37 +885,58 @@ def _short(value):
 # ---------------------------------------------------------------------------
 # Several workers on this machine
 
-def _worker_process(job, worker, results):
-    """A spawned worker: BLAS threads pinned before numpy is imported, signals turned into
-    a clean stop, the outcome sent back as (kind, exit code, message)."""
+WATCH_PARENT_SECONDS = 1.0
+STOP_GRACE_SECONDS = 30  # a stopping worker saves its trial; one that takes longer than this is killed
+
+
+def _worker_process(job, worker, results, parent):
+    """A spawned worker: BLAS threads pinned before numpy is imported, tied to its parent's
+    life, signals turned into a clean stop, the outcome sent back as (kind, exit code, message)."""
     if job.threads:
         for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
             os.environ[name] = str(job.threads)
+    from .train import STOP_SIGNALS
 
-    def quiet(signum, frame):
-        pass
-
-    def stop(signum, frame):
-        # once: a second signal (the terminal's Ctrl-C, then the parent's SIGTERM) must not
-        # break the first one's clean-up. A Python no-op, not SIG_IGN: a signal already
-        # pending would otherwise be "ignored due to race condition" as an OSError
-        signal.signal(signal.SIGINT, quiet)
-        signal.signal(signal.SIGTERM, quiet)
+    def stop(signum, frame):  # until work() notes them for its safe points: no trial to save yet
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for s in STOP_SIGNALS:
+        signal.signal(s, stop)
+    _die_with_parent(parent)
     try:
-        results.put(("done", 0, work(job, worker)))
+        outcome = ("done", 0, work(job, worker))
     except KeyboardInterrupt:
-        results.put(("interrupted", 130, ""))
+        outcome = ("interrupted", 130, "")
     except BpError as err:
-        results.put(("interrupted", 130, "") if err.exit_code == 130 else ("error", err.exit_code, str(err)))
+        outcome = ("interrupted", 130, "") if err.exit_code == 130 else ("error", err.exit_code, str(err))
     except Exception as err:  # a bug or a failure bp does not know: one line, not a traceback per worker
-        results.put(("error", 1, f"worker {worker} failed: {type(err).__name__}: {truncate(str(err), 300)}"))
-    finally:
-        signal.signal(signal.SIGINT, quiet)
-        signal.signal(signal.SIGTERM, quiet)
+        outcome = ("error", 1, f"worker {worker} failed: {type(err).__name__}: "
+                               f"{one_line(redact(str(err), job.url), 300)}")
+    for s in STOP_SIGNALS:  # a Python no-op, not SIG_IGN: a pending signal would be an OSError
+        signal.signal(s, lambda signum, frame: None)
+    if os.getppid() == parent:  # nobody reads a dead parent's queue: its feeder would fail aloud
+        results.put(outcome)
+
+
+def _die_with_parent(parent):
+    """Stop this worker (SIGTERM: a clean stop, its trial saved as interrupted) when the
+    parent dies, even by kill -9: no worker goes on training as an orphan. Linux says so at
+    once (PR_SET_PDEATHSIG); a thread watching the parent's pid covers the rest, and a
+    parent that died before either was set up."""
+    import threading
+
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(WATCH_PARENT_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="bp-watch-parent", daemon=True).start()
 
 
 def run_workers(job, k):
@@ -681,12 +947,12 @@ def run_workers(job, k):
 
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    procs = [ctx.Process(target=_worker_process, args=(job, i, results), name=f"bp-tune-{i}")
+    procs = [ctx.Process(target=_worker_process, args=(job, i, results, os.getpid()), name=f"bp-tune-{i}")
              for i in range(k)]
-    for p in procs:
-        p.start()
     outcomes = []
     try:
+        for p in procs:
+            p.start()
         pending = {p.sentinel: p for p in procs}
         while pending:
             for sentinel in wait(list(pending)):
@@ -696,11 +962,7 @@ def run_workers(job, k):
                     _note(job, f"worker {procs.index(p)} (pid {p.pid}) was killed by signal {-p.exitcode}; "
                                "its trial is retried once its heartbeat is stale")
     except KeyboardInterrupt:
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGTERM)
-        for p in procs:
-            p.join()
+        _stop_workers(procs)
         raise
     finally:
         while len(outcomes) < k:
@@ -713,6 +975,22 @@ def run_workers(job, k):
         raise (ConfigError if errors[0][1] == 2 else BpError)(errors[0][2])
     if any(o[0] == "interrupted" for o in outcomes):
         raise KeyboardInterrupt
+
+
+def _stop_workers(procs):
+    """SIGTERM to each live worker (each saves its trial as interrupted), then wait, bounded:
+    one that has not stopped by then is killed (its trial is failed by the heartbeat)."""
+    for p in procs:
+        if p.pid is not None and p.is_alive():
+            os.kill(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for p in procs:
+        if p.pid is None:
+            continue
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 # ---------------------------------------------------------------------------
@@ -731,11 +1009,17 @@ def tune(config_file, sets, space_file, n_trials=20, timeout=None, workers=1, st
     if val is not None and (val.choices and 0 in val.choices or val.low == 0):
         raise ConfigError("space key 'data.validation' may reach 0, which leaves no validation split "
                           "to score trials on; search values above 0")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers > cpus:
+        raise ConfigError(f"--workers {workers} is more than the {cpus} CPU{'s' * (cpus > 1)} bp may use here; "
+                          f"use at most --workers {cpus} (more machines can join the study with --storage)")
     name = check_study_name(study or default_study_name(space_file))
     folder = study_dir(name)
     url = storage or default_storage(folder)
     heartbeat = heartbeat_seconds()
     require_optuna()  # exit 1 with the install command, before anything is created
+    check_searchable(space, shown_path(space_file))
+    check_corners(space, base, shown_path(space_file))
     from .download import ensure_mnist
 
     try:
@@ -744,30 +1028,39 @@ def tune(config_file, sets, space_file, n_trials=20, timeout=None, workers=1, st
         raise BpError(f"cannot create the study folder {folder}: {err.strerror or err}; set BP_RUNS_DIR") from None
     the_study = open_study(open_storage(url, heartbeat), name, space, base, url)
     ensure_mnist(base.values["data"]["dir"], progress=False if quiet else None)  # once, not per worker
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     job = Job(config_file, sets, space_file, url, name, folder, n_trials,
               None if timeout is None else time.time() + timeout, seed, heartbeat,
               threads=max(1, cpus // workers) if workers > 1 else None, quiet=quiet)
-    before = counts(the_study.get_trials(deepcopy=False))
-    _note(job, f"study {name}: {before['finished']} of {n_trials} trials finished; storage "
-               f"{shown_url(url)}; {workers} worker{'s' * (workers > 1)}")
-    t0 = time.perf_counter()
+    try:
+        before = counts(the_study.get_trials(deepcopy=False))
+        _note(job, f"study {name}: {before['finished']} of {n_trials} trials finished; storage "
+                   f"{shown_url(url)}; {workers} worker{'s' * (workers > 1)}")
+        t0 = time.perf_counter()
+        _run(job, workers, the_study)
+        return summarize(the_study, space, base, config_file, sets, folder, url, n_trials,
+                         time.perf_counter() - t0, timed_out=timeout is not None)
+    except Exception as err:
+        cause = storage_cause(err)
+        if cause is None:
+            raise
+        raise lost_storage(cause, url) from None
+
+
+def _run(job, workers, study):
     try:
         if workers == 1:
             work(job)
         else:
             run_workers(job, workers)
     except KeyboardInterrupt:
-        c = counts(the_study.get_trials(deepcopy=False))
+        c = counts(study.get_trials(deepcopy=False))
         raise Interrupted(f"interrupted; running trials were saved as interrupted (their run dirs hold "
-                          f"last.npz); {c['finished']} of {n_trials} trials finished: run the same "
+                          f"last.npz); {c['finished']} of {job.n_trials} trials finished: run the same "
                           "command again to continue the study") from None
     except BpError as err:
         if err.exit_code == 130:
             raise Interrupted(f"{err}; run the same bp tune command again to continue the study") from None
         raise
-    return summarize(the_study, space, base, config_file, sets, folder, url, n_trials,
-                     time.perf_counter() - t0, timed_out=timeout is not None)
 
 
 def summarize(study, space, base, config_file, sets, folder, url, n_trials, seconds, timed_out=False):
@@ -860,7 +1153,8 @@ def render(doc):
     lines += ["", *("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows), ""]
     best = doc["best"]
     test = ("test " + percent(best["test_accuracy"]) if best["test_accuracy"] is not None
-            else f"test accuracy not measured here (its run dir is on {best['host']})")
+            else "test accuracy not measured here (its run dir is "
+            + (f"on {one_line(best['host'], 60)})" if best["host"] else "not on this machine)"))
     lines.append(f"best trial {best['number']}: val {percent(best['val_accuracy'])}, {test}")
     if doc.get("best_model"):
         lines.append(f"best model {shown_path(doc['best_model'])}; evaluate it with: "

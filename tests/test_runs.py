@@ -158,3 +158,85 @@ def test_every_state_bp_writes_is_listed_as_itself(runs_root):
     assert by == {**{s: s for s in record.STATES}, record.RUNNING: "interrupted"}
     table = listing(runs_root)
     assert any(line.split()[:1] == ["pruned"] and line.split()[-1] == "pruned" for line in table.splitlines())
+
+
+# ---------------------------------------------------------------------------
+# A run's files as hostile input: every field printed escaped, no number kills the listing
+
+TITLE = "\x1b]0;owned\x07"          # a terminal's set-title sequence
+CLIPBOARD = "\x1b]52;c;aGk=\x07"    # a clipboard write
+CSI = "\x9b2J"                      # the one-byte CSI (clear screen) of C1 controls
+
+
+def raw_controls(text):
+    """The control characters of ``text`` a terminal would act on (newlines between lines aside)."""
+    return [ch for line in text.splitlines() for ch in line if not ch.isprintable()]
+
+
+def a_run(root, name="r", config=None, metrics=None, result=None):
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "last.npz").write_bytes(b"")
+    if config is not None:
+        (folder / "config.yaml").write_text(config)
+    if metrics is not None:
+        (folder / "metrics.jsonl").write_text(metrics)
+    if result is not None:
+        (folder / "result.json").write_text(result if isinstance(result, str) else json.dumps(result))
+    return folder
+
+
+def both_listings(root):
+    """The table and the --json document (which must stay valid JSON)."""
+    return listing(root), json.loads(listing(root, "--json"))
+
+
+def test_a_run_name_with_escape_sequences_is_printed_escaped(runs_root):
+    a_run(runs_root, "run" + TITLE + CSI)
+    text, doc = both_listings(runs_root)
+    assert not raw_controls(text) and "\\x1b]0;owned\\x07" in text
+    assert doc[0]["name"] == "run" + TITLE + CSI  # JSON escapes it itself, and keeps it exact
+
+
+def test_a_started_time_with_escape_sequences_is_printed_escaped(runs_root):
+    a_run(runs_root, result={"state": "finished", "started": CLIPBOARD + "2026"})
+    text, doc = both_listings(runs_root)
+    assert not raw_controls(text) and "\\x1b]52" in text
+
+
+def test_an_activation_with_escape_sequences_is_printed_escaped(runs_root):
+    a_run(runs_root, config=json.dumps({"model": {"hidden": [8], "activation": "relu" + CSI + TITLE}}))
+    text, doc = both_listings(runs_root)
+    assert not raw_controls(text) and "784-8-10 relu" in text
+    assert not raw_controls(doc[0]["network"])
+
+
+def test_a_state_that_bp_does_not_write_is_not_printed(runs_root):
+    a_run(runs_root, result={"state": "finished" + TITLE})
+    text, doc = both_listings(runs_root)
+    assert not raw_controls(text) and doc[0]["state"] == "interrupted"
+
+
+def test_a_runs_root_with_escape_sequences_is_printed_escaped(tmp_path):
+    root = tmp_path / ("runs" + TITLE)
+    assert not raw_controls(listing(root))  # no runs yet: the message names the root
+    a_run(root, "r")
+    text = listing(root)
+    assert not raw_controls(text) and "\\x1b]0;owned" in text.splitlines()[-1]
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "NaN", "Infinity", "1.7e308", str(10**400), str(10**308)])
+def test_no_number_in_a_runs_files_kills_the_listing_or_shows_as_nan(runs_root, number):
+    result = ('{"state": "finished", "test_accuracy": %s, "total_seconds": %s, "seconds": %s}'
+              % (number, number, number))
+    metrics = "".join('{"epoch": %d, "val_accuracy": %s, "seconds": %s}\n' % (i, number, number) for i in (1, 2))
+    a_run(runs_root, config="model: {hidden: [8], activation: relu}\ntrain: {epochs: %s}\n" % number,
+          metrics=metrics, result=result)
+    text, doc = both_listings(runs_root)
+    row = text.splitlines()[1]
+    assert "nan" not in row.lower() and "inf" not in row.lower(), row
+    assert len(row) < 200, row  # a number past any real run's is not printed in full
+    run, = doc
+    assert run["test_accuracy"] is None and run["best_val_accuracy"] is None
+    assert run["epochs_planned"] is None  # not a train.epochs bp accepts
+    assert run["seconds"] is None or run["seconds"] < float("inf")

@@ -2,6 +2,7 @@
 in-process, 2 worker processes on the default storage, Ctrl-C and a re-run, and two "machines"
 sharing a real PostgreSQL server (a throwaway cluster this module starts), one killed with kill -9."""
 
+import contextlib
 import glob
 import json
 import os
@@ -396,10 +397,32 @@ def _pg_bin():
     return os.path.dirname(found[-1]) if found else None
 
 
+class Postgres:
+    """A throwaway PostgreSQL cluster on 127.0.0.1: its URL, and stop/start for a test of a
+    database that goes away mid-study."""
+
+    def __init__(self, bindir, as_postgres, root, port):
+        self.bindir, self.as_postgres, self.root, self.port = bindir, as_postgres, root, port
+        self.data = os.path.join(root, "data")
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/bp"
+
+    def run(self, *cmd):
+        proc = subprocess.run([*self.as_postgres, os.path.join(self.bindir, cmd[0]), *cmd[1:]],
+                              capture_output=True, text=True, cwd=self.root, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    def start(self):
+        self.run("pg_ctl", "-D", self.data, "-l", os.path.join(self.root, "log"), "-w", "-o",
+                 f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self, mode="fast"):
+        self.run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+
 @pytest.fixture(scope="module")
-def postgres():
-    """A throwaway PostgreSQL cluster on 127.0.0.1 (initdb into a temp dir, pg_ctl start), its
-    URL; stopped and removed at the end. Installs Debian's postgresql when apt can; skips only
+def postgres_server():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (initdb into a temp dir, pg_ctl start);
+    stopped and removed at the end. Installs Debian's postgresql when apt can; skips only
     where neither the server nor apt is there, and never in CI."""
     bindir = _pg_bin()
     if bindir is None and shutil.which("apt-get") and os.geteuid() == 0:
@@ -416,25 +439,25 @@ def postgres():
     root = tempfile.mkdtemp(prefix="bp-pg-")
     if as_postgres:
         shutil.chown(root, "postgres", "postgres")  # initdb refuses to run as root
-    data, sockets = os.path.join(root, "data"), root
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-
-    def run(*cmd):
-        proc = subprocess.run([*as_postgres, *cmd], capture_output=True, text=True, cwd=root)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-
-    run(os.path.join(bindir, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "--no-sync")
-    run(os.path.join(bindir, "pg_ctl"), "-D", data, "-l", os.path.join(root, "log"), "-w",
-        "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    server = Postgres(bindir, as_postgres, root, port)
+    server.run("initdb", "-D", server.data, "-U", "postgres", "-A", "trust", "--no-sync")
+    server.start()
     try:
-        run(os.path.join(bindir, "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "bp")
-        yield f"postgresql://postgres@127.0.0.1:{port}/bp"
+        server.run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "bp")
+        yield server
     finally:
-        subprocess.run([*as_postgres, os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "-w",
+        subprocess.run([*as_postgres, os.path.join(bindir, "pg_ctl"), "-D", server.data, "-m", "immediate", "-w",
                         "stop"], capture_output=True, cwd=root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres(postgres_server):
+    """The running server's URL."""
+    return postgres_server.url
 
 
 def machine(tmp_path, name, **extra):
@@ -512,3 +535,379 @@ def test_trials_never_move_latest_and_the_study_names_its_best(env, files, runs_
     scored = CliRunner().invoke(cli, [*command[1:], "--json"])
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.stdout)["checkpoint"].startswith(str(study / "best"))
+
+
+# ---------------------------------------------------------------------------
+# Hostile input and hostile events: each a class of failure, each with its own tests
+
+def own(*args, **kw):
+    """A bp process in a session of its own (a terminal's job): the test owns its whole group."""
+    return bp(*args, start_new_session=True, **kw)
+
+
+def finish(proc, timeout=120):
+    """The process's (stdout, stderr) once it ends; on timeout its whole group is killed."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"bp did not end within {timeout}s:\n{err[-3000:]}")
+
+
+def wait_until(condition, proc=None, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(proc.communicate())
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def fail_on_timeout(proc):
+    """Kill the group if the test failed with it still running."""
+    if proc.poll() is None or group_alive(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def no_trial_in(folder):
+    return not glob.glob(str(Path(folder) / "trial-*"))
+
+
+# Writing where the user did not ask ------------------------------------------
+
+@pytest.mark.parametrize("name", ["w/e?f", "a%41b", "x#y", "with space", "ünï/códe", "q?a=1&b=2#frag%"])
+def test_the_default_storage_url_names_the_study_folders_file_whatever_its_path(tmp_path, name):
+    from sqlalchemy.engine import make_url
+
+    folder = tmp_path / name / "studies" / "s"
+    assert make_url(tune.default_storage(str(folder))).database == str(folder / "study.db")
+
+
+def test_a_runs_root_with_a_question_mark_keeps_the_study_in_its_folder(env, files, tmp_path, monkeypatch):
+    config_file, space_file = files
+    root = tmp_path / "w" / "e?f %41"
+    monkeypatch.setenv("BP_RUNS_DIR", str(root))
+    result = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--trials", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    assert (root / "studies" / "space" / "study.db").is_file()
+    assert sorted(os.listdir(tmp_path / "w")) == ["e?f %41"]  # no stray w/e SQLite file beside it
+
+
+def test_a_study_that_bp_did_not_create_is_refused_and_left_untouched(env, files, tmp_path):
+    config_file, space_file = files
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    theirs = optuna.create_study(study_name="theirs", storage=url)  # another user's, minimizing
+    for x in (1.0, 2.0, 3.0):
+        theirs.add_trial(optuna.create_trial(params={"x": x}, distributions={
+            "x": optuna.distributions.FloatDistribution(0, 5)}, value=x))
+    result = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--trials", "2",
+                                      "--storage", url, "--study", "theirs"])
+    assert result.exit_code == 2, result.output
+    assert "not created by bp tune" in one_error_line(result.stderr)
+    again = optuna.load_study(study_name="theirs", storage=url)
+    assert again.user_attrs == {} and len(again.trials) == 3
+    assert no_trial_in(Path(os.environ["BP_RUNS_DIR"]) / "studies" / "theirs")
+    assert not (Path(os.environ["BP_RUNS_DIR"]) / "studies" / "theirs" / "best.yaml").exists()
+
+
+# Secrets ---------------------------------------------------------------------
+
+SECRET = "pw-Xy7"
+URL_FORMS = [
+    "postgresql://u:{s}@127.0.0.1:{port}/db",
+    "postgresql://u@127.0.0.1:{port}/db?password={s}",
+    "postgresql:///db?host=127.0.0.1&port={port}&password={s}",
+    "postgresql:///db?host=127.0.0.1&port={port}&sslpassword={s}",
+    "u:{s}@127.0.0.1:{port}/db",
+    "postgresql://u:{s}@x@127.0.0.1:{port}/db",
+    "postgresql://u:{s}/x?y#z@127.0.0.1:{port}/db",
+    "postgresql://u:{s}%40x@127.0.0.1:{port}/db",
+    "host=127.0.0.1 port={port} password={s}",
+]
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("form", URL_FORMS)
+def test_a_storage_password_is_masked_in_every_form(form):
+    url = form.format(s=SECRET, port=5432)
+    shown_ = tune.shown_url(url)
+    assert SECRET not in shown_ and "x@127" not in shown_ and "***" in shown_, shown_
+
+
+@pytest.mark.parametrize("form", URL_FORMS)
+def test_a_storage_password_never_reaches_an_error_message(files, form):
+    _, space_file = files
+    url = form.format(s=SECRET, port=closed_port())
+    result = CliRunner().invoke(cli, ["tune", "--space", space_file, "--storage", url])
+    assert result.exit_code in (1, 2), result.output
+    line = one_error_line(result.stderr)
+    assert SECRET not in result.output and "x@127" not in line, line
+    assert SECRET[1:] not in result.output and SECRET[:-1] not in result.output
+
+
+def test_a_storage_password_is_masked_in_notes_and_json(env, files, postgres):
+    config_file, space_file = files
+    for url in (postgres.replace("postgres@", f"postgres:{SECRET}@"), postgres + f"?password={SECRET}"):
+        result = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--trials", "1",
+                                          "--storage", url, "--study", "masked", "--json"])
+        assert result.exit_code == 0, result.output
+        assert SECRET not in result.output
+        assert "***" in json.loads(result.stdout)["storage"] and "***" in result.stderr
+
+
+def test_a_failed_study_storage_says_so_without_the_password(env, files, postgres_server, tmp_path):
+    """A database that refuses mid-way: the message is the driver's, the password masked."""
+    config_file, space_file = files
+    url = postgres_server.url.replace("postgres@", f"postgres:{SECRET}@").replace("/bp", "/nodb")
+    result = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--storage", url])
+    assert result.exit_code == 1 and "nodb" in one_error_line(result.stderr), result.output
+    assert SECRET not in result.output
+
+
+# Never ending, never stopping -------------------------------------------------
+
+DIVERGES = "train.lr: {low: 1.0e+200, high: 1.0e+300, log: true}\n"
+
+
+def test_a_space_whose_every_trial_diverges_ends_with_an_error(env, files, tmp_path, runs_root):
+    config_file, _ = files
+    space_file = write(tmp_path, "diverges.yaml", DIVERGES)
+    proc = own("tune", "-c", config_file, "--space", space_file, "--trials", "3")
+    try:
+        out, err = finish(proc)
+    finally:
+        fail_on_timeout(proc)
+    assert proc.returncode == 1, err
+    line = one_error_line(err)
+    assert f"{tune.FAILURES_IN_A_ROW} trials failed" in line and "diverged" in line and "--study" in line
+    trials = glob.glob(str(runs_root / "studies" / "diverges" / "trial-*"))
+    assert len(trials) == tune.FAILURES_IN_A_ROW
+    again = own("tune", "-c", config_file, "--space", space_file, "--trials", "3")  # a rerun adds none
+    try:
+        finish(again)
+    finally:
+        fail_on_timeout(again)
+    assert again.returncode == 1 and len(glob.glob(str(runs_root / "studies" / "diverges" / "trial-*"))) == 10
+
+
+def test_failures_in_all_end_a_study_even_between_successes():
+    from optuna.trial import TrialState
+
+    study = optuna.create_study()
+    for i in range(12):
+        ok = i % 2 == 0
+        study.add_trial(optuna.create_trial(state=TrialState.COMPLETE if ok else TrialState.FAIL,
+                                            value=0.5 if ok else None))
+    trials = study.get_trials(deepcopy=False)
+    assert tune.too_many_failures(trials, 20) is None           # 6 failed: under 10 and under 2 * 20
+    assert tune.too_many_failures(trials, 3) is None            # 6 failed: under the floor of 10
+    for _ in range(4):
+        study.add_trial(optuna.create_trial(state=TrialState.FAIL))
+    assert "10 trials failed" in tune.too_many_failures(study.get_trials(deepcopy=False), 3)
+    assert tune.too_many_failures(study.get_trials(deepcopy=False), 20) is None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_every_signal_stops_a_search_of_diverging_trials(env, files, tmp_path, runs_root, signum):
+    """Trials that diverge in a tenth of a second: the signal lands as one diverges, and a
+    signal train took but did not act on must still stop the search."""
+    config_file, _ = files
+    space_file = write(tmp_path, "diverges.yaml", DIVERGES)
+    proc = own("tune", "-c", config_file, "--space", space_file, "--trials", "3")
+    try:
+        folder = runs_root / "studies" / "diverges"
+        wait_until(lambda: glob.glob(str(folder / "trial-0000")), proc)
+        os.kill(proc.pid, signum)
+        out, err = finish(proc, timeout=60)
+    finally:
+        fail_on_timeout(proc)
+    assert proc.returncode == 130, err
+    assert "interrupted" in one_error_line(err)
+    assert len(glob.glob(str(folder / "trial-*"))) < tune.FAILURES_IN_A_ROW
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_a_training_trial_like_ctrl_c(env, tmp_path, runs_root, signum):
+    config_file = write(tmp_path, "long.yaml", TINY.replace("epochs: 2", "epochs: 400"))
+    space_file = write(tmp_path, "space.yaml", SPACE)
+    proc = own("tune", "-c", config_file, "--space", space_file, "--trials", "2")
+    try:
+        folder = runs_root / "studies" / "space"
+        wait_until(lambda: glob.glob(str(folder / "trial-*" / "metrics.jsonl")), proc)
+        os.kill(proc.pid, signum)
+        out, err = finish(proc, timeout=60)
+    finally:
+        fail_on_timeout(proc)
+    assert proc.returncode == 130, err
+    result = json.loads(next(folder.glob("trial-*/result.json")).read_text())
+    assert result["state"] == "interrupted" and result["epochs_done"] < 400
+
+
+def test_more_workers_than_cpus_is_a_usage_error(files):
+    _, space_file = files
+    cpus = len(os.sched_getaffinity(0))
+    result = CliRunner().invoke(cli, ["tune", "--space", space_file, "--workers", str(cpus + 1)])
+    assert result.exit_code == 2 and f"at most --workers {cpus}" in one_error_line(result.stderr), result.output
+
+
+def test_workers_die_with_a_parent_killed_by_kill_9_and_a_rerun_runs_n(env, tmp_path, runs_root):
+    config_file = write(tmp_path, "long.yaml", TINY.replace("epochs: 2", "epochs: 400"))
+    space_file = write(tmp_path, "space.yaml", SPACE)
+    args = ("tune", "-c", config_file, "--space", space_file, "--trials", "2", "--workers", "2", "--json")
+    proc = own(*args)
+    folder = runs_root / "studies" / "space"
+    try:
+        wait_until(lambda: len(glob.glob(str(folder / "trial-*" / "metrics.jsonl"))) == 2, proc)
+        proc.kill()  # the parent only: its workers are not told
+        proc.communicate()
+        wait_until(lambda: not group_alive(proc.pid), timeout=60)  # the workers followed it
+    finally:
+        fail_on_timeout(proc)
+    trials = study_trials(tune.default_storage(str(folder)), "space")
+    assert all(t.state.name == "FAIL" and t.user_attrs.get("interrupted") for t in trials), \
+        [(t.number, t.state.name, t.user_attrs) for t in trials]
+    rerun = own(*args, env={**os.environ, "BP_TUNE_HEARTBEAT": "1"})
+    try:
+        wait_until(lambda: len(glob.glob(str(folder / "trial-*" / "metrics.jsonl"))) == 4, rerun)
+        running = [t for t in study_trials(tune.default_storage(str(folder)), "space") if t.state.name == "RUNNING"]
+        assert len(running) == 2  # two workers, not four
+        os.killpg(rerun.pid, signal.SIGINT)
+        finish(rerun, timeout=60)
+        assert rerun.returncode == 130
+        wait_until(lambda: not group_alive(rerun.pid), timeout=30)  # multiprocessing's helpers too
+    finally:
+        fail_on_timeout(rerun)
+
+
+def test_sighup_to_the_parent_stops_every_worker(env, tmp_path, runs_root):
+    config_file = write(tmp_path, "long.yaml", TINY.replace("epochs: 2", "epochs: 400"))
+    space_file = write(tmp_path, "space.yaml", SPACE)
+    proc = own("tune", "-c", config_file, "--space", space_file, "--trials", "2", "--workers", "2")
+    folder = runs_root / "studies" / "space"
+    try:
+        wait_until(lambda: len(glob.glob(str(folder / "trial-*" / "metrics.jsonl"))) == 2, proc)
+        os.kill(proc.pid, signal.SIGHUP)
+        out, err = finish(proc, timeout=60)
+        wait_until(lambda: not group_alive(proc.pid), timeout=30)
+    finally:
+        fail_on_timeout(proc)
+    assert proc.returncode == 130, err
+    for result in folder.glob("trial-*/result.json"):
+        assert json.loads(result.read_text())["state"] == "interrupted"
+
+
+def test_a_lost_database_is_one_line_and_its_trial_is_failed_on_the_next_run(env, tmp_path, postgres_server):
+    config_file = write(tmp_path, "long.yaml", TINY.replace("epochs: 2", "epochs: 60"))
+    space_file = write(tmp_path, "space.yaml", SPACE)
+    args = ("tune", "-c", config_file, "--space", space_file, "--trials", "1", "--storage", postgres_server.url,
+            "--study", "lost", "--json")
+    heartbeat = {"BP_TUNE_HEARTBEAT": "1"}
+    proc = own(*args, env=machine(tmp_path, "m", **heartbeat))
+    try:
+        wait_until(lambda: glob.glob(str(tmp_path / "m" / "studies" / "lost" / "trial-*" / "metrics.jsonl")), proc)
+        postgres_server.stop()
+        try:
+            out, err = finish(proc, timeout=60)
+        finally:
+            postgres_server.start()
+    finally:
+        fail_on_timeout(proc)
+    assert proc.returncode == 1, err
+    assert "lost the study storage" in one_error_line(err) and out == ""
+    assert [t.state.name for t in study_trials(postgres_server.url, "lost")] == ["RUNNING"]
+    rerun = own(*args, env=machine(tmp_path, "m", **heartbeat))
+    try:
+        out, err = finish(rerun, timeout=300)
+    finally:
+        fail_on_timeout(rerun)
+    assert rerun.returncode == 0, err
+    trials = study_trials(postgres_server.url, "lost")
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"] or \
+        [t.state.name for t in trials] == ["FAIL", "PRUNED"]
+    assert trials[1].system_attrs.get("failed_trial") == 0  # the lost trial, run again
+
+
+# Tracebacks where a line belongs ---------------------------------------------
+
+@pytest.mark.parametrize("space", [
+    "train.lr: {low: 0.01, high: 0.5, step: 1.0e-300}\n",
+    "train.label_smoothing: {low: 0.0, high: 0.1, step: 1.0e-100}\n",
+])
+def test_a_step_optuna_cannot_search_is_refused_before_any_trial(env, files, tmp_path, runs_root, space):
+    config_file, _ = files
+    space_file = write(tmp_path, "tinystep.yaml", space)
+    for _ in range(2):
+        result = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--trials", "1"])
+        assert result.exit_code == 2, result.output
+        assert "Optuna cannot search" in one_error_line(result.stderr)
+    assert not (runs_root / "studies" / "tinystep" / "study.db").exists()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///", "sqlite+pysqlite:///:memory:",
+                                 "sqlite:///file::memory:?uri=true"])
+def test_a_storage_in_memory_is_refused(files, url):
+    _, space_file = files
+    result = CliRunner().invoke(cli, ["tune", "--space", space_file, "--storage", url])
+    assert result.exit_code == 2 and "in memory" in one_error_line(result.stderr), result.output
+
+
+def test_a_study_db_of_another_optuna_schema_is_one_line(env, files, runs_root):
+    import sqlite3
+
+    config_file, space_file = files
+    first = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--trials", "1", "-q"])
+    assert first.exit_code == 0, first.output
+    db = runs_root / "studies" / "space" / "study.db"
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        con.execute("UPDATE alembic_version SET version_num = 'v1.3.0.a'")
+        con.commit()
+    result = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--trials", "2"])
+    assert result.exit_code == 1, result.output
+    assert "optuna storage upgrade" in one_error_line(result.stderr)
+
+
+@pytest.mark.parametrize("value", ["²", "1e20", "100000000000000000000", "0", "-1", "3601", " 5", "٣"])
+def test_a_bad_heartbeat_setting_is_a_usage_error(files, monkeypatch, value):
+    _, space_file = files
+    monkeypatch.setenv("BP_TUNE_HEARTBEAT", value)
+    result = CliRunner().invoke(cli, ["tune", "--space", space_file])
+    assert result.exit_code == 2 and "BP_TUNE_HEARTBEAT" in one_error_line(result.stderr), result.output
+
+
+@pytest.mark.parametrize("name", ["s\n", "s\r", "s\n\n", "\ns"])
+def test_a_study_name_with_a_newline_is_refused(files, name):
+    _, space_file = files
+    result = CliRunner().invoke(cli, ["tune", "--space", space_file, "--study", name])
+    assert result.exit_code == 2 and "not a usable name" in one_error_line(result.stderr), result.output
+
+
+@pytest.mark.parametrize("space, words", [
+    ("data.validation: {choices: [100, 5000]}\n", "data.validation"),
+    ("data.limit: {low: 150, high: 2000}\n", "data.validation"),
+    ("model.hidden: {choices: [[16], [60000, 60000, 60000]]}\n", "parameters"),
+    ("train.batch_size: {low: 50, high: 60000}\nmodel.hidden: {choices: [[16], [100000, 100000]]}\n", "GiB"),
+])
+def test_rules_between_keys_are_checked_before_any_trial(env, files, tmp_path, runs_root, space, words):
+    config_file, _ = files  # data.limit 1000, data.validation 200
+    space_file = write(tmp_path, "cross.yaml", space)
+    result = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--trials", "3"])
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result.stderr)
+    assert words in line and "space file" in line, line
+    assert not (runs_root / "studies" / "cross").exists()
