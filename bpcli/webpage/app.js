@@ -1386,7 +1386,7 @@
       for (const text of [first, second]) { const td = document.createElement("td"); td.textContent = text; tr.appendChild(td); }
       values.forEach((v, j) => {
         const td = document.createElement("td");
-        td.textContent = v.toFixed(2);
+        td.textContent = v.toFixed(2).replace(/^-(0\.00)$/, "$1");  // a wish too small to show has no sign
         td.className = `${v > 0 ? "up" : v < 0 ? "down" : ""}${j === label ? " wanted" : ""}`;
         td.style.setProperty("--strength", String(Math.min(1, Math.abs(v) / 2)));
         tr.appendChild(td);
