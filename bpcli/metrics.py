@@ -6,9 +6,8 @@ batch at a time, so evaluating never holds a float copy of a whole split.
 
 import numpy as np
 
+from .budget import EVAL_BATCH  # (counted in the memory budget)
 from .network import cost, forward, one_hot
-
-EVAL_BATCH = 2000
 
 
 def to_float(X_uint8, out=None):

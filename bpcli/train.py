@@ -22,6 +22,7 @@ import numpy as np
 
 from . import jsonio, record, rundir
 from .augment import Augmenter
+from .budget import TALLY_EVERY  # (and the divergence check, every TALLY_EVERY batches)
 from .checkpoint import check_training_state, load_model, read_checkpoint, save_checkpoint
 from .config import describe_network, from_values, usable_cpus
 from .data import N_CLASSES, PIXELS, choose_data_dir, seeds, validation_split
@@ -34,7 +35,6 @@ from .network import Spec, example_costs, init_params, one_hot
 from .optim import learning_rate, make_optimizer
 from .progress import Progress, percent
 
-TALLY_EVERY = 20  # batches between tallies of the training loss and accuracy (and the divergence check)
 
 
 class Interrupted(BpError):

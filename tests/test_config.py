@@ -400,11 +400,19 @@ def test_memory_check_comes_before_any_run_dir_or_data(monkeypatch, tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
 
 
-def test_the_memory_count_uses_the_trainers_constants():
-    from bpcli import metrics, train
+def test_the_memory_count_and_the_trainer_share_one_definition_of_each_size():
+    """budget.py defines the sizes train and metrics allocate by; none is copied."""
+    import re
+    from pathlib import Path
 
-    assert config_mod.TALLY_EVERY == train.TALLY_EVERY
-    assert config_mod.EVAL_BATCH == metrics.EVAL_BATCH
+    from bpcli import budget, metrics, train
+
+    assert train.TALLY_EVERY is budget.TALLY_EVERY and metrics.EVAL_BATCH is budget.EVAL_BATCH
+    assert config_mod.training_bytes is budget.training_bytes
+    package = Path(budget.__file__).parent
+    for name in ("TALLY_EVERY", "EVAL_BATCH", "N_TRAIN", "BYTES_PER_PARAM"):
+        owners = [p.name for p in package.rglob("*.py") if re.search(rf"^{name} =", p.read_text(), re.M)]
+        assert owners == ["budget.py"], (name, owners)
 
 
 @pytest.mark.parametrize("sets", [
