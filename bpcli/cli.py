@@ -86,10 +86,9 @@ def _output_failed(err):
     return 1
 
 
-def _data_dir_option(envvar=None, default="./data"):
-    # $BP_DATA_DIR is read once, where the rule lives: train's config, data.choose_data_dir;
-    # only download, which has no rule, takes it here
-    return click.option("--data-dir", type=click.Path(file_okay=False), default=None, envvar=envvar,
+def _data_dir_option(default="./data"):
+    # $BP_DATA_DIR is read in one place, where the rule lives (bpcli/datadir.py)
+    return click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                         help=f"Where the data is cached (default: $BP_DATA_DIR, else {default}).")
 
 
@@ -126,16 +125,17 @@ def cli():
 
 
 @cli.command()
-@_data_dir_option(envvar="BP_DATA_DIR")
+@_data_dir_option()
 @click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist", "kmnist"]), default="mnist",
               show_default=True, help="Which dataset (config data.dataset); each has its own folder and mirrors.")
 @_fetch_options
 @click.option("--force", is_flag=True, help="Fetch again even if the cache is valid.")
 def download(data_dir, dataset, mirrors, offline, force):
     """Download and verify MNIST (or --dataset) into the data dir."""
+    from . import datadir
     from . import download as dl
 
-    paths = dl.ensure_mnist(data_dir or "data", dataset=dataset, force=force, **_fetching(mirrors, offline))
+    paths = dl.ensure_mnist(datadir.choose(data_dir)[0], dataset=dataset, force=force, **_fetching(mirrors, offline))
     for name, path in paths.items():
         click.echo(f"{name}: {path}")
 

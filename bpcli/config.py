@@ -15,6 +15,7 @@ import os
 
 from .datasets import NAMES as DATASET_NAMES
 from .errors import ConfigError
+from . import datadir
 from .budget import N_TRAIN, training_bytes
 from .fsutil import open_untrusted, shown, shown_path, truncate
 
@@ -567,24 +568,21 @@ def check_combinations(cfg):
 
 
 def resolve(config_file=None, sets=(), flags=None):
-    """defaults < file < --set < named flags, and $BP_DATA_DIR above the file for data.dir.
+    """defaults < file < --set < named flags; data.dir by its own rule (``datadir``).
     ``flags`` maps key paths to values (None = not given)."""
     cfg = Config()
     if config_file:
         path, where = locate_config(config_file)
         cfg.update(read_file(path), where)
-    # Where the data is cached belongs to the machine, not the recipe: the
-    # environment beats a file's data.dir (a run's recorded config.yaml included);
-    # --set and --data-dir, given on this command line, beat the environment.
-    data_dir = os.environ.get("BP_DATA_DIR")
-    if data_dir:
-        cfg.set("data.dir", data_dir, "$BP_DATA_DIR")
     for assignment in sets:
         key, value = parse_set(assignment)
         cfg.set(key, value, "--set")
     for path, value in (flags or {}).items():
         if value is not None:
             cfg.set(path, value, "flag --" + path.rsplit(".", 1)[-1].replace("_", "-"))
+    # the data dir by its own rule (datadir; --data-dir is the command's to apply: data.settle_data_dir)
+    given = cfg.flat["data.dir"] if cfg.source["data.dir"] == "--set" else None
+    cfg.set("data.dir", *datadir.choose(given=given, beside=(cfg.flat["data.dir"], cfg.source["data.dir"])))
     check_combinations(cfg)
     check_model_size(cfg)
     return cfg

@@ -5,10 +5,10 @@ This is the data API for the rest of bp. ``load_mnist`` first asks
 ``download.ensure_mnist`` for verified files (fetching what is missing),
 then reads them.
 
-Which data dir, for every command: ``--data-dir`` > ``$BP_DATA_DIR`` > ``./data``.
-A run records the absolute dir it used, so that its model can later be scored
-from any folder; that recorded dir is only ever read, and only when it already
-holds the verified files (``load_mnist_for``). Images stay uint8, ``(n, 784)``, row-major 28 x 28 pixels,
+Which data dir: ``datadir.choose``, one rule for every command. A run records
+the absolute dir it used, so that its model can later be scored from any
+folder; that recorded dir is only ever read, and only when it already holds
+the verified files (``load_mnist_for``). Images stay uint8, ``(n, 784)``, row-major 28 x 28 pixels,
 0 = background: 47 MB for the training set, against 188 MB as float32, so
 scaling to [0, 1] is left to whoever makes the batches.
 
@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import datasets, download, idx
+from . import datadir, datasets, download, idx
 from .datasets import TEST_FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS  # noqa: F401
 from .errors import ConfigError, DataError
 
@@ -142,27 +142,23 @@ def verified_dir(folder, names=tuple(download.MNIST_FILES), dataset="mnist"):
 
 
 def settle_data_dir(cfg, flag=None):
-    """Fix the data dir of a run about to train into ``cfg``: ``flag`` (--data-dir) if
-    given, else what the config says ($BP_DATA_DIR above a file's data.dir), made
-    absolute so the run's recorded config.yaml names the same folder from anywhere."""
-    if flag:
-        cfg.set("data.dir", flag, "flag --data-dir")
-    cfg.set("data.dir", os.path.abspath(cfg.flat["data.dir"]), cfg.source["data.dir"])
+    """Fix the data dir of a run about to train into ``cfg`` (``datadir.choose``, of which
+    ``config.resolve`` applied all but ``flag``, --data-dir), made absolute so the run's
+    recorded config.yaml names the same folder from anywhere."""
+    folder, source = datadir.choose(flag, beside=(cfg.flat["data.dir"], cfg.source["data.dir"]))
+    cfg.set("data.dir", os.path.abspath(folder), source)
 
 
 def choose_data_dir(recorded, flag=None, dataset="mnist", names=None):
-    """The one rule for where a model's or a run's data is: ``flag`` (--data-dir), else
-    $BP_DATA_DIR, else the ``recorded`` dir if it already holds every verified file in
-    ``names`` (default: all of ``dataset``'s), else ./data. A recorded dir comes from a
-    checkpoint or a run's config, untrusted: it is only ever read from, never created
-    or fetched into. -> (folder, source), source one of "flag --data-dir",
+    """Where a model's or a run's data is (``datadir.choose``): its ``recorded`` dir takes
+    step 4 when it already holds every verified file in ``names`` (default: all of
+    ``dataset``'s). -> (folder, source), source one of "flag --data-dir",
     "$BP_DATA_DIR", "recorded", "default"."""
-    if flag:
-        return flag, "flag --data-dir"
-    if os.environ.get("BP_DATA_DIR"):
-        return os.environ["BP_DATA_DIR"], "$BP_DATA_DIR"
-    folder = verified_dir(recorded, names or tuple(datasets.get(dataset).files), dataset)
-    return (folder, "recorded") if folder else ("data", "default")
+    def recorded_if_verified():
+        folder = verified_dir(recorded, names or tuple(datasets.get(dataset).files), dataset)
+        return (folder, "recorded") if folder else None
+
+    return datadir.choose(flag, beside=recorded_if_verified)
 
 
 def load_mnist_for(values, data_dir=None, split=None, *, mirrors=None, offline=None):
