@@ -340,39 +340,57 @@ def _unit(layer, i, fan_in):
 
 
 def render_text(doc, unicode=True):
-    """The explain document as teaching text; ``unicode`` False uses ASCII arrows and bars."""
+    """The explain document as teaching text; ``unicode`` False uses ASCII arrows and bars:
+    the example and its target, the output layer, the zoom on the target's neuron, and
+    the zoom out to a mini-batch's gradient."""
     s = UNICODE if unicode else ASCII
-    m, out, zi, zo = doc["model"], doc["output_layer"], doc["zoom_in"], doc["zoom_out"]
-    t, j = doc["target"], zi["neuron"]
-    classes = doc.get("classes") or [str(d) for d in range(len(out["activations"]))]
-    mnist = doc.get("dataset", "mnist") == "mnist"
-    kind = "digit" if mnist else "class"     # what an output neuron stands for
+    words = _Words(doc)
+    lines = _header(doc, words)
+    lines += ["", *_output_layer(doc, words, s)]
+    lines += ["", *_zoom_in(doc, s)]
+    if doc["zoom_out"] is not None:
+        lines += ["", *_zoom_out(doc["zoom_out"], words, s)]
+    return "\n".join(lines)
 
-    def name(d):
-        return str(d) if mnist else f"{d} ({classes[d]})"
 
-    lines = []
+class _Words:
+    """How the text names an output: a digit ("3") for MNIST, else a class ("3 (Dress)")."""
+
+    def __init__(self, doc):
+        self.classes = doc.get("classes") or [str(d) for d in range(len(doc["output_layer"]["activations"]))]
+        self.mnist = doc.get("dataset", "mnist") == "mnist"
+        self.kind = "digit" if self.mnist else "class"  # what an output neuron stands for
+        self.title = "MNIST" if self.mnist else doc["dataset"]
+
+    def name(self, d):
+        return str(d) if self.mnist else f"{d} ({self.classes[d]})"
+
+
+def _header(doc, words):
+    """Which example, what the network says, the network, and the target."""
+    m, out, name, kind = doc["model"], doc["output_layer"], words.name, words.kind
     src = doc.get("input") or {}
-    title = "MNIST" if mnist else doc["dataset"]
     if "image" in src:
         what = f"{shown_path(src['image'])} (true {kind} unknown)"
     elif "index" in src:
-        what = f"{title} {src['split']} image {src['index']}, a {name(doc['label'])}"
+        what = f"{words.title} {src['split']} image {src['index']}, a {name(doc['label'])}"
     else:
         what = "the image" if doc["label"] is None else f"an image of a {name(doc['label'])}"
     p = doc["predicted"]
-    lines.append(f"Explaining {what}: the network says {name(p)} (a = {out['activations'][p]:.4f})")
     hidden = f"{m['activation']} hidden units" if len(m["sizes"]) > 2 else "no hidden layer"
-    lines.append(f"Network {'-'.join(map(str, m['sizes']))}: {hidden}, {m['output']} output, {m['loss']} cost")
     why = {"label": f"its true {kind}", "prediction": f"the predicted {kind}, as the true one is unknown",
            "flag": "chosen with --target"}[doc["target_from"]]
-    lines.append(f"Target: {name(t)}, {why}")
+    return [f"Explaining {what}: the network says {name(p)} (a = {out['activations'][p]:.4f})",
+            f"Network {'-'.join(map(str, m['sizes']))}: {hidden}, {m['output']} output, {m['loss']} cost",
+            f"Target: {name(doc['target'])}, {why}"]
 
-    # -- output layer
-    width = max(5, *(len(name(d)) for d in range(len(classes))))
-    lines += ["", f"Output layer: each {kind}'s activation vs. what it should be (1 for {name(t)}, "
-                  "0 for the others)",
-              f"  {kind:>{width}}  activation  should be     dC0/dz  wish"]
+
+def _output_layer(doc, words, s):
+    """Each output's activation against its target, dC0/dz and its wish; the cost C0."""
+    out, t, name, kind = doc["output_layer"], doc["target"], words.name, words.kind
+    width = max(5, *(len(name(d)) for d in range(len(words.classes))))
+    lines = [f"Output layer: each {kind}'s activation vs. what it should be (1 for {name(t)}, 0 for the others)",
+             f"  {kind:>{width}}  activation  should be     dC0/dz  wish"]
     scale = max(abs(v) for v in out["dC0_dz"])
     for d, (a, y, g, dirn) in enumerate(zip(out["activations"], out["desired"], out["dC0_dz"],
                                             out["directions"])):
@@ -382,18 +400,22 @@ def render_text(doc, unicode=True):
     lines.append(f"  Cost of this example: {_cost_formula(doc, s)} = {out['cost']:.4f}")
     lines.append(f"  dC0/dz is each output neuron's wish for its weighted input z: "
                  f"{s['up']} raise it (negative gradient), {s['down']} lower it.")
+    return lines
 
-    # -- zoom in
-    prev, fan_in = zi["previous_layer"], zi["fan_in"]
+
+def _zoom_in(doc, s):
+    """The target's output neuron and its three levers: bias, weights, the activations feeding it."""
+    zi, n_outputs = doc["zoom_in"], len(doc["output_layer"]["activations"])
+    j, prev, fan_in = zi["neuron"], zi["previous_layer"], zi["fan_in"]
     prev_name = "the input pixels" if prev == 0 else f"the units of layer {prev}"
-    lines += ["", f"Zoom in on neuron {j}: three levers move its activation "
-                  f"(a = {zi['activation']:.4f}, should be 1; dC0/dz = {_num(zi['dC0_dz'], 0)})"]
     b = zi["bias"]
-    lines.append(f"  1. its bias: b = {b['value']:.4f}, dC0/db = dC0/dz = {_num(b['gradient'], 0)}  "
-                 f"{s[b['direction']]}")
-    lines.append(f"  2. its weights: the top {len(zi['weights'])} of {fan_in} by |dC0/dw|, where")
-    lines.append(f"     dC0/dw = a(L-1) {s['x']} dC0/dz = a(L-1) {s['x']} {_num(zi['dC0_dz'], 0)}: "
-                 "weights fed by strongly active units matter most")
+    lines = [f"Zoom in on neuron {j}: three levers move its activation "
+             f"(a = {zi['activation']:.4f}, should be 1; dC0/dz = {_num(zi['dC0_dz'], 0)})",
+             f"  1. its bias: b = {b['value']:.4f}, dC0/db = dC0/dz = {_num(b['gradient'], 0)}  "
+             f"{s[b['direction']]}",
+             f"  2. its weights: the top {len(zi['weights'])} of {fan_in} by |dC0/dw|, where",
+             f"     dC0/dw = a(L-1) {s['x']} dC0/dz = a(L-1) {s['x']} {_num(zi['dC0_dz'], 0)}: "
+             "weights fed by strongly active units matter most"]
     rows = zi["weights"]
     scale = max([abs(r["gradient"]) for r in rows] + [0.0])
     width = max([len(_unit(prev, r["from"], fan_in)) for r in rows] + [4])
@@ -404,7 +426,7 @@ def render_text(doc, unicode=True):
                      f"{_bar(r['gradient'], scale, s)}".rstrip())
     lines.append(f"  3. the activations feeding it: {prev_name} it most wants to change,")
     lines.append(f"     dC0/da(L-1) = weight {s['x']} dC0/dz (the last column adds up the wishes of all "
-                 f"{len(out['activations'])} output neurons)")
+                 f"{n_outputs} output neurons)")
     rows = zi["previous_activations"]
     scale = max([abs(r["gradient"]) for r in rows] + [0.0])
     width = max([len(_unit(prev, r["neuron"], fan_in)) for r in rows] + [4])
@@ -421,35 +443,36 @@ def render_text(doc, unicode=True):
         lines.append("     The pixels are the input: nothing lies further back, so these wishes stop here.")
     lines.append(f"  {s['up']} = negative gradient: increase it; {s['down']} = positive: decrease it; "
                  "bar length = |gradient|.")
+    return lines
 
-    # -- zoom out
-    if zo is not None:
-        n_digits = sum(1 for c in zo["digits"].values() if c)
-        kinds = "digits" if mnist else "classes"
-        digits = f"all ten {kinds}" if n_digits == 10 else f"{n_digits} different {kinds}"
-        lines += ["", f"Zoom out: the gradient over {zo['n']} examples ({zo['split']} images, {digits})"]
-        lines.append("  Every output neuron's wishes, for every example, added up, passed back layer by layer")
-        lines.append(f"  and averaged over the {zo['n']} examples: the gradient {s['grad']}, "
-                     f"{zo['n_params']:,} numbers.")
-        lines.append(f"  {'layer':>5}  {'weights':<10}  {'|dC/dW|':>9}  {'|dC/db|':>9}")
-        for layer in zo["layers"]:
-            shape = f"{layer['shape'][0]}{s['x']}{layer['shape'][1]}"
-            lines.append(f"  {layer['layer']:>5}  {shape:<10}  {_num(layer['W_norm'])}  {_num(layer['b_norm'])}")
-        lines.append(f"  |{s['grad']}| = {_num(zo['norm'], 0)}; its largest components "
-                     "(Wl[i,j]: from unit i of layer l-1 into neuron j of layer l):")
-        scale = max([abs(c["gradient"]) for c in zo["largest"]] + [0.0])
-        for c in zo["largest"]:
-            name = f"{c['param']}{c['layer']}[{','.join(map(str, c['index']))}]"
-            lines.append(f"    {name:<14} {_num(c['gradient'])}  {s[c['direction']]} "
-                         f"{_bar(c['gradient'], scale, s)}".rstrip())
-        lines.append(f"  One SGD step, w {s['get']} w {s['minus']} {s['eta']} {s['grad']}, "
-                     f"with {s['eta']} = {zo['lr']:g}:")
-        lines.append(f"    cost C before  {zo['cost_before']:.4f}")
-        lines.append(f"    cost C after   {zo['cost_after']:.4f}   change {zo['change']:+.4f} "
-                     f"(first-order estimate -{s['eta']}|{s['grad']}|{s['sq']} = {zo['predicted_change']:+.4f})")
-        if zo["decreased"]:
-            lines.append("    The cost went down: the step followed the negative gradient downhill.")
-        else:
-            lines.append(f"    The cost went up: {s['eta']} = {zo['lr']:g} oversteps here; "
-                         "a smaller --lr follows the slope.")
-    return "\n".join(lines)
+
+def _zoom_out(zo, words, s):
+    """A mini-batch's gradient layer by layer, its largest components, and one SGD step."""
+    n_kinds = sum(1 for c in zo["digits"].values() if c)
+    kinds = "digits" if words.mnist else "classes"
+    which = f"all ten {kinds}" if n_kinds == 10 else f"{n_kinds} different {kinds}"
+    lines = [f"Zoom out: the gradient over {zo['n']} examples ({zo['split']} images, {which})",
+             "  Every output neuron's wishes, for every example, added up, passed back layer by layer",
+             f"  and averaged over the {zo['n']} examples: the gradient {s['grad']}, {zo['n_params']:,} numbers.",
+             f"  {'layer':>5}  {'weights':<10}  {'|dC/dW|':>9}  {'|dC/db|':>9}"]
+    for layer in zo["layers"]:
+        shape = f"{layer['shape'][0]}{s['x']}{layer['shape'][1]}"
+        lines.append(f"  {layer['layer']:>5}  {shape:<10}  {_num(layer['W_norm'])}  {_num(layer['b_norm'])}")
+    lines.append(f"  |{s['grad']}| = {_num(zo['norm'], 0)}; its largest components "
+                 "(Wl[i,j]: from unit i of layer l-1 into neuron j of layer l):")
+    scale = max([abs(c["gradient"]) for c in zo["largest"]] + [0.0])
+    for c in zo["largest"]:
+        name = f"{c['param']}{c['layer']}[{','.join(map(str, c['index']))}]"
+        lines.append(f"    {name:<14} {_num(c['gradient'])}  {s[c['direction']]} "
+                     f"{_bar(c['gradient'], scale, s)}".rstrip())
+    lines.append(f"  One SGD step, w {s['get']} w {s['minus']} {s['eta']} {s['grad']}, "
+                 f"with {s['eta']} = {zo['lr']:g}:")
+    lines.append(f"    cost C before  {zo['cost_before']:.4f}")
+    lines.append(f"    cost C after   {zo['cost_after']:.4f}   change {zo['change']:+.4f} "
+                 f"(first-order estimate -{s['eta']}|{s['grad']}|{s['sq']} = {zo['predicted_change']:+.4f})")
+    if zo["decreased"]:
+        lines.append("    The cost went down: the step followed the negative gradient downhill.")
+    else:
+        lines.append(f"    The cost went up: {s['eta']} = {zo['lr']:g} oversteps here; "
+                     "a smaller --lr follows the slope.")
+    return lines
