@@ -805,6 +805,31 @@ def ensure_mnist(data_dir, mirrors=None, offline=None, force=False, progress=Non
     todo = _todo(paths, files, force)
     if not todo:
         return paths
+    _check_it_can_be_had(todo, data_dir, mirrors, offline, ds)
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        with _dir_lock(data_dir, lock_timeout, note), _session_maker(session) as get_session:
+            _remove_partials(data_dir, files)
+            # Another run may have fetched them while this one waited for the lock.
+            todo = _todo({name: paths[name] for name in todo}, files, force)
+            dead = {}  # mirrors given up on: not asked again for the next file
+            for name, problem in todo.items():
+                sources = _sources(name, data_dir, mirrors, offline, get_session, limits)
+                _replace(name, problem, files[name], paths[name], sources, dead, backoff, progress, note, offline, ds)
+    except OSError as err:
+        raise _write_error(err, data_dir) from None
+    except DataError:
+        raise
+    except BpError as err:
+        # fsutil.atomic_path reports a failed write (disk full, read-only) as a
+        # plain BpError; to callers of this module every data problem is a DataError.
+        raise DataError(str(err)) from None
+    return paths
+
+
+def _check_it_can_be_had(todo, data_dir, mirrors, offline, ds):
+    """Before any lock or folder: offline with nowhere local to fetch from, or a data dir
+    that is a file, is a DataError saying what to do."""
     if offline and not any(
         _sources(name, data_dir, mirrors, offline=True, get_session=None, limits=None) for name in todo
     ):
@@ -817,31 +842,16 @@ def ensure_mnist(data_dir, mirrors=None, offline=None, force=False, progress=Non
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise DataError(f"the data dir {data_dir} is not a directory; pass --data-dir DIR")
 
+
+def _replace(name, problem, spec, path, sources, dead, backoff, progress, note, offline, ds):
+    """Fetch file ``name`` to ``path`` from the first of ``sources`` that gives it verified,
+    having moved a cached copy that failed verification (``problem``) aside first."""
+    rejected = problem not in (None, MISSING) and _reject(path, problem, note)
     try:
-        os.makedirs(data_dir, exist_ok=True)
-        with _dir_lock(data_dir, lock_timeout, note), _session_maker(session) as get_session:
-            _remove_partials(data_dir, files)
-            # Another run may have fetched them while this one waited for the lock.
-            todo = _todo({name: paths[name] for name in todo}, files, force)
-            dead = {}
-            for name, problem in todo.items():
-                rejected = problem not in (None, MISSING) and _reject(paths[name], problem, note)
-                sources = _sources(name, data_dir, mirrors, offline, get_session, limits)
-                try:
-                    label = _fetch_file(name, files[name], paths[name], sources, dead, backoff, progress, note,
-                                        offline, ds.mirror_env)
-                except DataError as err:
-                    if not rejected:
-                        raise
-                    raise DataError(f"{err} (the cached copy failed verification ({problem}) and was "
-                                    f"moved to {rejected})") from None
-                note(f"{name}: verified, from {label}")
-    except OSError as err:
-        raise _write_error(err, data_dir) from None
-    except DataError:
-        raise
-    except BpError as err:
-        # fsutil.atomic_path reports a failed write (disk full, read-only) as a
-        # plain BpError; to callers of this module every data problem is a DataError.
-        raise DataError(str(err)) from None
-    return paths
+        label = _fetch_file(name, spec, path, sources, dead, backoff, progress, note, offline, ds.mirror_env)
+    except DataError as err:
+        if not rejected:
+            raise
+        raise DataError(f"{err} (the cached copy failed verification ({problem}) and was "
+                        f"moved to {rejected})") from None
+    note(f"{name}: verified, from {label}")
