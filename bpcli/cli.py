@@ -211,15 +211,24 @@ class Finite(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+#: train's named flags: each a shorthand for one config key, its help that key's (config.KEYS)
+NAMED_FLAGS = {"--seed": ("seed", int, None), "--hidden": ("model.hidden", str, "256,128"),
+               "--lr": ("train.lr", "lr", None), "--batch-size": ("train.batch_size", int, None),
+               "--epochs": ("train.epochs", int, None), "--engine": ("train.engine", "choice", None)}
+
+
 def _named_flags(f):
-    """train's named flags, each a shorthand for one config key (bp config takes them too)."""
-    f = click.option("--seed", type=int, default=None, help="seed for init, split, shuffling and dropout")(f)
-    f = click.option("--hidden", default=None, metavar="256,128", help="model.hidden, comma-separated sizes")(f)
-    f = click.option("--lr", type=Finite(0, min_open=True), default=None, help="train.lr, the learning rate")(f)
-    f = click.option("--batch-size", type=int, default=None, help="train.batch_size")(f)
-    f = click.option("--epochs", type=int, default=None, help="train.epochs")(f)
-    f = click.option("--engine", default=None, type=click.Choice(["fast", "reference"]),
-                     help="train.engine: fast (default), or reference: network.py + optim.py, the code to read")(f)
+    """train's named flags (bp config takes them too), declared in NAMED_FLAGS."""
+    from .config import BY_PATH
+
+    for flag, (path, kind, metavar) in reversed(NAMED_FLAGS.items()):
+        key = BY_PATH[path]
+        if kind == "choice":
+            kind = click.Choice(key.rule.options)
+        elif kind == "lr":
+            kind = Finite(0, min_open=True)
+        f = click.option(flag, type=kind, default=None, metavar=metavar,
+                         help=f"{path}: {key.help.split(' ([')[0]}")(f)
     return f
 
 
@@ -315,11 +324,16 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, engine, run_d
 @_named_flags
 @click.option("--sources", is_flag=True, help="Comment each value with where it came from.")
 @click.option("--list", "list_recipes", is_flag=True, help="List the built-in recipes (-c NAME) instead.")
-def config_cmd(config_file, sets, epochs, batch_size, lr, hidden, seed, engine, sources, list_recipes):
+@click.option("--keys", "list_keys", is_flag=True, help="Print every config key, what it accepts, its default and "
+                                                         "what it does (a Markdown table) instead.")
+def config_cmd(config_file, sets, epochs, batch_size, lr, hidden, seed, engine, sources, list_recipes, list_keys):
     """Print the effective config as YAML (defaults < file < --set < named flags): what
     `bp train` with the same arguments would run. -c takes a file or a built-in recipe's name."""
     from . import config as config_mod
 
+    if list_keys:
+        click.echo(config_mod.key_reference())
+        return
     if list_recipes:
         rows = config_mod.recipe_table()
         width = max(len(r["network"]) for r in rows)

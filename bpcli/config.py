@@ -10,58 +10,16 @@ values are ``ConfigError`` (exit 2) naming the key and the closest valid one.
 import copy
 import difflib
 import functools
+import json
 import math
 import os
+from typing import NamedTuple
 
 from .datasets import NAMES as DATASET_NAMES
 from .errors import ConfigError
 from . import datadir
 from .budget import N_TRAIN, training_bytes
 from .fsutil import open_untrusted, shown, shown_path, truncate
-
-# Every key bp knows, with its default. The defaults are the recipe configs/default.yaml
-# (tests/test_config.py holds the two equal), so a bare `bp train` trains the main job. The YAML key, the config field, the
-# flag and the checkpoint key are spelled the same.
-DEFAULTS = {
-    "seed": 0,                      # one seed fixes init, split, shuffling and dropout
-    "data": {
-        "dir": "data",              # the data cache; $BP_DATA_DIR, then --data-dir, override it
-        "dataset": "mnist",         # mnist | fashion-mnist | kmnist: IDX drop-ins, each verified
-        "validation": 5000,         # held out of the 60k training images; 0 trains on all
-        "limit": None,              # use only the first N training images (quick runs)
-    },
-    "model": {
-        "hidden": [512, 256],       # hidden layer sizes; input 784 and output 10 are fixed
-        "activation": "relu",       # sigmoid | tanh | relu | leaky_relu
-        "output": "softmax",        # softmax | sigmoid
-        "loss": "cross_entropy",    # cross_entropy | mse (the quadratic cost (a - y)^2)
-        "init": "auto",             # auto (he for relu, xavier otherwise) | he | xavier | normal
-        "dropout": 0.0,             # probability of dropping a hidden unit while training
-    },
-    "train": {
-        "engine": "fast",           # fast | reference (network.py + optim.py, the code to read; slower)
-        "epochs": 13,
-        "batch_size": 256,
-        "optimizer": "sgd",         # sgd | adam
-        "lr": 0.3,                  # learning rate: the size of each step against the gradient
-        "momentum": 0.9,            # sgd only; 0 is plain SGD
-        "nesterov": True,           # sgd only
-        "beta1": 0.9,               # adam only
-        "beta2": 0.999,             # adam only
-        "weight_decay": 5e-4,       # L2 penalty on the weights
-        "schedule": "cosine",       # constant | step | cosine
-        "step_size": 5,             # step schedule: epochs between decays
-        "gamma": 0.1,               # step schedule: factor per decay
-        "warmup_epochs": 1.0,       # grow the learning rate linearly from 0 over these epochs
-        "label_smoothing": 0.1,     # targets (1 - e) one-hot + e / 10 instead of one-hot
-        "max_norm": None,           # cap each unit's incoming weight vector at this length
-        "patience": None,           # stop after this many epochs without a better validation accuracy
-        "augment": {"shift": 1.5, "rotate": 8, "scale": 0.08},
-                                    # false, or a map of transforms: shift, rotate, scale, shear,
-                                    # elastic, elastic_sigma (see bpcli/augment.py)
-    },
-}
-
 
 # ---------------------------------------------------------------------------
 # The rules, declared once: key -> check(value) returning an error or None.
@@ -122,6 +80,7 @@ def choice(*options):
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             return f"must be one of {', '.join(options)}, got {shown(v)}{hint}"
         return None
+    check.options = options  # (the CLI's choice flags offer the same)
     return check
 
 
@@ -198,40 +157,86 @@ def augment(v):
 MAX_EPOCHS = 1_000_000  # months to years of training; an int past 1e308 crashed the schedules
 MAX_SEED = 2**128 - 1   # SeedSequence mixes a seed into 128 bits: larger seeds add no streams
 
-RULES = {
-    "seed": integer(lo=0, hi=MAX_SEED, why="a seed is at most 128 bits"),
-    "data.dir": string,
-    "data.dataset": choice(*DATASET_NAMES),
-    "data.validation": integer(lo=0, hi=N_TRAIN - 1),
-    "data.limit": optional(integer(lo=1)),
-    "model.hidden": layer_sizes,
-    "model.activation": choice("sigmoid", "tanh", "relu", "leaky_relu"),
-    "model.output": choice("softmax", "sigmoid"),
-    "model.loss": choice("cross_entropy", "mse"),
-    "model.init": choice("auto", "he", "xavier", "normal"),
-    "model.dropout": number(lo=0.0, hi=1.0, hi_open=True),
-    "train.engine": choice("fast", "reference"),
-    "train.epochs": integer(lo=1, hi=MAX_EPOCHS, why="that many epochs would never finish"),
+class Key(NamedTuple):
+    """One config key, declared once: validation (``rule``), the defaults, ``bp config
+    --keys`` (the manual's key reference) and the CLI's help all come from here."""
+
+    path: str       # the YAML key, the config field, the --set path and the checkpoint key
+    default: object
+    rule: object    # value -> None, or what is wrong with it
+    accepts: str    # the rule in words
+    help: str       # what the key does
+
+
+# Every key bp knows. The defaults are the recipe configs/default.yaml (tests/test_config.py
+# holds the two equal), so a bare `bp train` trains the main job.
+KEYS = [
+    Key("seed", 0, integer(lo=0, hi=MAX_SEED, why="a seed is at most 128 bits"), "integer 0 .. 2^128 - 1",
+        "fixes init, validation split, shuffling, dropout and augmentation"),
+    Key("data.dir", "data", string, "non-empty string",
+        "the data cache; --data-dir and $BP_DATA_DIR decide first ([data.md](data.md))"),
+    Key("data.dataset", "mnist", choice(*DATASET_NAMES), ", ".join(f"`{n}`" for n in DATASET_NAMES),
+        "which dataset: IDX drop-ins, each verified ([data.md](data.md#other-datasets))"),
+    Key("data.validation", 5000, integer(lo=0, hi=N_TRAIN - 1), "integer 0 .. 59,999, below `data.limit`",
+        "images held out of the training set for validation; 0 trains on all (`best.npz` is then the last epoch)"),
+    Key("data.limit", None, optional(integer(lo=1)), "null or integer >= 1", "use only the first N training images"),
+    Key("model.hidden", [512, 256], layer_sizes, "list of at most 100 integers, each 1 .. 100,000",
+        "hidden layer sizes; input 784 and output 10 are fixed"),
+    Key("model.activation", "relu", choice("sigmoid", "tanh", "relu", "leaky_relu"),
+        "`sigmoid`, `tanh`, `relu`, `leaky_relu`", "hidden units (leaky slope 0.01)"),
+    Key("model.output", "softmax", choice("softmax", "sigmoid"), "`softmax`, `sigmoid`", "output units"),
+    Key("model.loss", "cross_entropy", choice("cross_entropy", "mse"), "`cross_entropy`, `mse`",
+        "`mse` is the quadratic cost C0 = Σ (a − y)²"),
+    Key("model.init", "auto", choice("auto", "he", "xavier", "normal"), "`auto`, `he`, `xavier`, `normal`",
+        "`auto`: he for relu, xavier otherwise; `normal`: N(0, 1)"),
+    Key("model.dropout", 0.0, number(lo=0.0, hi=1.0, hi_open=True), "number in [0, 1)",
+        "probability of dropping a hidden unit while training"),
+    Key("train.engine", "fast", choice("fast", "reference"), "`fast`, `reference`",
+        "which code trains: the fast engine, or network.py + optim.py, the code to read (same weights within "
+        "float32 rounding)"),
+    Key("train.epochs", 13, integer(lo=1, hi=MAX_EPOCHS, why="that many epochs would never finish"),
+        "integer 1 .. 1,000,000", "passes over the training set"),
     # the step allocates (batch, width) arrays per layer up front: past the whole
     # training set they are never filled, only paid for
-    "train.batch_size": integer(lo=1, hi=N_TRAIN, why="MNIST has 60,000 training images; "
-                                                      "a larger batch is never filled"),
-    "train.optimizer": choice("sgd", "adam"),
-    "train.lr": number(lo=0.0, lo_open=True),
-    "train.momentum": number(lo=0.0, hi=1.0, hi_open=True),
-    "train.nesterov": boolean,
-    "train.beta1": number(lo=0.0, hi=1.0, hi_open=True),
-    "train.beta2": number(lo=0.0, hi=1.0, hi_open=True),
-    "train.weight_decay": number(lo=0.0),
-    "train.schedule": choice("constant", "step", "cosine"),
-    "train.step_size": integer(lo=1, hi=MAX_EPOCHS),  # epochs; as for train.epochs
-    "train.gamma": number(lo=0.0, hi=1.0, lo_open=True),
-    "train.warmup_epochs": number(lo=0.0),
-    "train.label_smoothing": number(lo=0.0, hi=1.0, hi_open=True),
-    "train.max_norm": optional(number(lo=0.0, lo_open=True)),
-    "train.patience": optional(integer(lo=1)),
-    "train.augment": augment,
-}
+    Key("train.batch_size", 256, integer(lo=1, hi=N_TRAIN, why="MNIST has 60,000 training images; "
+                                                               "a larger batch is never filled"),
+        "integer 1 .. 60,000", "mini-batch size"),
+    Key("train.optimizer", "sgd", choice("sgd", "adam"), "`sgd`, `adam`", "how the gradient moves the weights"),
+    Key("train.lr", 0.3, number(lo=0.0, lo_open=True), "number > 0",
+        "learning rate η: the size of each step against the gradient"),
+    Key("train.momentum", 0.9, number(lo=0.0, hi=1.0, hi_open=True), "number in [0, 1)", "SGD only; 0 is plain SGD"),
+    Key("train.nesterov", True, boolean, "true, false", "SGD only: Nesterov momentum"),
+    Key("train.beta1", 0.9, number(lo=0.0, hi=1.0, hi_open=True), "number in [0, 1)", "Adam only"),
+    Key("train.beta2", 0.999, number(lo=0.0, hi=1.0, hi_open=True), "number in [0, 1)", "Adam only"),
+    Key("train.weight_decay", 5e-4, number(lo=0.0), "number >= 0", "L2 on the weights (not the biases)"),
+    Key("train.schedule", "cosine", choice("constant", "step", "cosine"), "`constant`, `step`, `cosine`",
+        "learning-rate schedule over `train.epochs`"),
+    Key("train.step_size", 5, integer(lo=1, hi=MAX_EPOCHS), "integer >= 1", "step schedule: epochs between decays"),
+    Key("train.gamma", 0.1, number(lo=0.0, hi=1.0, lo_open=True), "number in (0, 1]",
+        "step schedule: factor per decay"),
+    Key("train.warmup_epochs", 1.0, number(lo=0.0), "number >= 0",
+        "grow the learning rate linearly from 0 over these epochs"),
+    Key("train.label_smoothing", 0.1, number(lo=0.0, hi=1.0, hi_open=True), "number in [0, 1)",
+        "targets (1 − e) one-hot + e/10 instead of one-hot"),
+    Key("train.max_norm", None, optional(number(lo=0.0, lo_open=True)), "null or number > 0",
+        "cap each unit's incoming weight vector at this length"),
+    Key("train.patience", None, optional(integer(lo=1)), "null or integer >= 1",
+        "early stopping: epochs without a better validation accuracy"),
+    Key("train.augment", {"shift": 1.5, "rotate": 8, "scale": 0.08}, augment, "false, or a map of transforms",
+        "warp every training image afresh each epoch (see below)"),
+]
+BY_PATH = {key.path: key for key in KEYS}
+RULES = {key.path: key.rule for key in KEYS}
+
+
+def key_reference():
+    """The manual's table of config keys (``bp config --keys``), from KEYS."""
+    rows = ["| key | accepts | default | what it does |", "|---|---|---|---|"]
+    for key in KEYS:
+        default = "null" if key.default is None else json.dumps(key.default) if not isinstance(key.default, str) \
+            else key.default
+        rows.append(f"| `{key.path}` | {key.accepts} | `{default}` | {key.help} |")
+    return "\n".join(rows)
 
 
 def flatten(tree, prefix=""):
@@ -255,6 +260,9 @@ def unflatten(flat):
             node = node.setdefault(p, {})
         node[leaf] = value
     return tree
+
+
+DEFAULTS = unflatten({key.path: key.default for key in KEYS})
 
 
 # What other tools call bp's keys: a suggestion by meaning, where spelling finds nothing

@@ -499,3 +499,22 @@ def test_an_installed_bp_carries_its_recipes(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and "784-16-16-10 sigmoid" in listed.stdout
     shutil.rmtree(target)
+
+
+def test_the_manuals_key_table_is_bp_config_keys():
+    """One table of keys (config.KEYS): the manual prints what bp config --keys prints."""
+    from pathlib import Path
+
+    manual = (Path(__file__).resolve().parents[1] / "docs" / "manual.md").read_text(encoding="utf-8")
+    shown = CliRunner().invoke(cli, ["config", "--keys"])
+    assert shown.exit_code == 0 and shown.output.strip() in manual
+    assert [line.split("`")[1] for line in shown.output.splitlines()[2:]] == list(RULES)
+
+
+def test_every_key_is_declared_once_with_its_default_rule_and_help():
+    from bpcli.config import KEYS
+
+    assert flatten(DEFAULTS) == {key.path: key.default for key in KEYS}
+    for key in KEYS:
+        assert key.rule(key.default) is None, key.path  # every default passes its own rule
+        assert key.accepts and key.help, key.path
