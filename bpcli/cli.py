@@ -258,54 +258,15 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, engine, run_d
           mirrors, offline, threads, quiet, as_json):
     """Train an MLP on MNIST by backprop and mini-batch SGD."""
     _blas_threads_env_to_one()
-    from . import config as config_mod
-    from . import rundir
+    from . import launch
     from . import train as train_mod
-    from .data import load_mnist, settle_data_dir
-    from .errors import ConfigError
-
-    flags = _flags(epochs, batch_size, lr, hidden, seed, engine)
-    init = None
-    if resume:
-        if config_file or sets or run_dir or force or init_model:
-            raise ConfigError("--resume continues a run with its own config and run dir; "
-                              "drop -c/--set/--run-dir/--force/--init (only --epochs may extend it)")
-        run_dir, ckpt = rundir.locate_resume(resume)
-        if os.path.isdir(run_dir):
-            rundir.lock(run_dir)  # first: a run still training is never resumed a second time
-        cfg = train_mod.resume_config(ckpt, flags)
-    else:
-        ckpt = None
-        cfg = config_mod.resolve(config_file, sets, flags)
-        rundir.check(run_dir, force)  # before any data is loaded or fetched
-        if run_dir and os.path.isdir(run_dir):
-            rundir.lock(run_dir)  # an existing run dir in use is refused before the data is loaded too
-        if init_model:
-            init = train_mod.initial_model(init_model, cfg)  # checked before any data is loaded
-    settle_data_dir(cfg, data_dir)
-    values = cfg.values
-    data = load_mnist(values["data"]["dir"], progress=False if quiet else None, dataset=values["data"]["dataset"],
-                      **_fetching(mirrors, offline))
-    if not resume:
-        run_dir = rundir.create(run_dir, force)
-    from .fast import blas, shards_for, worker_modes
     from .progress import Progress
 
-    progress = Progress(quiet=quiet)
-    threads, _ = train_mod.choose_threads(threads, ckpt)  # train() warns if it differs from the run's
-    spec = train_mod.spec_from_config(values)
-    used = shards_for(threads, values["train"]["batch_size"], spec.sizes)
-    on, epochs = f"{threads} thread{'s' * (threads != 1)}", values["train"]["epochs"]
-    if used < threads:
-        on += f" ({used} used: a batch of {values['train']['batch_size']} is too small to split further)"
-    workers = worker_modes()[0]  # processes or threads (the engine may fall back: fast.Pace), or serial
-    if used > 1 and workers == "serial":
-        on += " (their shards one after another on bp itself: BP_WORKERS=serial)"
-    elif used > 1:
-        on += f" on worker {workers}"
-    progress.note(f"run dir {run_dir}: {config_mod.describe_network(spec.sizes, spec.activation, spec.output, spec.loss)}, "
-                  f"{epochs} epoch{'s' * (epochs != 1)}, {on}, {blas.describe()}")
-    summary = train_mod.train(cfg, data, run_dir, resume_from=ckpt, progress=progress, threads=threads, init=init)
+    plan = launch.plan(config_file, sets, _flags(epochs, batch_size, lr, hidden, seed, engine), run_dir, resume,
+                       init_model, force, data_dir)
+    data = launch.load_data(plan, progress=False if quiet else None, **_fetching(mirrors, offline))
+    summary = launch.start(plan, data, Progress(quiet=quiet), threads)
+    values = plan.cfg.values
     if summary["test_accuracy"] < train_mod.CHANCE_LEVEL:  # loud even with --quiet: exit 0 hides it
         click.echo(f"Warning: test accuracy {summary['test_accuracy']:.1%} is chance level: the network learned "
                    f"nothing. Is the learning rate ({values['train']['lr']:g}) too high? Try --lr "
