@@ -202,108 +202,47 @@ class Run:
 
     # -- one epoch ----------------------------------------------------------
     def train_epoch(self, progress, stop):
+        """One epoch of mini-batch SGD, from ``self.step`` on (a resumed run starts mid-epoch);
+        a stop request saves last.npz after the current step and raises Interrupted."""
         setup = time.perf_counter()  # drawing the order and preparing count as training time
-        t = self.values["train"]
-        n, B = len(self.train_y), t["batch_size"]
-        steps = -(-n // B)
-        if self.step == 0:
-            self.epoch_rng_state = self.rng.bit_generator.state
-            perm = self.rng.permutation(n)
-        else:  # resuming mid-epoch: redraw this epoch's order, then continue the stream
-            current = self.rng.bit_generator.state
-            self.rng.bit_generator.state = self.epoch_rng_state
-            perm = self.rng.permutation(n)
-            self.rng.bit_generator.state = current
-        # every example's label and target Y in this epoch's order: a batch's are then a slice
-        labels = self.train_y[perm]
-        targets = one_hot(labels, N_CLASSES)
-        if t["label_smoothing"]:
-            targets *= 1.0 - t["label_smoothing"]
-            targets += t["label_smoothing"] / N_CLASSES
-        fixed_lr = learning_rate(t, 0) if t["schedule"] == "constant" and not t["warmup_epochs"] else None
-        p = self.partial
-        # pixels stay uint8 until they enter the step's float32 batch
-        engine, augment = self.engine, self.augmenter
-        flush_every = engine.flush_every
-        # Training loss and accuracy come from each batch's a[L], kept and tallied every
-        # TALLY_EVERY batches in one vectorised pass rather than a few small calls per batch
-        outputs = np.empty((TALLY_EVERY * B, N_CLASSES), dtype=np.float32)
-        untallied = self.step  # the first batch not yet tallied
-        p["seconds"] += time.perf_counter() - setup
-        progress.start_epoch(self.epoch + 1, t["epochs"], steps, self.step)
-
-        def tally():
-            nonlocal untallied
-            rows = slice(untallied * B, min(self.step * B, len(labels)))
-            A = outputs[:rows.stop - rows.start]
-            if not len(A):  # nothing since the last tally
-                return None
-            # every example's C0, added to the running sum batch by batch in step order:
-            # the same total whether or not an interruption put a tally in between
-            batch_sums = np.add.reduceat(example_costs(A, targets[rows], self.spec.output, self.spec.loss),
-                                         np.arange(0, len(A), B))
-            loss = float(batch_sums.sum()) / len(A)
-            if not math.isfinite(loss):
-                raise self.diverged(f"the loss became {loss}", lr)
-            self.check_finite(lr)
-            for batch_sum in batch_sums:
-                p["loss_sum"] += float(batch_sum)
-            p["correct"] += int(np.count_nonzero(A.argmax(axis=1) == labels[rows]))
-            p["seen"] += len(A)
-            untallied = self.step
-            return loss
-
-        def batch(step):
-            """Batch ``step``'s pixels gathered into the buffers of its parity, and what is
-            left to do: with augmentation, its random draws are made here (in step order,
-            so that batches are prepared in step order) and the warps returned as parts,
-            one per shard, for the engine's workers to share out."""
-            idx = perm[step * B:(step + 1) * B]
-            n, parity = len(idx), step % 2
-            # mode="clip" writes straight into out (the default, "raise", goes through a copy);
-            # a permutation's indices are all in range
-            X = np.take(self.train_X, idx, axis=0, out=self.pixels[parity][:n], mode="clip")
-            if not augment:
-                return X, []
-            augment.draw(self.rng, n)
-            return self.augmented[parity][:n], [(self.warp_job, parity, lo, hi) if hi > lo else None
-                                                for lo, hi in engine.split(n)]
-
-        ahead = {"X": None, "rng": None}
-        ahead["X"], first = batch(self.step)
-        for part in first:
-            engine.run_part(part)
-
-        def prepare_next():
-            # the random stream as it was before the next batch's draws: what an
-            # interruption now saves, so that a resumed run draws them again
-            ahead["rng"] = self.rng.bit_generator.state if augment else None
-            ahead["X"], rest = batch(self.step + 1)
-            return rest
-
-        while self.step < steps:
+        t, engine = self.values["train"], self.engine
+        epoch = Epoch(self, self.epoch_order())
+        self.partial["seconds"] += time.perf_counter() - setup
+        progress.start_epoch(self.epoch + 1, t["epochs"], epoch.steps, self.step)
+        epoch.prepare_first()
+        while self.step < epoch.steps:
             t0 = time.perf_counter()
-            X, n = ahead["X"], len(ahead["X"])
-            lr = fixed_lr or learning_rate(t, self.epoch + self.step / steps)
-            A = engine.train_batch(X, targets[self.step * B:self.step * B + n], lr,
-                                   meanwhile=prepare_next if self.step + 1 < steps else None)
+            lr = epoch.lr()
+            A = engine.train_batch(epoch.X, epoch.targets_of_step(), lr,
+                                   meanwhile=epoch.prepare_next if self.step + 1 < epoch.steps else None)
             while engine.notices:
                 progress.warn(engine.notices.pop(0))
-            start = (self.step - untallied) * B
-            outputs[start:start + n] = A
-            if flush_every and self.step % flush_every == 0:
+            epoch.keep(A)
+            if engine.flush_every and self.step % engine.flush_every == 0:
                 engine.flush_subnormals()
             self.step += 1
-            loss = tally() if self.step - untallied == TALLY_EVERY or self.step == steps else None
-            p["seconds"] += time.perf_counter() - t0
+            loss = epoch.tally(lr) if epoch.tally_due() else None
+            self.partial["seconds"] += time.perf_counter() - t0
             progress.step(loss)
-            if stop and self.step < steps:
-                tally()
+            if stop and self.step < epoch.steps:
+                epoch.tally(lr)
                 progress.close()
-                if ahead["rng"] is not None:
-                    self.rng.bit_generator.state = ahead["rng"]
+                epoch.rewind_to_next_batch()
                 self.save("last.npz")
                 raise Interrupted.of(self.run_dir, f"in epoch {self.epoch + 1}")
+
+    def epoch_order(self):
+        """This epoch's order of the training examples: a fresh permutation, or, resuming
+        mid-epoch, the same one redrawn (the stream then continues where it was)."""
+        n = len(self.train_y)
+        if self.step == 0:
+            self.epoch_rng_state = self.rng.bit_generator.state
+            return self.rng.permutation(n)
+        current = self.rng.bit_generator.state
+        self.rng.bit_generator.state = self.epoch_rng_state
+        perm = self.rng.permutation(n)
+        self.rng.bit_generator.state = current
+        return perm
 
     def patience_ran_out(self):
         """Early stopping: the best validation accuracy is train.patience epochs old."""
@@ -356,6 +295,107 @@ class Run:
         self.step = 0
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         return m
+
+
+class Epoch:
+    """One epoch of a Run: its order of examples and their targets, the batches prepared one
+    step ahead (while the engine trains on the other buffer), and the tally of the training
+    loss and accuracy."""
+
+    def __init__(self, run, perm):
+        t = run.values["train"]
+        self.run, self.perm, self.t = run, perm, t
+        self.B = t["batch_size"]
+        self.steps = -(-len(perm) // self.B)
+        # every example's label and target Y in this epoch's order: a batch's are then a slice
+        self.labels = run.train_y[perm]
+        self.targets = one_hot(self.labels, N_CLASSES)
+        if t["label_smoothing"]:
+            self.targets *= 1.0 - t["label_smoothing"]
+            self.targets += t["label_smoothing"] / N_CLASSES
+        self.fixed_lr = learning_rate(t, 0) if t["schedule"] == "constant" and not t["warmup_epochs"] else None
+        # Training loss and accuracy come from each batch's a[L], kept and tallied every
+        # TALLY_EVERY batches in one vectorised pass rather than a few small calls per batch
+        self.outputs = np.empty((TALLY_EVERY * self.B, N_CLASSES), dtype=np.float32)
+        self.untallied = run.step  # the first batch not yet tallied
+        self.X = None              # the next batch to train on, prepared ahead
+        self.rng_before_next = None
+
+    def lr(self):
+        run = self.run
+        return self.fixed_lr or learning_rate(self.t, run.epoch + run.step / self.steps)
+
+    def targets_of_step(self):
+        lo = self.run.step * self.B
+        return self.targets[lo:lo + len(self.X)]
+
+    # -- the batches: gathered (uint8 stays uint8 until the engine's float32 batch) ------
+    def batch(self, step):
+        """Batch ``step``'s pixels gathered into the buffers of its parity, and what is
+        left to do: with augmentation, its random draws are made here (in step order,
+        so that batches are prepared in step order) and the warps returned as parts,
+        one per shard, for the engine's workers to share out."""
+        run = self.run
+        idx = self.perm[step * self.B:(step + 1) * self.B]
+        n, parity = len(idx), step % 2
+        # mode="clip" writes straight into out (the default, "raise", goes through a copy);
+        # a permutation's indices are all in range
+        X = np.take(run.train_X, idx, axis=0, out=run.pixels[parity][:n], mode="clip")
+        if not run.augmenter:
+            return X, []
+        run.augmenter.draw(run.rng, n)
+        return run.augmented[parity][:n], [(run.warp_job, parity, lo, hi) if hi > lo else None
+                                           for lo, hi in run.engine.split(n)]
+
+    def prepare_first(self):
+        self.X, parts = self.batch(self.run.step)
+        for part in parts:
+            self.run.engine.run_part(part)
+
+    def prepare_next(self):
+        """The next batch, while the engine trains on this one; returns the warps to share out."""
+        # the random stream as it was before the next batch's draws: what an
+        # interruption now saves, so that a resumed run draws them again
+        self.rng_before_next = self.run.rng.bit_generator.state if self.run.augmenter else None
+        self.X, rest = self.batch(self.run.step + 1)
+        return rest
+
+    def rewind_to_next_batch(self):
+        """Before saving mid-epoch: the stream as it was before the next batch was drawn."""
+        if self.rng_before_next is not None:
+            self.run.rng.bit_generator.state = self.rng_before_next
+
+    # -- the tally ------------------------------------------------------------------
+    def keep(self, A):
+        start = (self.run.step - self.untallied) * self.B
+        self.outputs[start:start + len(A)] = A
+
+    def tally_due(self):
+        run = self.run
+        return run.step - self.untallied == TALLY_EVERY or run.step == self.steps
+
+    def tally(self, lr):
+        """The kept batches' loss and accuracy into the run's running sums; the mean loss
+        (None when nothing is kept). A loss or weight that is not finite: TrainingDiverged."""
+        run, p = self.run, self.run.partial
+        rows = slice(self.untallied * self.B, min(run.step * self.B, len(self.labels)))
+        A = self.outputs[:rows.stop - rows.start]
+        if not len(A):  # nothing since the last tally
+            return None
+        # every example's C0, added to the running sum batch by batch in step order:
+        # the same total whether or not an interruption put a tally in between
+        batch_sums = np.add.reduceat(example_costs(A, self.targets[rows], run.spec.output, run.spec.loss),
+                                     np.arange(0, len(A), self.B))
+        loss = float(batch_sums.sum()) / len(A)
+        if not math.isfinite(loss):
+            raise run.diverged(f"the loss became {loss}", lr)
+        run.check_finite(lr)
+        for batch_sum in batch_sums:
+            p["loss_sum"] += float(batch_sum)
+        p["correct"] += int(np.count_nonzero(A.argmax(axis=1) == self.labels[rows]))
+        p["seen"] += len(A)
+        self.untallied = run.step
+        return loss
 
 
 def gentler_lr(lr):
