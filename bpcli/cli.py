@@ -279,7 +279,9 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, engine, run_d
                       **_fetching(mirrors, offline))
     if not resume:
         run_dir = rundir.create(run_dir, force)
-    from .fast import blas, shards_for, worker_modes
+    from .fast import blas
+    from .fast.parallel.placement import worker_modes
+    from .fast.parallel.sharding import shards_for
     from .progress import Progress
 
     progress = Progress(quiet=quiet)
@@ -289,7 +291,7 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, engine, run_d
     on, epochs = f"{threads} thread{'s' * (threads != 1)}", values["train"]["epochs"]
     if used < threads:
         on += f" ({used} used: a batch of {values['train']['batch_size']} is too small to split further)"
-    workers = worker_modes()[0]  # processes or threads (the engine may fall back: fast.Pace), or serial
+    workers = worker_modes()[0]  # processes or threads (the engine may fall back: ShardPlacement), or serial
     if used > 1 and workers == "serial":
         on += " (their shards one after another on bp itself: BP_WORKERS=serial)"
     elif used > 1:
