@@ -15,7 +15,6 @@ from bpcli.fast.core import FusedCore
 from bpcli.fast.fused import Update
 from bpcli.fast.parallel import sharding
 from bpcli.fast.parallel.placement import ShardPlacement, worker_modes
-from bpcli.fast.parallel.threads import WorkerThreads
 from bpcli.network import ACTIVATIONS, Spec, init_params, one_hot
 from bpcli.optim import SGD, Adam
 from bpcli.reference import ReferenceEngine
@@ -217,119 +216,21 @@ def test_update_parts_cover_the_vector_on_cache_line_boundaries():
 
 
 # ---------------------------------------------------------------------------
-# The worker threads
+# Where the shards run: the same bits everywhere
 
-def test_worker_threads_run_every_task_once_and_raises_a_workers_error():
-    workers = WorkerThreads(2)
-    try:
-        done = []
-        workers.run([lambda i=i: done.append(i) for i in range(7)] + [None], meanwhile=lambda: done.append("here"))
-        assert sorted(done, key=str) == [0, 1, 2, 3, 4, 5, 6, "here"]
-        with pytest.raises(KeyError):
-            workers.run([lambda: done.append(3)] * 3, meanwhile=lambda: {}["meanwhile"])
-        assert done.count(3) == 4  # the tasks ran to the end all the same
-
-        def fail():
-            raise ZeroDivisionError("in a worker")
-        with pytest.raises(ZeroDivisionError):
-            workers.run([lambda: None, fail, lambda: None])
-        workers.run([lambda: done.append(5)] * 3)  # still usable afterwards
-        assert done.count(5) == 4  # (one 5 from the first round)
-    finally:
-        workers.close()
-    assert not any(t.is_alive() for t in workers.threads)
-
-
-def paced(pace, steps, seconds):
-    """Run ``steps`` steps under ``pace``, each taking ``seconds[mode]`` (or ``seconds(mode)``):
-    the modes they ran in."""
-    modes = []
-    for _ in range(steps):
-        mode = pace.choose()
-        modes.append(mode)
-        pace.record(mode, seconds(mode) if callable(seconds) else seconds[mode])
-    return modes
-
-
-def test_pace_keeps_the_fastest_mode_and_keeps_trying_the_others():
-    pace = ShardPlacement(["processes", "threads", "serial"])
-    E, T, W = ShardPlacement.EVERY, ShardPlacement.TRIAL, ShardPlacement.WINDOW
-    busy = {"processes": 1.0, "threads": 0.8, "serial": 0.5}  # a busy core: the caller alone is fastest
-    start = T - 1 + 2 * (W + 1)
-    modes = paced(pace, start, busy)
-    # each tried at once; a trial ahead after T steps goes on until its mean covers W (timed) steps
-    assert modes == ["processes"] * (T - 1) + ["threads"] * (W + 1) + ["serial"] * (W + 1)
-    assert pace.mode == "serial"
-    modes = paced(pace, 3 * E, busy)
-    # kept: the others only for a trial now and then (each one replaced W steps after, to check
-    # the winner; then every 2 E steps, and longer, while they lose)
-    assert modes.count("serial") >= 3 * E - 4 * T
-    assert {"processes", "threads"} <= set(modes)  # ... which tries each of them in turn
-    assert pace.every["processes"] > E and pace.every["threads"] > E  # less often while they lose
-    free = {"processes": 0.2, "threads": 0.4, "serial": 0.5}  # the core is free again
-    paced(pace, 5 * E, free)  # (each of the other two gets a trial in turn, when due)
-    assert pace.mode == "processes"
-    assert paced(pace, E, free).count("processes") >= E - 2 * T  # kept, but for a trial or two
-    assert sum(pace.counts.values()) == pace.steps == start + 9 * E
-    pace.drop("processes")  # it failed to start: never tried again
-    assert "processes" not in paced(pace, 3 * E, free) and pace.mode == "threads"
-
-
-def test_pace_gives_up_on_a_slow_mode_quickly():
-    # a worker stalled on a busy core, more than GIVE_UP times slower: two trials (at once, then
-    # 2 x EVERY steps after the first loss), each an untimed step and one timed
-    pace = ShardPlacement(["serial", "processes"])
-    modes = paced(pace, 2 * ShardPlacement.EVERY + 20, {"serial": 1.0, "processes": 2.5})
-    assert modes.count("processes") == 4
-    assert pace.mode == "serial" and pace.every["processes"] == 4 * ShardPlacement.EVERY
-    # slower, but not hopelessly: the whole trial runs
-    pace = ShardPlacement(["serial", "processes"])
-    modes = paced(pace, 3 * ShardPlacement.TRIAL, {"serial": 1.0, "processes": 1.5})
-    assert modes.count("processes") == ShardPlacement.TRIAL and pace.mode == "serial"
-    # fast but for a slow step in ten (a worker on a busy core): slower on the mean, and kept to
-    # trials, although a trial may miss the slow steps
-    pace, steps = ShardPlacement(["serial", "processes"]), itertools.count()
-    modes = paced(pace, 20 * ShardPlacement.EVERY,
-                  lambda mode: 0.69 if mode == "serial" else 4.4 if next(steps) % 10 == 9 else 0.48)
-    assert modes.count("processes") < 0.05 * len(modes) and pace.mode == "serial"
-    # the same with threads too: at the start every mode has a trial at once, and a spiky
-    # mode ahead after its few steps must stay ahead over a window to win
-    pace, steps = ShardPlacement(["processes", "threads", "serial"]), itertools.count()
-
-    def spiky(mode):
-        return {"threads": 0.8, "serial": 0.69}.get(mode) or (4.4 if next(steps) % 10 == 9 else 0.48)
-    modes = paced(pace, 20 * ShardPlacement.EVERY, spiky)
-    assert modes.count("processes") < 0.05 * len(modes) and pace.mode == "serial"
-
-
-@pytest.mark.parametrize("modes", [["processes", "serial"], ["processes", "threads", "serial"]])
-def test_pace_keeps_a_spiky_mode_to_trials_wherever_its_spikes_fall(modes):
-    """A worker on a busy core, as measured: ~0.48 ms a step, but ~4.4 ms one step in five at
-    random, against 0.69 ms for bp alone. Over 100 runs of a 5-epoch training of network a
-    (2,345 steps), nine in ten leave the worker under 5% of the steps, however lucky its
-    first steps or its trials are. (Won on a trial's 7 steps and checked afterwards, the
-    code before left it ~460-490 steps at the 90th percentile with two modes:
-    benchmarks/placement.py.)"""
-    kept = []
-    for seed in range(100):
-        rng = np.random.default_rng(seed)
-        timings = {"serial": lambda: 0.69, "threads": lambda: 0.8,
-                   "processes": lambda: 4.4 if rng.random() < 0.2 else 0.48}
-        kept.append(paced(ShardPlacement(modes), 2345, lambda mode: timings[mode]()).count("processes"))
-    assert sorted(kept)[90] < 0.05 * 2345, sorted(kept)[80:]
-
-
-def test_pace_lets_a_faster_mode_win_its_way_back_through_the_machines_hiccups():
-    """Idle again, a worker is faster (0.45 ms a step against 0.7 ms) but for a 2 ms step one
-    in 30 at random (the VM holding it back). A trial of it that is ahead runs on to a window,
-    and one slow step there must not end it: its mean decides. (Ending such a trial on any step
-    twice as slow left the worker fewer than 40 of the 2,345 steps in 11 runs of these 100.)"""
-    kept = []
-    for seed in range(100):
-        rng = np.random.default_rng(seed)
-        timings = {"serial": lambda: 0.7, "processes": lambda: 2.0 if rng.random() < 1 / 30 else 0.45}
-        kept.append(paced(ShardPlacement(["serial", "processes"]), 2345, lambda mode: timings[mode]()).count("processes"))
-    assert sorted(kept)[10] > 0.5 * 2345, sorted(kept)[:20]
+def test_the_fused_core_alone_trains_the_bits_of_the_engine_on_worker_processes(monkeypatch):
+    """FusedCore, the engine without its parallel layer, cut into the shards and update parts
+    of 2 threads, trains on one thread the weights the engine trains on worker processes."""
+    monkeypatch.setattr(sharding, "PARALLEL_UPDATE_FROM", 0)  # the update's parts on the workers too
+    monkeypatch.setattr(ShardPlacement, "choose", lambda self: "processes")
+    spec = Spec(SIZES, "relu")
+    on_workers = train_both(spec, "nesterov+decay", threads=2, dropout=0.3)[0]
+    Ws, bs = init_params(spec, np.random.default_rng(1))
+    core = FusedCore(spec, Ws, bs, OPTIMIZERS["nesterov+decay"], BATCH, INKED, shards=2,
+                     parts=sharding.parts_for(2, spec.n_params), dropout=0.3, rng=np.random.default_rng(2))
+    for pixels, y in batches():
+        core.train_batch(core.inputs_of(pixels), one_hot(y), 0.3)
+    np.testing.assert_array_equal(flat(*core.params()), on_workers)
 
 
 @pytest.mark.parametrize("mode", ["threads", "serial"])
@@ -609,8 +510,9 @@ def test_a_worker_lost_mid_step_is_made_good_and_training_goes_on(monkeypatch):
     round's calls run again on the caller, which writes what the worker would have; the
     weights are those of an engine that never had workers."""
     parent = os.getpid()
-    alone = engine_for()
-    alone.placement = ShardPlacement(["serial"])  # the caller runs both shards itself, always
+    spec = Spec(SIZES, "relu")
+    alone = FusedCore(spec, *init_params(spec, np.random.default_rng(1)), OPTIMIZERS["momentum"], BATCH, INKED,
+                      shards=2)  # both shards on the caller, always: no workers to lose
     engine = engine_for()
     try:
         steps = engine.buffer((1,), np.int64)
@@ -632,7 +534,6 @@ def test_a_worker_lost_mid_step_is_made_good_and_training_goes_on(monkeypatch):
         np.testing.assert_array_equal(engine.theta, alone.theta)
     finally:
         engine.close()
-        alone.close()
 
 
 def test_a_worker_lost_while_it_updates_the_weights_is_a_clean_error(monkeypatch):
