@@ -26,8 +26,8 @@ import bpcli.fast as fast  # noqa: E402
 from bpcli import train as training  # noqa: E402
 from bpcli.config import resolve  # noqa: E402
 from bpcli.data import load_mnist  # noqa: E402
-from bpcli.fast import step as step_module  # noqa: E402
-from bpcli.fast.step import Shard  # noqa: E402
+from bpcli.fast import shard as shard_module  # noqa: E402
+from bpcli.fast.shard import Shard  # noqa: E402
 
 NETWORK_A = ["model.hidden=[128,64]", "model.activation=relu", "model.output=softmax",
              "model.loss=cross_entropy", "model.init=auto", "model.dropout=0", "train.momentum=0.9",
@@ -93,7 +93,7 @@ def time_calls(totals):
         for name, what in KERNELS.items():
             timed(shard, name, totals, what)
     Shard.__init__ = init
-    timed(step_module, "output_delta", totals, "output error")
+    timed(shard_module, "output_delta", totals, "output error")
 
 
 def main():

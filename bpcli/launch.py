@@ -69,7 +69,9 @@ def start(plan, data, progress, threads=None):
 
 def describe(cfg, run_dir, threads):
     """The first note of a run: its dir, network, epochs, where its shards run, the BLAS path."""
-    from .fast import blas, shards_for, worker_modes
+    from .fast import blas
+    from .fast.parallel.placement import worker_modes
+    from .fast.parallel.sharding import shards_for
 
     values = cfg.values
     spec = train_mod.spec_from_config(values)

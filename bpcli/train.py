@@ -29,7 +29,8 @@ from .data import N_CLASSES, PIXELS, choose_data_dir, seeds, validation_split
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import read_text, shell_word, shown_path, write_text_atomic
 from .metrics import loss_and_accuracy
-from .fast import Engine, blas, single_threaded_blas
+from .fast import Engine, blas
+from .fast.parallel.threads import single_threaded_blas
 from .reference import ReferenceEngine
 from .network import Spec, example_costs, init_params, one_hot
 from .optim import learning_rate, make_optimizer
@@ -118,11 +119,11 @@ class Run:
         # the other; with augmentation, the engine's workers warp parts of it (``warp``)
         B = t["batch_size"]
         self.pixels = [self.engine.buffer((B, self.train_X.shape[1]), np.uint8) for _ in range(2)]
-        self.augmenter = self.augmented = self.warp_job = None
+        self.augmenter = self.augmented = self.warp_handle = None
         if self.augment:
             self.augmented = [self.engine.buffer((B, PIXELS), np.float32) for _ in range(2)]
             self.augmenter = Augmenter(self.augment, B, out=self.augmented[0], empty=self.engine.buffer)
-            self.warp_job = self.engine.register(self.warp)
+            self.warp_handle = self.engine.register(self.warp)
         self.epoch = 0            # epochs completed
         self.step = 0             # batches completed in the current epoch
         self.history = []         # one metrics dict per completed epoch
@@ -344,7 +345,7 @@ class Epoch:
         if not run.augmenter:
             return X, []
         run.augmenter.draw(run.rng, n)
-        return run.augmented[parity][:n], [(run.warp_job, parity, lo, hi) if hi > lo else None
+        return run.augmented[parity][:n], [(run.warp_handle, parity, lo, hi) if hi > lo else None
                                            for lo, hi in run.engine.split(n)]
 
     def prepare_first(self):

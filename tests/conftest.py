@@ -59,12 +59,12 @@ def make_tiny_mnist(seed=0):
 @pytest.fixture(autouse=True)
 def every_thread_gets_a_shard(monkeypatch):
     """The tests' networks and batches are tiny: the engine would keep them on one shard
-    (fast.SHARD_MIN_MACS). In-process tests split them all the same, one shard per
+    (sharding.SHARD_MIN_MACS). In-process tests split them all the same, one shard per
     thread, so that sharding, reduction order and resume are tested on many threads;
     test_fast.py holds the real rule to its own test."""
-    import bpcli.fast
+    from bpcli.fast.parallel import sharding
 
-    monkeypatch.setattr(bpcli.fast, "SHARD_MIN_MACS", 1)
+    monkeypatch.setattr(sharding, "SHARD_MIN_MACS", 1)
 
 
 #: what a user's environment may say to bp, or to what bp's tests start (matplotlib, Chromium)

@@ -74,9 +74,9 @@ def test_gradcheck_fails_when_backprop_is_wrong(monkeypatch):
 @NEEDS_MNIST
 def test_train_says_when_a_batch_is_too_small_for_every_thread(mnist_env, tmp_path, monkeypatch):
     """Batch-10 learning recipes stay on one shard; the first line says so."""
-    import bpcli.fast
+    from bpcli.fast.parallel import sharding
 
-    monkeypatch.setattr(bpcli.fast, "SHARD_MIN_MACS", 1 << 23)  # the real rule (conftest lowers it)
+    monkeypatch.setattr(sharding, "SHARD_MIN_MACS", 1 << 23)  # the real rule (conftest lowers it)
     args = ["train", "-c", "seed", "--set", "data.limit=600", "--set", "data.validation=100", "--epochs", "1",
             "--threads", "2", "--run-dir", str(tmp_path / "r")]
     result = CliRunner().invoke(cli, args, env=mnist_env)

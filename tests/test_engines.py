@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from bpcli.checkpoint import load_model, read_checkpoint
 from bpcli.cli import cli
 from bpcli.train import ENGINES
-from synthetic import tiny_mnist
+from synthetic import NEEDS_MNIST, tiny_mnist
 from test_train import BASE, run
 
 RECIPES = {
@@ -76,3 +76,27 @@ def test_a_reference_checkpoint_says_where_its_steps_ran(data, tmp_path):
     assert meta["config"]["train"]["engine"] == "reference"
     assert meta["steps_by_workers"] == {"serial": -(-(len(data.train_labels) - 100) // 32)}
     assert json.loads(open(f"{run_dir}/result.json").read())["state"] == "finished"
+
+
+@NEEDS_MNIST
+def test_the_default_recipe_trains_the_same_bits_wherever_its_shards_run(mnist_data_dir, tmp_path):
+    """bp train -c default's first steps (its network, its augmentation shared out with the
+    shards, its update in parts): on 2 threads, worker processes, worker threads and bp
+    alone (BP_WORKERS) train the same weights, bit for bit; on 1 thread, the fast engine
+    trains the reference engine's, within float32 rounding."""
+    args = ["train", "-c", "default", "--epochs", "1", "--seed", "0", "--quiet",
+            "--set", "data.limit=3000", "--set", "data.validation=500"]
+    trained = {}
+    for name, threads, workers, engine in [("processes", 2, "processes", "fast"), ("threads", 2, "threads", "fast"),
+                                           ("serial", 2, "serial", "fast"), ("fast", 1, "", "fast"),
+                                           ("reference", 1, "", "reference")]:
+        run_dir = tmp_path / name
+        result = CliRunner().invoke(cli, [*args, "--threads", str(threads), "--engine", engine, "--run-dir", str(run_dir)],
+                                    env={"BP_DATA_DIR": str(mnist_data_dir), "BP_OFFLINE": "1", "BP_WORKERS": workers})
+        assert result.exit_code == 0, result.output
+        trained[name] = weights(run_dir)
+        _, meta = read_checkpoint(str(run_dir / "last.npz"), arrays=False)
+        assert meta["steps_by_workers"][workers or "serial"] > 0, meta["steps_by_workers"]
+    np.testing.assert_array_equal(trained["threads"], trained["processes"])
+    np.testing.assert_array_equal(trained["serial"], trained["processes"])
+    np.testing.assert_allclose(trained["fast"], trained["reference"], rtol=2e-4, atol=2e-5)

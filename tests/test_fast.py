@@ -9,9 +9,12 @@ import signal
 import numpy as np
 import pytest
 
-import bpcli.fast as fast
 from bpcli.fast import Engine, blas
-from bpcli.fast.threads import Team
+from bpcli.fast import engine as engine_module
+from bpcli.fast.core import FusedCore
+from bpcli.fast.fused import Update
+from bpcli.fast.parallel import sharding
+from bpcli.fast.parallel.placement import ShardPlacement, worker_modes
 from bpcli.network import ACTIVATIONS, Spec, init_params, one_hot
 from bpcli.optim import SGD, Adam
 from bpcli.reference import ReferenceEngine
@@ -99,12 +102,12 @@ def test_engine_equals_reference_for_every_activation_output_and_cost(path, acti
     np.testing.assert_allclose(theta, reference, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("parts", ["one part", "parts on the team"])
+@pytest.mark.parametrize("parts", ["one part", "parts on the workers"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_engine_equals_reference_for_every_optimizer(path, optimizer, threads, parts, monkeypatch):
-    if parts == "parts on the team":  # as for a large network: the update split over the threads
-        monkeypatch.setattr(fast, "PARALLEL_UPDATE_FROM", 0)
+    if parts == "parts on the workers":  # as for a large network: the update split over the threads
+        monkeypatch.setattr(sharding, "PARALLEL_UPDATE_FROM", 0)
     theta, reference = train_both(Spec(SIZES, "relu"), optimizer, threads)
     np.testing.assert_allclose(theta, reference, rtol=1e-5, atol=1e-6)
     assert not np.array_equal(theta, flat(*init_params(Spec(SIZES), np.random.default_rng(1))))
@@ -136,11 +139,11 @@ def test_blank_inputs_weights_change_only_by_decay(path, threads):
     np.testing.assert_allclose(theta[blank], start[blank] * (1 - 0.3 * 0.05) ** 3, rtol=1e-6)
 
 
-@pytest.mark.parametrize("update_from", [fast.PARALLEL_UPDATE_FROM, 0])
+@pytest.mark.parametrize("update_from", [sharding.PARALLEL_UPDATE_FROM, 0])
 def test_same_threads_same_bits_whatever_the_scheduling(update_from, monkeypatch):
     """Two engines on 2 threads give identical weights (the reduction order is fixed),
-    with the update on the caller or in parts on the team."""
-    monkeypatch.setattr(fast, "PARALLEL_UPDATE_FROM", update_from)
+    with the update on the caller or in parts on the workers."""
+    monkeypatch.setattr(sharding, "PARALLEL_UPDATE_FROM", update_from)
     spec = Spec(SIZES, "relu")
     results = [train_both(spec, "nesterov+decay", threads=2, dropout=0.2)[0] for _ in range(3)]
     for other in results[1:]:
@@ -171,8 +174,6 @@ def test_a_batch_larger_than_prepared_is_refused():
 
 
 def test_fused_update_is_used_where_it_can_be():
-    from bpcli.fast.fused import Update
-
     theta = np.zeros(Spec(SIZES).n_params, np.float32)
     for optimizer, threads, fused in [("sgd", 1, True), ("sgd", 2, False), ("momentum+decay", 1, True),
                                       ("momentum+decay", 2, True), ("nesterov+decay", 1, False), ("adam", 1, False)]:
@@ -182,25 +183,25 @@ def test_fused_update_is_used_where_it_can_be():
 
 
 def test_a_shard_needs_enough_work_to_get_a_thread(monkeypatch):
-    monkeypatch.setattr(fast, "SHARD_MIN_MACS", 1 << 23)  # the real rule (conftest lowers it)
+    monkeypatch.setattr(sharding, "SHARD_MIN_MACS", 1 << 23)  # the real rule (conftest lowers it)
     seed_net, net_a, default_net = [784, 16, 16, 10], [784, 128, 64, 10], [784, 512, 256, 10]
-    assert fast.macs_per_example([2, 3, 4]) == 2 * 6 + 3 * 12  # the input's error is never computed
-    assert fast.shards_for(2, 10, seed_net) == 1          # batch-10 learning: one shard, no team
-    assert fast.shards_for(2, 128, net_a) == 2
-    assert fast.shards_for(8, 128, net_a) == 3            # no more than the work is worth
-    assert fast.shards_for(2, 256, default_net) == 2
-    assert fast.shards_for(1, 256, default_net) == 1
-    assert fast.shards_for(4, 3, [784, 4096, 4096, 10]) == 3  # never more shards than rows
+    assert sharding.macs_per_example([2, 3, 4]) == 2 * 6 + 3 * 12  # the input's error is never computed
+    assert sharding.shards_for(2, 10, seed_net) == 1          # batch-10 learning: one shard, no workers
+    assert sharding.shards_for(2, 128, net_a) == 2
+    assert sharding.shards_for(8, 128, net_a) == 3            # no more than the work is worth
+    assert sharding.shards_for(2, 256, default_net) == 2
+    assert sharding.shards_for(1, 256, default_net) == 1
+    assert sharding.shards_for(4, 3, [784, 4096, 4096, 10]) == 3  # never more shards than rows
     engine = Engine(Spec(seed_net), *init_params(Spec(seed_net), np.random.default_rng(0)), OPTIMIZERS["sgd"],
                     10, np.ones(784, bool), threads=2)
     try:
-        assert engine.shard_count == 1 and engine.team is None
+        assert engine.shard_count == 1 and engine.worker_threads is None
     finally:
         engine.close()
 
 
 def test_update_parts_cover_the_vector_on_cache_line_boundaries():
-    from bpcli.fast.fused import ALIGN, Update
+    from bpcli.fast.fused import ALIGN
 
     for n, parts in [(1000, 4), (10, 6), (4096, 2), (33, 1)]:
         theta = np.zeros(n, np.float32)
@@ -215,137 +216,31 @@ def test_update_parts_cover_the_vector_on_cache_line_boundaries():
 
 
 # ---------------------------------------------------------------------------
-# The worker team
+# Where the shards run: the same bits everywhere
 
-def test_team_runs_every_task_once_and_raises_a_workers_error():
-    team = Team(2)
-    try:
-        done = []
-        team.run([lambda i=i: done.append(i) for i in range(7)] + [None], meanwhile=lambda: done.append("here"))
-        assert sorted(done, key=str) == [0, 1, 2, 3, 4, 5, 6, "here"]
-        with pytest.raises(KeyError):
-            team.run([lambda: done.append(3)] * 3, meanwhile=lambda: {}["meanwhile"])
-        assert done.count(3) == 4  # the tasks ran to the end all the same
-
-        def fail():
-            raise ZeroDivisionError("in a worker")
-        with pytest.raises(ZeroDivisionError):
-            team.run([lambda: None, fail, lambda: None])
-        team.run([lambda: done.append(5)] * 3)  # still usable afterwards
-        assert done.count(5) == 4  # (one 5 from the first round)
-    finally:
-        team.close()
-    assert not any(t.is_alive() for t in team.threads)
-
-
-def paced(pace, steps, seconds):
-    """Run ``steps`` steps under ``pace``, each taking ``seconds[mode]`` (or ``seconds(mode)``):
-    the modes they ran in."""
-    modes = []
-    for _ in range(steps):
-        mode = pace.choose()
-        modes.append(mode)
-        pace.record(mode, seconds(mode) if callable(seconds) else seconds[mode])
-    return modes
-
-
-def test_pace_keeps_the_fastest_mode_and_keeps_trying_the_others():
-    from bpcli.fast import Pace
-
-    pace = Pace(["processes", "threads", "serial"])
-    E, T, W = Pace.EVERY, Pace.TRIAL, Pace.WINDOW
-    busy = {"processes": 1.0, "threads": 0.8, "serial": 0.5}  # a busy core: the caller alone is fastest
-    start = T - 1 + 2 * (W + 1)
-    modes = paced(pace, start, busy)
-    # each tried at once; a trial ahead after T steps goes on until its mean covers W (timed) steps
-    assert modes == ["processes"] * (T - 1) + ["threads"] * (W + 1) + ["serial"] * (W + 1)
-    assert pace.mode == "serial"
-    modes = paced(pace, 3 * E, busy)
-    # kept: the others only for a trial now and then (each one replaced W steps after, to check
-    # the winner; then every 2 E steps, and longer, while they lose)
-    assert modes.count("serial") >= 3 * E - 4 * T
-    assert {"processes", "threads"} <= set(modes)  # ... which tries each of them in turn
-    assert pace.every["processes"] > E and pace.every["threads"] > E  # less often while they lose
-    free = {"processes": 0.2, "threads": 0.4, "serial": 0.5}  # the core is free again
-    paced(pace, 5 * E, free)  # (each of the other two gets a trial in turn, when due)
-    assert pace.mode == "processes"
-    assert paced(pace, E, free).count("processes") >= E - 2 * T  # kept, but for a trial or two
-    assert sum(pace.counts.values()) == pace.steps == start + 9 * E
-    pace.drop("processes")  # it failed to start: never tried again
-    assert "processes" not in paced(pace, 3 * E, free) and pace.mode == "threads"
-
-
-def test_pace_gives_up_on_a_slow_mode_quickly():
-    from bpcli.fast import Pace
-
-    # a worker stalled on a busy core, more than GIVE_UP times slower: two trials (at once, then
-    # 2 x EVERY steps after the first loss), each an untimed step and one timed
-    pace = Pace(["serial", "processes"])
-    modes = paced(pace, 2 * Pace.EVERY + 20, {"serial": 1.0, "processes": 2.5})
-    assert modes.count("processes") == 4
-    assert pace.mode == "serial" and pace.every["processes"] == 4 * Pace.EVERY
-    # slower, but not hopelessly: the whole trial runs
-    pace = Pace(["serial", "processes"])
-    modes = paced(pace, 3 * Pace.TRIAL, {"serial": 1.0, "processes": 1.5})
-    assert modes.count("processes") == Pace.TRIAL and pace.mode == "serial"
-    # fast but for a slow step in ten (a worker on a busy core): slower on the mean, and kept to
-    # trials, although a trial may miss the slow steps
-    pace, steps = Pace(["serial", "processes"]), itertools.count()
-    modes = paced(pace, 20 * Pace.EVERY,
-                  lambda mode: 0.69 if mode == "serial" else 4.4 if next(steps) % 10 == 9 else 0.48)
-    assert modes.count("processes") < 0.05 * len(modes) and pace.mode == "serial"
-    # the same with threads too: at the start every mode has a trial at once, and a spiky
-    # mode ahead after its few steps must stay ahead over a window to win
-    pace, steps = Pace(["processes", "threads", "serial"]), itertools.count()
-
-    def spiky(mode):
-        return {"threads": 0.8, "serial": 0.69}.get(mode) or (4.4 if next(steps) % 10 == 9 else 0.48)
-    modes = paced(pace, 20 * Pace.EVERY, spiky)
-    assert modes.count("processes") < 0.05 * len(modes) and pace.mode == "serial"
-
-
-@pytest.mark.parametrize("modes", [["processes", "serial"], ["processes", "threads", "serial"]])
-def test_pace_keeps_a_spiky_mode_to_trials_wherever_its_spikes_fall(modes):
-    """A worker on a busy core, as measured: ~0.48 ms a step, but ~4.4 ms one step in five at
-    random, against 0.69 ms for bp alone. Over 100 runs of a 5-epoch training of network a
-    (2,345 steps), nine in ten leave the worker under 5% of the steps, however lucky its
-    first steps or its trials are. (Won on a trial's 7 steps and checked afterwards, the
-    code before left it ~460-490 steps at the 90th percentile with two modes:
-    benchmarks/pace.py.)"""
-    from bpcli.fast import Pace
-
-    kept = []
-    for seed in range(100):
-        rng = np.random.default_rng(seed)
-        timings = {"serial": lambda: 0.69, "threads": lambda: 0.8,
-                   "processes": lambda: 4.4 if rng.random() < 0.2 else 0.48}
-        kept.append(paced(Pace(modes), 2345, lambda mode: timings[mode]()).count("processes"))
-    assert sorted(kept)[90] < 0.05 * 2345, sorted(kept)[80:]
-
-
-def test_pace_lets_a_faster_mode_win_its_way_back_through_the_machines_hiccups():
-    """Idle again, a worker is faster (0.45 ms a step against 0.7 ms) but for a 2 ms step one
-    in 30 at random (the VM holding it back). A trial of it that is ahead runs on to a window,
-    and one slow step there must not end it: its mean decides. (Ending such a trial on any step
-    twice as slow left the worker fewer than 40 of the 2,345 steps in 11 runs of these 100.)"""
-    from bpcli.fast import Pace
-
-    kept = []
-    for seed in range(100):
-        rng = np.random.default_rng(seed)
-        timings = {"serial": lambda: 0.7, "processes": lambda: 2.0 if rng.random() < 1 / 30 else 0.45}
-        kept.append(paced(Pace(["serial", "processes"]), 2345, lambda mode: timings[mode]()).count("processes"))
-    assert sorted(kept)[10] > 0.5 * 2345, sorted(kept)[:20]
+def test_the_fused_core_alone_trains_the_bits_of_the_engine_on_worker_processes(monkeypatch):
+    """FusedCore, the engine without its parallel layer, cut into the shards and update parts
+    of 2 threads, trains on one thread the weights the engine trains on worker processes."""
+    monkeypatch.setattr(sharding, "PARALLEL_UPDATE_FROM", 0)  # the update's parts on the workers too
+    monkeypatch.setattr(ShardPlacement, "choose", lambda self: "processes")
+    spec = Spec(SIZES, "relu")
+    on_workers = train_both(spec, "nesterov+decay", threads=2, dropout=0.3)[0]
+    Ws, bs = init_params(spec, np.random.default_rng(1))
+    core = FusedCore(spec, Ws, bs, OPTIMIZERS["nesterov+decay"], BATCH, INKED, shards=2,
+                     parts=sharding.parts_for(2, spec.n_params), dropout=0.3, rng=np.random.default_rng(2))
+    for pixels, y in batches():
+        core.train_batch(core.inputs_of(pixels), one_hot(y), 0.3)
+    np.testing.assert_array_equal(flat(*core.params()), on_workers)
 
 
 @pytest.mark.parametrize("mode", ["threads", "serial"])
 def test_every_mode_gives_the_bits_of_worker_processes(monkeypatch, mode):
-    monkeypatch.setattr(fast, "PARALLEL_UPDATE_FROM", 0)  # the update's parts too
+    monkeypatch.setattr(sharding, "PARALLEL_UPDATE_FROM", 0)  # the update's parts too
     monkeypatch.setenv("BP_WORKERS", "")
     spec = Spec(SIZES, "relu")
-    monkeypatch.setattr(fast.Pace, "choose", lambda self: "processes")
+    monkeypatch.setattr(ShardPlacement, "choose", lambda self: "processes")
     first = train_both(spec, "nesterov+decay", threads=2, dropout=0.3)[0]
-    monkeypatch.setattr(fast.Pace, "choose", lambda self: mode)
+    monkeypatch.setattr(ShardPlacement, "choose", lambda self: mode)
     second = train_both(spec, "nesterov+decay", threads=2, dropout=0.3)[0]
     np.testing.assert_array_equal(first, second)
 
@@ -353,27 +248,25 @@ def test_every_mode_gives_the_bits_of_worker_processes(monkeypatch, mode):
 def test_bp_workers_serial_runs_every_shard_on_the_caller_with_the_bits_of_workers(monkeypatch):
     """BP_WORKERS=serial: N threads' shards one after another on the caller, nothing forked
     or started, and the weights of N threads on workers, bit for bit."""
-    spec, choose = Spec(SIZES, "relu"), fast.Pace.choose
+    spec, choose = Spec(SIZES, "relu"), ShardPlacement.choose
     monkeypatch.setenv("BP_WORKERS", "processes")
-    monkeypatch.setattr(fast.Pace, "choose", lambda self: "processes")
+    monkeypatch.setattr(ShardPlacement, "choose", lambda self: "processes")
     first = train_both(spec, "nesterov+decay", threads=2)[0]
-    monkeypatch.setattr(fast.Pace, "choose", choose)
+    monkeypatch.setattr(ShardPlacement, "choose", choose)
     monkeypatch.setenv("BP_WORKERS", "serial")
-    assert fast.worker_modes() == ["serial"]
+    assert worker_modes() == ["serial"]
     started = []
-    monkeypatch.setattr(fast.crew, "Crew", lambda *args: started.append("processes"))
-    monkeypatch.setattr(fast, "Team", lambda *args: started.append("threads"))
+    monkeypatch.setattr(engine_module, "WorkerProcesses", lambda *args: started.append("processes"))
+    monkeypatch.setattr(engine_module, "WorkerThreads", lambda *args: started.append("threads"))
     second = train_both(spec, "nesterov+decay", threads=2)[0]
     assert started == []
     np.testing.assert_array_equal(first, second)
 
 
 def test_shards_are_independent_of_which_thread_runs_them(monkeypatch):
-    """The engine's result is fixed by the shard count: a team that runs every shard
-    on one thread in reverse order gives the same bits as the real team."""
-    from bpcli import fast
-
-    monkeypatch.setattr(fast.Pace, "choose", lambda self: "threads")
+    """The engine's result is fixed by the shard count: worker threads that run every
+    shard on one thread in reverse order give the same bits as the real ones."""
+    monkeypatch.setattr(ShardPlacement, "choose", lambda self: "threads")
     spec = Spec(SIZES, "relu")
     first = train_both(spec, "momentum+decay", threads=2)[0]
 
@@ -391,12 +284,12 @@ def test_shards_are_independent_of_which_thread_runs_them(monkeypatch):
         def close(self):
             pass
 
-    real = fast.Team
-    fast.Team = Reversed
+    real = engine_module.WorkerThreads
+    engine_module.WorkerThreads = Reversed
     try:
         second = train_both(spec, "momentum+decay", threads=2)[0]
     finally:
-        fast.Team = real
+        engine_module.WorkerThreads = real
     np.testing.assert_array_equal(first, second)
 
 
@@ -414,13 +307,13 @@ def test_without_worker_processes_the_engine_goes_on_with_the_same_bits(monkeypa
     def cannot_fork(*args):
         raise OSError(11, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(fast.crew, "Crew", cannot_fork)
+    monkeypatch.setattr(engine_module, "WorkerProcesses", cannot_fork)
     engine = engine_for()
     try:
         for pixels, y in batches():
             engine.train_batch(engine.inputs_of(pixels), one_hot(y), 0.3)
-        assert "processes" not in engine.pace.modes and not engine.crew
-        assert sum(engine.pace.counts.values()) == 3
+        assert "processes" not in engine.placement.modes and not engine.worker_processes
+        assert sum(engine.placement.counts.values()) == 3
     finally:
         engine.close()
     second = train_both(spec, "momentum+decay", threads=2)[0]
@@ -617,8 +510,9 @@ def test_a_worker_lost_mid_step_is_made_good_and_training_goes_on(monkeypatch):
     round's calls run again on the caller, which writes what the worker would have; the
     weights are those of an engine that never had workers."""
     parent = os.getpid()
-    alone = engine_for()
-    alone.pace = fast.Pace(["serial"])  # the caller runs both shards itself, always
+    spec = Spec(SIZES, "relu")
+    alone = FusedCore(spec, *init_params(spec, np.random.default_rng(1)), OPTIMIZERS["momentum"], BATCH, INKED,
+                      shards=2)  # both shards on the caller, always: no workers to lose
     engine = engine_for()
     try:
         steps = engine.buffer((1,), np.int64)
@@ -636,19 +530,18 @@ def test_a_worker_lost_mid_step_is_made_good_and_training_goes_on(monkeypatch):
             steps[0] += 1
         assert len(engine.notices) == 1 and "killed by SIGKILL" in engine.notices[0]
         assert "goes on without worker processes" in engine.notices[0]
-        assert "processes" not in engine.pace.modes and engine.pace.counts["processes"] == 1
+        assert "processes" not in engine.placement.modes and engine.placement.counts["processes"] == 1
         np.testing.assert_array_equal(engine.theta, alone.theta)
     finally:
         engine.close()
-        alone.close()
 
 
 def test_a_worker_lost_while_it_updates_the_weights_is_a_clean_error(monkeypatch):
     from bpcli.errors import BpError
 
-    monkeypatch.setattr(fast, "PARALLEL_UPDATE_FROM", 0)  # the update's parts on the worker too
+    monkeypatch.setattr(sharding, "PARALLEL_UPDATE_FROM", 0)  # the update's parts on the worker too
     engine = engine_for()
-    real = fast.Update.finish_part
+    real = Update.finish_part
 
     def finish_part(self, i, lr, shards):
         if os.getpid() != parent:
@@ -656,7 +549,7 @@ def test_a_worker_lost_while_it_updates_the_weights_is_a_clean_error(monkeypatch
         return real(self, i, lr, shards)
 
     parent = os.getpid()
-    monkeypatch.setattr(fast.Update, "finish_part", finish_part)
+    monkeypatch.setattr(Update, "finish_part", finish_part)
     try:
         pixels, y = batches()[0]
         with pytest.raises(BpError, match=r"killed by SIGKILL\) while it updated the weights.*--resume"):

@@ -321,14 +321,15 @@ def test_augmented_training_is_seeded_and_resumes_exactly(data, tmp_path, thread
 def test_workers_train_the_bits_of_the_caller_alone(data, tmp_path, monkeypatch, mode):
     """The shards, the augmentation's warps and the update's parts, shared out among worker
     processes or threads, give the weights of bp running them all itself."""
-    import bpcli.fast as fast
+    from bpcli.fast.parallel import sharding
+    from bpcli.fast.parallel.placement import ShardPlacement
 
-    monkeypatch.setattr(fast, "PARALLEL_UPDATE_FROM", 0)
+    monkeypatch.setattr(sharding, "PARALLEL_UPDATE_FROM", 0)
     sets = ["train.epochs=2", "train.augment={shift: 2, rotate: 10, elastic: 10}", "model.dropout=0.1",
             "train.nesterov=true", "train.weight_decay=0.001"]
-    monkeypatch.setattr(fast.Pace, "choose", lambda self: "serial")
+    monkeypatch.setattr(ShardPlacement, "choose", lambda self: "serial")
     _, alone = run(data, tmp_path, "alone", sets, threads=2)
-    monkeypatch.setattr(fast.Pace, "choose", lambda self: mode)
+    monkeypatch.setattr(ShardPlacement, "choose", lambda self: mode)
     _, workers = run(data, tmp_path, "workers", sets, threads=2)
     assert_same_weights(weights(alone), weights(workers))
     _, meta = read_checkpoint(os.path.join(workers, "last.npz"), arrays=False)

@@ -2,7 +2,7 @@
 where it can be, else a few axpys over the flat parameter vector.
 
 A BLAS product computes ``C <- alpha * A @ B + beta * C``. With the
-gradient as ``A @ B`` (``bpcli.fast.step`` makes every gradient product write
+gradient as ``A @ B`` (``bpcli.fast.shard`` makes every gradient product write
 into ``target`` with ``coefficients(lr)``)::
 
     momentum:   C = v,  alpha = 1,   beta = momentum     v <- momentum v + g

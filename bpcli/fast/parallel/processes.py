@@ -3,9 +3,9 @@
 Threads share one interpreter lock: the ~25 calls from Python of a shard
 take turns with the other thread's, and two shards of network a
 (784-128-64-10, batch 128) ran only ~1.2x as fast as one (two independent
-threads training at once: 1.33x; two processes: 2.0x). A ``Crew`` forks
-worker processes instead. The engine sends each worker calls of jobs it
-registered before the fork (a shard's feedforward and backprop, a part of
+threads training at once: 1.33x; two processes: 2.0x). ``WorkerProcesses``
+forks worker processes instead. The engine sends each worker calls of jobs
+it registered before the fork (a shard's feedforward and backprop, a part of
 the update, a part of the next batch's augmentation) and runs its own part
 meanwhile.
 
@@ -24,13 +24,13 @@ to each worker, then waiting for each one's post back). Waking a sleeping
 process costs tens of microseconds on a VM, a tenth of network a's step,
 so each side first polls its semaphore for up to ``SPIN_S``, then sleeps in
 the kernel. A poll takes CPU from another process only for that long, and
-when another process holds a core, the engine's ``Pace`` finds the caller
+when another process holds a core, ``ShardPlacement`` finds the caller
 alone faster and the workers sleep.
 
 A worker that raises reports its traceback, which ``finish`` raises (the
 round's later calls to it are skipped); a worker that dies (killed, out of
 memory) is noticed within ``CHECK_S`` and raised as ``WorkerDied``. A wait
-that is interrupted closes the crew: its workers are mid-round, and a later
+that is interrupted closes the workers: its workers are mid-round, and a later
 round could take their late posts for its own. A worker exits when told,
 when its parent dies (Linux's parent-death signal, else a check of its
 parent), or at the trainer's exit (``atexit``), and ignores Ctrl-C and
@@ -81,7 +81,7 @@ class WorkerDied(RuntimeError):
     pass
 
 
-class Crew:
+class WorkerProcesses:
     """``workers`` worker processes that run calls of ``jobs`` the trainer sends them.
 
     ``jobs``: functions ``job(a, b, c)`` of three ints, forked with the workers:
@@ -144,7 +144,7 @@ class Crew:
 
     def finish(self):
         """Wait for every call of this round; raise the first error. Interrupted (Ctrl-C
-        in a test, a worker that died), it closes the crew: a round half waited for cannot
+        in a test, a worker that died), it closes the workers: a round half waited for cannot
         be told from the next."""
         busy = [i for i in range(self.size) if self.round[i]]
         try:

@@ -1,4 +1,4 @@
-"""A fixed team of worker threads that share out a round of tasks, and wait blocked.
+"""A fixed set of worker threads that share out a round of tasks, and wait blocked.
 
 ``run(tasks, meanwhile)`` wakes the workers; each takes the next task not yet
 taken until none is left, while the caller runs ``meanwhile`` (the engine's
@@ -12,14 +12,16 @@ memory, and the engine adds the results up in task order.
 Waiting is on semaphores (a futex in the kernel), never a spin: a waiting
 thread costs nothing. BLAS inside the tasks runs single-threaded
 (``single_threaded_blas``), because OpenBLAS's own threads spin while they
-wait for work, on cores that the team or another process needs.
+wait for work, on cores that the workers or another process need.
 """
 
 import contextlib
 import threading
 
 
-class Team:
+class WorkerThreads:
+    """``workers`` threads that, with the caller, share out each round of tasks (``run``)."""
+
     def __init__(self, workers):
         self.size = workers
         self.tasks = []

@@ -1,23 +1,23 @@
 #!/usr/bin/env python3
-"""How the engine's ``Pace`` spreads a training's steps over the ways to run its shards,
+"""How the engine's ``ShardPlacement`` spreads a training's steps over the ways to run its shards,
 fed simulated step times (no training runs: seconds).
 
-    python benchmarks/pace.py [--runs 300] [--steps 2345]
+    python benchmarks/placement.py [--runs 300] [--steps 2345]
 
 Each case gives every way ("processes", "threads", "serial") a time a step, some
 of them noisy or spiky, as measured on this project's VM (a worker on a busy
 core: ~0.48 ms a step, but ~4.4 ms one step in five or ten, against ~0.69 ms for
-bp alone), and runs ``Pace`` over a 5-epoch training of network a (2,345 steps),
+bp alone), and runs ``ShardPlacement`` over a 5-epoch training of network a (2,345 steps),
 ``--runs`` times with seeds 0, 1, ...: the median, 90th percentile and largest
 count of steps on the way it names, and how often the way changed. It reads bp's
-internals (``bpcli.fast.Pace``), like ``step_gap.py``.
+internals (``bpcli.fast.parallel.placement``), like ``step_gap.py``.
 """
 
 import argparse
 
 import numpy as np
 
-from bpcli.fast import Pace
+from bpcli.fast.parallel.placement import ShardPlacement
 
 BOTH, ALL = ["processes", "serial"], ["processes", "threads", "serial"]
 
@@ -52,11 +52,11 @@ CASES = [  # (what, the ways, step time of (mode, rng), the way counted)
 
 def run(modes, timing, steps, seed):
     """The ways the steps ran in, one run."""
-    rng, pace, ran = np.random.default_rng(seed), Pace(modes), []
+    rng, placement, ran = np.random.default_rng(seed), ShardPlacement(modes), []
     for _ in range(steps):
-        mode = pace.choose()
+        mode = placement.choose()
         ran.append(mode)
-        pace.record(mode, timing(mode, rng))
+        placement.record(mode, timing(mode, rng))
     return ran
 
 
