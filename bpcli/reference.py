@@ -22,13 +22,14 @@ Both answer one interface, which ``train.Run`` uses:
 import numpy as np
 
 from .fast.layout import n_weights, param_views
+from .batchjobs import OneThreadJobs
 from .network import backward, forward
 from .optim import clip_max_norm
 
 PIXEL_SCALE = np.float32(1 / 255)
 
 
-class ReferenceEngine:
+class ReferenceEngine(OneThreadJobs):
     """Train ``spec``'s network from (Ws, bs) with optimizer ``make_opt(theta, n_decay)``.
 
     The parameters live in one flat vector (all weights, then all biases: the
@@ -99,18 +100,6 @@ class ReferenceEngine:
 
     def buffer(self, shape, dtype=np.float32):
         return np.empty(shape, dtype)
-
-    def register(self, job):
-        self.jobs.append(job)
-        return len(self.jobs) - 1
-
-    def run_part(self, part):
-        if part is not None:
-            job, *args = part
-            self.jobs[job](*args)
-
-    def split(self, n):
-        return [(0, n)]
 
     def close(self):
         pass

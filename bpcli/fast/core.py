@@ -21,6 +21,7 @@ the same wherever they run, because each shard writes to memory of its own.
 
 import numpy as np
 
+from ..batchjobs import OneThreadJobs
 from ..network import dropout_mask
 from ..optim import clip_max_norm
 from .fused import PLAIN, Update
@@ -34,7 +35,7 @@ def dropout_masks(rng, shape_rows, widths, rate, dtype=np.float32):
     return [dropout_mask(rng, (shape_rows, w), rate, dtype) for w in widths]
 
 
-class FusedCore:
+class FusedCore(OneThreadJobs):
     """Train ``spec``'s network, starting from (Ws, bs) in model order, on mini-batches of up
     to ``batch`` rows with optimizer ``make_opt(theta, n_decay)``, each cut into ``shards``
     shards, the update into ``parts`` parts of the flat vector.
@@ -90,23 +91,6 @@ class FusedCore:
         array = self._empty(shape, dtype)
         self.buffers.append(array)
         return array
-
-    def register(self, job):
-        """Make ``job(a, b, c)`` (three ints) something ``run_part`` runs: a part of what
-        ``train_batch``'s ``meanwhile`` returns, as ``(handle, a, b, c)``; returns the handle."""
-        self.jobs.append(job)
-        return len(self.jobs) - 1
-
-    def run_part(self, part):
-        """Run one ``(handle, a, b, c)`` of a registered job, here (None: nothing)."""
-        if part is not None:
-            job, *args = part
-            self.jobs[job](*args)
-
-    def split(self, n):
-        """Rows [lo, hi) of a batch of n rows for each part of a job whose rows are
-        independent: here one part, every row, as there is no one to share them with."""
-        return [(0, n)]
 
     def train_batch(self, X, Y, lr, meanwhile=None):
         """One step of mini-batch SGD on X (n, k) and targets Y (n, 10), n <= batch.
