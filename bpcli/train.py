@@ -8,7 +8,8 @@ Exact resume: everything random comes from one Generator whose state is
 saved in each checkpoint, together with its state at the start of the
 current epoch (to redraw that epoch's permutation). A run interrupted mid-
 epoch and resumed ends with the same weights, bit for bit, as one that was
-never interrupted (same machine and thread count).
+never interrupted (same machine, BLAS kernels and thread count: another
+machine's kernels sum in another order, and `--resume` on them warns).
 """
 
 import contextlib
