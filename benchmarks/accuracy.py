@@ -21,6 +21,8 @@ is only reported.
 them): another machine's kernels sum in another order, and its bits of
 training differ. Each run reports the kernels that actually ran, as bp's
 checkpoint recorded them. Without it, runs take the kernels OpenBLAS picks.
+``--jobs N`` runs N at once: the accuracies are the same bits whatever the
+load, the wall times then not one run's alone.
 
 ``--baseline BP`` times that bp's own default recipe against bp's ``default``,
 side by side: one pair of runs per seed (the baseline's, then bp's), under
@@ -41,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,6 +234,9 @@ def main():
     ap.add_argument("--seeds", default="0", help="seeds, e.g. 0-4 or 0,1,2 (best: the first three)")
     ap.add_argument("--kernels", help="OpenBLAS kernels to run every seed under, e.g. Haswell,SkylakeX,"
                     "Sandybridge (OPENBLAS_CORETYPE; default: the ones OpenBLAS picks)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (default 1). The accuracies are the "
+                    "same bits whatever the load; the wall times are then not one run's alone (--baseline's "
+                    "pairs always run one at a time)")
     ap.add_argument("--baseline", help="another bp executable (e.g. commit 4e0bdb0's, in a venv of its "
                     "own): its default recipe and bp's are timed in pairs, one per seed, side by side")
     ap.add_argument("--data-dir", help="MNIST cache (default: a temp folder filled from the local copy)")
@@ -250,14 +256,17 @@ def main():
         rows, pairs = [], []
         for name in args.configs:
             config, flags, hidden, n_train = recipe(name)
-            runs = []
-            for seed in seeds[:MAX_SEEDS.get(name, len(seeds))]:
-                for kernel in kernels:
-                    r = run(bp_command(), config, seed, data_dir, runs_dir / f"{name}-{seed}-{kernel}", flags, kernel)
-                    runs.append(r)
-                    print(f"{name:15s} seed {seed} {r['kernel']:12s}: test {percent(r['test_accuracy'])}  "
-                          f"val {percent(r['val_accuracy'])}  {r['epochs']} epochs  {r['wall_seconds']:.1f} s",
-                          flush=True)
+            def one(seed_kernel, name=name, config=config, flags=flags):
+                seed, kernel = seed_kernel
+                r = run(bp_command(), config, seed, data_dir, runs_dir / f"{name}-{seed}-{kernel}", flags, kernel)
+                print(f"{name:15s} seed {seed} {r['kernel']:12s}: test {percent(r['test_accuracy'])}  "
+                      f"val {percent(r['val_accuracy'])}  {r['epochs']} epochs  {r['wall_seconds']:.1f} s",
+                      flush=True)
+                return r
+
+            todo = [(seed, kernel) for seed in seeds[:MAX_SEEDS.get(name, len(seeds))] for kernel in kernels]
+            with ThreadPoolExecutor(args.jobs) as pool:
+                runs = list(pool.map(one, todo))
             rows.append(summary(name, runs, hidden, n_train))
         if args.baseline:
             base_cfg = Path(args.baseline).resolve().parents[2] / "configs" / "default.yaml"
@@ -274,8 +283,9 @@ def main():
     table = markdown(rows, baseline)
     grids = [by_seed_and_kernel(r) for r in rows if len(r["kernels"]) > 1]
     print()
+    shared = f" ({args.jobs} runs at once: wall times are not one run's)" if args.jobs > 1 else ""
     print(f"command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}; {machine()}, {os.cpu_count()} cores; "
-          f"{time.strftime('%Y-%m-%d')}")
+          f"{time.strftime('%Y-%m-%d')}{shared}")
     print(table)
     for grid in grids:
         print("\n" + grid)
