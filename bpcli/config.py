@@ -37,7 +37,7 @@ DEFAULTS = {
         "dropout": 0.0,             # probability of dropping a hidden unit while training
     },
     "train": {
-        "epochs": 13,
+        "epochs": 14,
         "batch_size": 256,
         "optimizer": "sgd",         # sgd | adam
         "lr": 0.3,                  # learning rate: the size of each step against the gradient
@@ -45,7 +45,7 @@ DEFAULTS = {
         "nesterov": True,           # sgd only
         "beta1": 0.9,               # adam only
         "beta2": 0.999,             # adam only
-        "weight_decay": 5e-4,       # L2 penalty on the weights
+        "weight_decay": 1e-4,       # L2 penalty on the weights
         "schedule": "cosine",       # constant | step | cosine
         "step_size": 5,             # step schedule: epochs between decays
         "gamma": 0.1,               # step schedule: factor per decay
