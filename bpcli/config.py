@@ -194,7 +194,7 @@ KEYS = [
     Key("train.engine", "fast", choice("fast", "reference"), "`fast`, `reference`",
         "which code trains: the fast engine, or network.py + optim.py, the code to read (same weights within "
         "float32 rounding)"),
-    Key("train.epochs", 13, integer(lo=1, hi=MAX_EPOCHS, why="that many epochs would never finish"),
+    Key("train.epochs", 14, integer(lo=1, hi=MAX_EPOCHS, why="that many epochs would never finish"),
         "integer 1 .. 1,000,000", "passes over the training set"),
     # the step allocates (batch, width) arrays per layer up front: past the whole
     # training set they are never filled, only paid for
@@ -208,7 +208,7 @@ KEYS = [
     Key("train.nesterov", True, boolean, "true, false", "SGD only: Nesterov momentum"),
     Key("train.beta1", 0.9, number(lo=0.0, hi=1.0, hi_open=True), "number in [0, 1)", "Adam only"),
     Key("train.beta2", 0.999, number(lo=0.0, hi=1.0, hi_open=True), "number in [0, 1)", "Adam only"),
-    Key("train.weight_decay", 5e-4, number(lo=0.0), "number >= 0", "L2 on the weights (not the biases)"),
+    Key("train.weight_decay", 1e-4, number(lo=0.0), "number >= 0", "L2 on the weights (not the biases)"),
     Key("train.schedule", "cosine", choice("constant", "step", "cosine"), "`constant`, `step`, `cosine`",
         "learning-rate schedule over `train.epochs`"),
     Key("train.step_size", 5, integer(lo=1, hi=MAX_EPOCHS), "integer >= 1", "step schedule: epochs between decays"),

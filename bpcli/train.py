@@ -8,12 +8,14 @@ Exact resume: everything random comes from one Generator whose state is
 saved in each checkpoint, together with its state at the start of the
 current epoch (to redraw that epoch's permutation). A run interrupted mid-
 epoch and resumed ends with the same weights, bit for bit, as one that was
-never interrupted (same machine and thread count).
+never interrupted (same machine, BLAS kernels and thread count: another
+machine's kernels sum in another order, and `--resume` on them warns).
 """
 
 import contextlib
 import math
 import os
+import re
 import signal
 import time
 from datetime import datetime
@@ -36,6 +38,7 @@ from .network import Spec, example_costs, init_params, one_hot
 from .optim import learning_rate, make_optimizer
 from .progress import Progress, percent
 
+KERNEL_NAME = re.compile(r"[A-Za-z0-9_]{1,40}")  # OpenBLAS's core names: "SkylakeX", "Haswell", "NEOVERSEN1"
 
 
 class Interrupted(BpError):
@@ -161,7 +164,7 @@ class Run:
             "steps_by_workers": self.engine.steps_by_workers,
             "init": self.init,
             "cpu_count": os.cpu_count(),
-            "blas": blas.describe(),
+            "blas": blas.record(),
         }
 
     def save(self, name, with_optimizer=True):
@@ -438,8 +441,9 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, ini
     """
     progress = progress or Progress(quiet=True)
     threads, warning = choose_threads(threads, resume_from)
-    if warning:
-        progress.warn(warning)
+    for warning in (warning, kernel_warning(resume_from)):
+        if warning:
+            progress.warn(warning)
     with rundir.held(run_dir), single_threaded_blas():
         run = Run(cfg, data, run_dir, threads)
         try:
@@ -509,6 +513,25 @@ def choose_threads(asked, resume_from=None):
                        f"resuming on {asked} continues it, but not bit for bit as an uninterrupted run "
                        f"(that needs --threads {recorded})")
     return asked, None
+
+
+def kernel_warning(resume_from):
+    """A warning, or None: resuming on other BLAS kernels than the run trained on (``blas.kernel``)
+    continues it, but its sums round otherwise from here on. Checkpoints written before bp
+    recorded the kernels, and kernels that cannot be told, say nothing."""
+    if not resume_from:
+        return None
+    _, meta = read_checkpoint(resume_from, arrays=False)
+    recorded = meta.get("blas")
+    recorded = recorded.get("kernel") if isinstance(recorded, dict) else None
+    if not (isinstance(recorded, str) and KERNEL_NAME.fullmatch(recorded)):
+        return None  # (a checkpoint's text is shown only when it looks like a kernel's name)
+    current = blas.kernel()
+    if current is None or current == recorded:
+        return None
+    return (f"warning: this run was trained on OpenBLAS's {recorded} kernels, this process has {current}; "
+            f"resuming continues it, but not bit for bit as an uninterrupted run (that needs the same "
+            f"kernels: OPENBLAS_CORETYPE={recorded}, where this CPU can run them)")
 
 
 def _train_epochs(run, progress, log, latest, requested=None):

@@ -200,7 +200,7 @@ def test_train_names_its_threads_and_blas_path_first_and_resume_reapplies_them(m
     first = result.stderr.splitlines()[0]
     assert first.startswith("run dir ") and ", 2 threads on worker processes, " in first and blas.describe() in first
     _, meta = read_checkpoint(str(tmp_path / "r" / "last.npz"), arrays=False)
-    assert meta["threads"] == 2 and meta["blas"] == blas.describe()
+    assert meta["threads"] == 2 and meta["blas"] == blas.record()
     resumed = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "r"), "--epochs", "2"], env=mnist_env)
     assert resumed.exit_code == 0, resumed.output
     assert ", 2 threads on worker processes, " in resumed.stderr.splitlines()[0] and "warning" not in resumed.stderr
@@ -208,6 +208,43 @@ def test_train_names_its_threads_and_blas_path_first_and_resume_reapplies_them(m
                                env=mnist_env)
     assert other.exit_code == 0, other.output
     assert "warning: this run was trained on 2 threads" in other.stderr
+
+
+OTHER_KERNELS = ("Haswell", "Sandybridge", "SkylakeX")  # x86-64 OpenBLAS core types, one of which differs
+
+
+@NEEDS_MNIST
+def test_resuming_under_other_blas_kernels_warns_and_carries_on(mnist_env, tmp_path):
+    """OpenBLAS's kernels chosen per process (OPENBLAS_CORETYPE, in the child's environment
+    only): the checkpoint records the ones that ran, and a resume on others says so."""
+    from bpcli.checkpoint import read_checkpoint
+
+    def bp(args, env):
+        proc = _bp([*args, "--quiet"], env, start_new_session=True)
+        try:
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        assert proc.returncode == 0, err
+        return err, read_checkpoint(str(tmp_path / "r" / "last.npz"), arrays=False)[1]
+
+    _, meta = bp(["train", "--set", "data.limit=1500", "--set", "data.validation=500", "--hidden", "16",
+                  "--epochs", "1", "--run-dir", str(tmp_path / "r")], mnist_env)
+    here = meta["blas"]["kernel"]
+    if here not in OTHER_KERNELS:
+        pytest.skip(f"OpenBLAS kernels {here!r}: not an x86-64 CPU whose kernels can be swapped")
+    other = next(k for k in OTHER_KERNELS if k != here)
+    err, meta = bp(["train", "--resume", str(tmp_path / "r"), "--epochs", "2"],
+                   {**mnist_env, "OPENBLAS_CORETYPE": other})
+    assert meta["epoch"] == 2
+    if meta["blas"]["kernel"] != other:
+        pytest.skip(f"this CPU does not run OpenBLAS's {other} kernels (it ran {meta['blas']['kernel']})")
+    assert f"warning: this run was trained on OpenBLAS's {here} kernels, this process has {other}" in err
+    err, meta = bp(["train", "--resume", str(tmp_path / "r"), "--epochs", "3"],
+                   {**mnist_env, "OPENBLAS_CORETYPE": other})
+    assert meta["epoch"] == 3 and "warning" not in err  # resumed where it last ran: nothing to say
 
 
 @NEEDS_MNIST

@@ -555,3 +555,44 @@ def test_the_suggested_learning_rate_is_one_that_could_work_written_as_a_flag(lr
 
     assert gentler_lr(lr) == suggested
     assert float(gentler_lr(lr)) < lr
+
+
+# --- the BLAS kernels a run trained on ---------------------------------------------
+
+def test_a_checkpoint_records_its_blas_kernel_and_resuming_on_another_warns(data, tmp_path):
+    import io
+
+    from bpcli.fast import blas
+
+    if blas.kernel() is None:
+        pytest.skip("threadpoolctl cannot tell this BLAS's kernels")
+    _, run_dir = run(data, tmp_path, "r", ["train.epochs=1"])
+    _, meta = read_checkpoint(os.path.join(run_dir, "last.npz"), arrays=False)
+    assert meta["blas"]["kernel"] == blas.kernel() and meta["blas"]["description"] == blas.describe()
+    stream = io.StringIO()
+    resume(data, run_dir, epochs=2, progress=Progress(quiet=True, stream=stream))
+    assert stream.getvalue() == ""  # the same kernels: nothing to say
+    # the run as if trained elsewhere (a kernel this process is not running)
+    other = "Prescott" if blas.kernel() != "Prescott" else "Haswell"
+    elsewhere = tamper(run_dir, tmp_path / "elsewhere", {"blas": {**meta["blas"], "kernel": other}})
+    stream = io.StringIO()
+    summary = resume(data, elsewhere, epochs=3, progress=Progress(quiet=True, stream=stream))
+    assert summary["epochs"] == 3  # it carries on
+    said = stream.getvalue()
+    assert f"trained on OpenBLAS's {other} kernels, this process has {blas.kernel()}" in said
+    assert "not bit for bit" in said and f"OPENBLAS_CORETYPE={other}" in said
+
+
+@pytest.mark.parametrize("recorded", [DELETE, "BLAS: NumPy's own OpenBLAS via ctypes (the faster path here)",
+                                      {"kernel": None}, {"kernel": "x" * 500}, {"kernel": "Sky\nlake"}])
+def test_checkpoints_without_a_readable_kernel_resume_without_a_word_about_it(recorded, data, tmp_path):
+    """Checkpoints from before the kernel was recorded (no "blas", or the one line that described
+    the path), and kernels not worth echoing, resume as before."""
+    import io
+
+    _, run_dir = run(data, tmp_path, "r", ["train.epochs=1"])
+    old = tamper(run_dir, tmp_path / "old", {"blas": recorded})
+    stream = io.StringIO()
+    assert resume(data, old, epochs=2, progress=Progress(quiet=True, stream=stream))["epochs"] == 2
+    assert stream.getvalue() == ""
+    assert load_model(os.path.join(old, "best.npz")).spec.sizes == [784, 24, 12, 10]

@@ -34,7 +34,13 @@ product and axpy are checked against NumPy before a path is used.
 Without either (or with ``BP_BLAS=numpy``, or the older ``BP_DIRECT_BLAS=0``)
 the engine uses NumPy's matmul and ufuncs: the same arithmetic up to float
 rounding, a little slower. ``describe()`` says which path is in use and why:
-``bp train`` prints it and the checkpoint records it.
+``bp train`` prints it and the checkpoint records it (``record()``).
+
+Whichever the path, OpenBLAS computes with the kernels it picked for the CPU
+when it was loaded (``kernel()``: "SkylakeX", "Haswell", ...; the environment
+variable OPENBLAS_CORETYPE overrides the pick). Kernels for other vector
+widths add a product's terms in another order, so the same training differs
+in its last bits between them, and from there on in everything after.
 """
 
 import ctypes
@@ -56,6 +62,8 @@ _SYMBOLS = (("scipy_cblas_sgemm64_", "scipy_cblas_saxpy64_"), ("cblas_sgemm64_",
 _path = None        # "ctypes" or "scipy" once chosen; None: NumPy
 _why = None         # why this path (set once chosen)
 _gemm = _axpy = None
+_UNKNOWN = object()
+_kernel = _UNKNOWN  # kernel()'s answer, once asked
 
 
 def available():
@@ -72,15 +80,51 @@ def path():
 
 
 def describe():
-    """One line for the user and the checkpoint: which path computes, and why."""
+    """One line for the user and the checkpoint: which path computes, and why, and with which kernels."""
     available()
+    kernels = f", {kernel()} kernels" if kernel() else ""
     if _path == "ctypes":
-        return f"BLAS: NumPy's own OpenBLAS via ctypes ({_why})"
+        return f"BLAS: NumPy's own OpenBLAS via ctypes ({_why}){kernels}"
     if _path == "scipy":
         from scipy import __version__
 
-        return f"BLAS: scipy.linalg.blas (SciPy {__version__}; {_why})"
-    return f"BLAS: numpy matmul ({_why})"
+        return f"BLAS: scipy.linalg.blas (SciPy {__version__}; {_why}){kernels}"
+    return f"BLAS: numpy matmul ({_why}){kernels}"
+
+
+def record():
+    """What a checkpoint keeps of the BLAS it trained under: bits are only reproduced on the same kernels."""
+    return {"path": path() or "numpy", "kernel": kernel(), "description": describe()}
+
+
+def kernel():
+    """The OpenBLAS kernels the products run on ("SkylakeX", "Haswell", "Sandybridge", ...),
+    as threadpoolctl reads them from the library in use; None where that cannot be told
+    (another BLAS, no threadpoolctl). Fixed when the library loads: asked once."""
+    global _kernel
+    if _kernel is _UNKNOWN:
+        _kernel = _read_kernel()
+    return _kernel
+
+
+def _read_kernel():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    if path() == "scipy":
+        import scipy
+
+        home = os.path.dirname(scipy.__file__)
+    else:  # the ctypes path and NumPy's matmul both compute in NumPy's own BLAS
+        home = os.path.dirname(np.__file__)
+    # a wheel's libraries sit in <package>.libs beside it (Linux, Windows) or in .dylibs inside it (macOS)
+    own = {os.path.realpath(d) for d in (home + ".libs", os.path.join(home, ".dylibs"))}
+    libraries = [i for i in threadpool_info() if i.get("internal_api") == "openblas"]
+    mine = [i for i in libraries if os.path.dirname(os.path.realpath(i.get("filepath", ""))) in own]
+    found = mine or (libraries if len(libraries) == 1 else [])  # e.g. a distribution's system OpenBLAS
+    name = found[0].get("architecture") if found else None
+    return name if isinstance(name, str) and name else None
 
 
 def _choose():
