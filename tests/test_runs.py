@@ -240,3 +240,19 @@ def test_no_number_in_a_runs_files_kills_the_listing_or_shows_as_nan(runs_root, 
     assert run["test_accuracy"] is None and run["best_val_accuracy"] is None
     assert run["epochs_planned"] is None  # not a train.epochs bp accepts
     assert run["seconds"] is None or run["seconds"] < float("inf")
+
+
+@pytest.mark.parametrize("number", ["-1e308", "-5", "-0.5"])
+def test_a_negative_time_in_a_runs_files_shows_as_no_time(runs_root, number):
+    a_run(runs_root, result='{"state": "finished", "total_seconds": %s, "seconds": %s}' % (number, number),
+          metrics='{"epoch": 1, "seconds": %s}\n' % number)
+    text, doc = both_listings(runs_root)
+    row = text.splitlines()[1]
+    assert doc[0]["seconds"] is None and len(row) < 200, row
+
+
+@pytest.mark.parametrize("hidden", ["[-5, 0, 8]", "[0]", "[" + ",".join(["8"] * 5000) + "]", "[8, 1.5]"])
+def test_layer_sizes_bp_would_refuse_name_no_network(runs_root, hidden):
+    a_run(runs_root, config="model: {hidden: %s, activation: relu}\n" % hidden)
+    text, doc = both_listings(runs_root)
+    assert doc[0]["network"] is None and len(text.splitlines()[1]) < 200
