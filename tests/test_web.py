@@ -364,6 +364,26 @@ def test_serve_answers_only_to_loopback_host_names(checkpoint, tmp_path):
     assert code == 130 and err == "stopped serving\n"
 
 
+def test_serve_refuses_a_request_with_two_host_headers(checkpoint, tmp_path):
+    """Which of two Host headers a proxy or cache in between honours is anyone's guess (HTTP
+    says answer 400): a request that names the server and attacker.example is not answered."""
+    import socket
+
+    with serving(checkpoint, tmp_path) as (proc, port):
+        for hosts in ((f"127.0.0.1:{port}", "attacker.example"), ("attacker.example", f"127.0.0.1:{port}"),
+                      (f"127.0.0.1:{port}", f"127.0.0.1:{port}")):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(("GET /model.js HTTP/1.1\r\n" + "".join(f"Host: {h}\r\n" for h in hosts)
+                           + "Connection: close\r\n\r\n").encode())
+                answer = b""
+                while chunk := s.recv(65536):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.0 4") and b"BP_MODEL" not in answer, (hosts, answer[:40])
+        assert request(port, "/model.js")[0] == 200
+        code, err = stop(proc)
+    assert code == 130 and err == "stopped serving\n"
+
+
 def test_no_request_prints_a_traceback(tmp_path):
     """A reload mid-download (the client resets the connection), a NUL in the path, a broken
     request line, methods the page never uses: answered or dropped, nothing on the terminal."""
