@@ -224,6 +224,25 @@ def test_export_web_force_never_replaces_a_fifo_or_a_folder(checkpoint, tmp_path
     assert sorted(p.name for p in site.iterdir()) == ["app.js"]
 
 
+def test_export_web_prints_each_written_file_on_one_line(checkpoint, tmp_path):
+    """A folder name holding a newline or an escape sequence printed raw split a file's line in
+    two (or drove the terminal); --onnx already printed its file escaped."""
+    site = tmp_path / "a\nb\x1b]0;x\x07"
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site), "--train-sample", "0"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(web.SITE_FILES) and not any("\x1b" in line for line in lines), lines
+    assert sorted(p.name for p in site.iterdir()) == sorted(web.SITE_FILES)
+
+
+def test_train_sample_without_web_is_a_usage_error(checkpoint, tmp_path):
+    """--train-sample shapes the page; with --onnx it was silently ignored."""
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--onnx", str(tmp_path / "m.onnx"),
+                                      "--train-sample", "5"])
+    assert result.exit_code == 2 and "--train-sample" in result.stderr and "--web" in result.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_export_web_on_a_full_disk_leaves_nothing_and_a_retry_needs_no_force(checkpoint, small_disk):
     """The three page files fit, model.js does not: no page file and no folder is left (3 of
     4 files were, and a retry was refused without --force)."""
