@@ -290,7 +290,9 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, engine, run_d
     if used < threads:
         on += f" ({used} used: a batch of {values['train']['batch_size']} is too small to split further)"
     workers = worker_modes()[0]  # processes or threads (the engine may fall back: fast.Pace), or serial
-    if used > 1 and workers == "serial":
+    if values["train"]["engine"] == "reference":  # network.py's own loop: one thread, no workers
+        on = "1 thread (the reference engine trains on bp itself)"
+    elif used > 1 and workers == "serial":
         on += " (their shards one after another on bp itself: BP_WORKERS=serial)"
     elif used > 1:
         on += f" on worker {workers}"
