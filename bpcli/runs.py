@@ -138,7 +138,7 @@ def list_runs(root=None):
             if e.name != rundir.LATEST and e.is_dir(follow_symlinks=False)
             and (rundir.holds_a_run(e.path) or os.path.exists(os.path.join(e.path, rundir.LOCK_NAME)))]
     # a run elsewhere (--run-dir ../exp/foo) that latest points at is listed too
-    if latest and os.path.isdir(latest) and not any(r["latest"] for r in runs):
+    if latest and os.path.isdir(latest) and rundir.holds_a_run(latest) and not any(r["latest"] for r in runs):
         runs.append(describe(latest, latest))
     runs.sort(key=lambda r: (r["started"] or "", r["name"]), reverse=True)
     return runs

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -256,3 +257,13 @@ def test_layer_sizes_bp_would_refuse_name_no_network(runs_root, hidden):
     a_run(runs_root, config="model: {hidden: %s, activation: relu}\n" % hidden)
     text, doc = both_listings(runs_root)
     assert doc[0]["network"] is None and len(text.splitlines()[1]) < 200
+
+
+@pytest.mark.parametrize("target", ["/", "elsewhere-empty"])
+def test_a_latest_link_to_a_folder_without_a_run_adds_no_row(runs_root, tmp_path, target):
+    a_run(runs_root, "r", result={"state": "finished"})
+    target = tmp_path / target if target != "/" else Path("/")
+    target.mkdir(exist_ok=True)
+    (runs_root / "latest").symlink_to(target)
+    text, doc = both_listings(runs_root)
+    assert [r["name"] for r in doc] == ["r"], doc
