@@ -555,6 +555,8 @@ def export_cmd(checkpoint, onnx_file, web_dir, force, data_dir, train_sample):
     """
     if (onnx_file is None) == (web_dir is None):
         raise click.UsageError("give exactly one of --onnx FILE or --web DIR")
+    if onnx_file is not None and train_sample is not None:
+        raise click.UsageError("--train-sample N is for the page's Train panel: give it with --web DIR")
     if onnx_file is not None:
         from .export import check_output, export_onnx
         from .fsutil import shown_path
@@ -576,12 +578,13 @@ def export_cmd(checkpoint, onnx_file, web_dir, force, data_dir, train_sample):
         if report["test_accuracy"] is not None:
             click.echo(f"test accuracy {report['test_accuracy']:.4f} (in the file's metadata)")
     else:
+        from .fsutil import shown_path
         from .web import check_output as check_site, write_site
 
         check_site(web_dir, force)  # before the model is loaded, as for --onnx
         path, model, sample = _page_parts(checkpoint, train_sample, data_dir)
         for written in write_site(model, path, web_dir, force=force, sample=sample, checked=True):
-            click.echo(written)
+            click.echo(shown_path(written))  # one line a file, whatever the folder's name holds
 
 
 

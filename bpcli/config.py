@@ -392,6 +392,17 @@ def _loader():
             finally:
                 self.depth -= 1
 
+        def construct_mapping(self, node, deep=False):
+            # PyYAML keeps the last of two equal keys, silently: a value the user wrote is lost
+            seen = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value != "<<":
+                    if key_node.value in seen:
+                        raise ConstructorError(None, None, f"the key {shown(key_node.value)} appears twice in "
+                                               "one map; keep one", key_node.start_mark)
+                    seen.add(key_node.value)
+            return super().construct_mapping(node, deep)
+
         def construct_yaml_int(self, node):
             try:
                 return super().construct_yaml_int(node)

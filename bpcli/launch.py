@@ -78,7 +78,7 @@ def describe(cfg, run_dir, threads):
     batch, epochs = values["train"]["batch_size"], values["train"]["epochs"]
     on = f"{threads} thread{'s' * (threads != 1)}"
     if values["train"]["engine"] == "reference":
-        on = "the reference engine (network.py + optim.py, one thread)"
+        on = "1 thread (the reference engine trains on bp itself)"
     else:
         used = shards_for(threads, batch, spec.sizes)
         if used < threads:

@@ -54,6 +54,13 @@ def _number(x):
     return record.number({"x": x}, "x")
 
 
+def _duration(x):
+    """Seconds of a run, or None: a time is never negative (a damaged record's -1e308 would
+    print as 309 digits)."""
+    x = _number(x)
+    return x if x is not None and x >= 0 else None
+
+
 def _fraction(x):
     x = _number(x)
     return x if x is not None and 0 <= x <= 1 else None
@@ -65,8 +72,8 @@ def _network(config):
         hidden, activation = m["hidden"], m["activation"]
     except (KeyError, TypeError):
         return None
-    if not (isinstance(hidden, list) and all(type(n) is int for n in hidden) and isinstance(activation, str)):
-        return None  # a damaged config.yaml: no network to name
+    if RULES["model.hidden"](hidden) is not None or not isinstance(activation, str):
+        return None  # a damaged config.yaml (sizes bp would refuse): no network to name
     return describe_network([784, *hidden, 10], one_line(activation, 20))
 
 
@@ -87,11 +94,12 @@ def describe(run_dir, latest=None):
         planned = None
     vals = [v for v in (_fraction(m.get("val_accuracy")) for m in metrics) if v is not None]
     # every part of a run that was resumed; a record from before bp kept the total: its last part, or the epochs
-    seconds = record.number(result, "total_seconds")
+    seconds = _duration((result or {}).get("total_seconds"))
     if seconds is None:
-        seconds = record.number(result, "seconds") if state == "finished" else None
-    if seconds is None and metrics:
-        seconds = sum(_number(m.get("seconds")) or 0.0 for m in metrics)
+        seconds = _duration((result or {}).get("seconds")) if state == "finished" else None
+    times = [t for t in (_duration(m.get("seconds")) for m in metrics) if t is not None]
+    if seconds is None and times:
+        seconds = sum(times)
     started = record.text(result, "started")
     if started is None:  # a run from before the record kept it: its config's time
         try:
@@ -108,7 +116,7 @@ def describe(run_dir, latest=None):
         "epochs_planned": planned if type(planned) is int and not RULES["train.epochs"](planned) else None,
         "best_val_accuracy": max(vals) if vals else None,
         "test_accuracy": _fraction((result or {}).get("test_accuracy")),
-        "seconds": _number(seconds),
+        "seconds": _duration(seconds),
         "state": state,
         "has_model": os.path.isfile(os.path.join(run_dir, "best.npz")),
         "latest": latest is not None and os.path.realpath(run_dir) == latest,
@@ -130,7 +138,7 @@ def list_runs(root=None):
             if e.name != rundir.LATEST and e.is_dir(follow_symlinks=False)
             and (rundir.holds_a_run(e.path) or os.path.exists(os.path.join(e.path, rundir.LOCK_NAME)))]
     # a run elsewhere (--run-dir ../exp/foo) that latest points at is listed too
-    if latest and os.path.isdir(latest) and not any(r["latest"] for r in runs):
+    if latest and os.path.isdir(latest) and rundir.holds_a_run(latest) and not any(r["latest"] for r in runs):
         runs.append(describe(latest, latest))
     runs.sort(key=lambda r: (r["started"] or "", r["name"]), reverse=True)
     return runs

@@ -47,6 +47,7 @@ three intervals is failed and queued again.
 import contextlib
 import copy
 import json
+import math
 import os
 import re
 import signal
@@ -259,9 +260,15 @@ def _param(key, spec, where):
         if log:
             raise bad("cannot have both log and step")
         ok = config_mod._is_int(step) if integer else config_mod._is_number(step)
-        if not ok or step <= 0:
+        if not ok or step <= 0 or (isinstance(step, float) and not math.isfinite(step)):
             raise bad(f"step must be a positive {'integer' if integer else 'number'}, got {shown(step)}")
         steps = (high - low) / step
+        if not math.isfinite(steps):  # a step so small the count of steps overflows a float
+            raise bad(f"step {shown(step)} is too small for the range {shown(low)} to {shown(high)}; "
+                      "use a larger step")
+        if steps < 1 - 1e-9:  # Optuna would shrink the range to low alone, with a warning
+            raise bad(f"step {shown(step)} is larger than the range {shown(low)} to {shown(high)}; use a step "
+                      f"of at most {float(high - low):.6g}")
         if abs(steps - round(steps)) > 1e-9 * max(1.0, abs(steps)):
             raise bad(f"high - low ({high - low:g}) must be a whole number of steps of {step:g}")
     return Param(key, low, high, log, step, integer=integer)

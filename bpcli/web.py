@@ -231,7 +231,10 @@ class _PageHandler(http.server.BaseHTTPRequestHandler):
         self._answer(send_body=False)
 
     def _answer(self, send_body):
-        if not self.server.answers_to(self.headers.get("Host")):
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) > 1:  # which one a proxy in between honoured is anyone's guess: HTTP says 400
+            return self._send(400, b"a request names one Host\n", send_body)
+        if not self.server.answers_to(hosts[0] if hosts else None):
             return self._send(421, b"bp serve answers only to 127.0.0.1 and localhost\n", send_body)
         path = self.path.split("?", 1)[0].split("#", 1)[0]
         name = "index.html" if path == "/" else path[1:]

@@ -91,6 +91,10 @@ def test_train_says_when_a_batch_is_too_small_for_every_thread(mnist_env, tmp_pa
                                 env=dict(mnist_env, BP_WORKERS="serial"))
     assert serial.exit_code == 0, serial.output
     assert "2 threads (their shards one after another on bp itself: BP_WORKERS=serial), BLAS" in serial.stderr
+    reference = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "ref"), "--batch-size", "256", "--hidden",
+                                         "512", "--engine", "reference"], env=mnist_env)
+    assert reference.exit_code == 0, reference.output
+    assert "1 thread (the reference engine trains on bp itself), BLAS" in reference.stderr  # no workers
 
 
 def test_smoke_training_on_real_mnist(smoke_run, mnist_env):

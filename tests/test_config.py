@@ -91,6 +91,8 @@ def test_config_errors_exit_2_naming_the_key(args, names, hint):
     ("train: 3\n", "must be a map"),
     ("trainn: {lr: 1}\n", "did you mean 'train"),
     ("\xff\xfe", "cannot read"),
+    ("train:\n  lr: 0.5\n  epochs: 3\n  lr: 0.05\n", "key 'lr' appears twice"),  # PyYAML kept the last, silently
+    ("train: {lr: 0.5}\ntrain: {epochs: 3}\n", "key 'train' appears twice"),
 ])
 def test_bad_config_files(tmp_path, text, needle):
     f = tmp_path / "bad.yaml"

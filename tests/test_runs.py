@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -240,3 +241,29 @@ def test_no_number_in_a_runs_files_kills_the_listing_or_shows_as_nan(runs_root, 
     assert run["test_accuracy"] is None and run["best_val_accuracy"] is None
     assert run["epochs_planned"] is None  # not a train.epochs bp accepts
     assert run["seconds"] is None or run["seconds"] < float("inf")
+
+
+@pytest.mark.parametrize("number", ["-1e308", "-5", "-0.5"])
+def test_a_negative_time_in_a_runs_files_shows_as_no_time(runs_root, number):
+    a_run(runs_root, result='{"state": "finished", "total_seconds": %s, "seconds": %s}' % (number, number),
+          metrics='{"epoch": 1, "seconds": %s}\n' % number)
+    text, doc = both_listings(runs_root)
+    row = text.splitlines()[1]
+    assert doc[0]["seconds"] is None and len(row) < 200, row
+
+
+@pytest.mark.parametrize("hidden", ["[-5, 0, 8]", "[0]", "[" + ",".join(["8"] * 5000) + "]", "[8, 1.5]"])
+def test_layer_sizes_bp_would_refuse_name_no_network(runs_root, hidden):
+    a_run(runs_root, config="model: {hidden: %s, activation: relu}\n" % hidden)
+    text, doc = both_listings(runs_root)
+    assert doc[0]["network"] is None and len(text.splitlines()[1]) < 200
+
+
+@pytest.mark.parametrize("target", ["/", "elsewhere-empty"])
+def test_a_latest_link_to_a_folder_without_a_run_adds_no_row(runs_root, tmp_path, target):
+    a_run(runs_root, "r", result={"state": "finished"})
+    target = tmp_path / target if target != "/" else Path("/")
+    target.mkdir(exist_ok=True)
+    (runs_root / "latest").symlink_to(target)
+    text, doc = both_listings(runs_root)
+    assert [r["name"] for r in doc] == ["r"], doc

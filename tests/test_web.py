@@ -224,6 +224,25 @@ def test_export_web_force_never_replaces_a_fifo_or_a_folder(checkpoint, tmp_path
     assert sorted(p.name for p in site.iterdir()) == ["app.js"]
 
 
+def test_export_web_prints_each_written_file_on_one_line(checkpoint, tmp_path):
+    """A folder name holding a newline or an escape sequence printed raw split a file's line in
+    two (or drove the terminal); --onnx already printed its file escaped."""
+    site = tmp_path / "a\nb\x1b]0;x\x07"
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--web", str(site), "--train-sample", "0"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(web.SITE_FILES) and not any("\x1b" in line for line in lines), lines
+    assert sorted(p.name for p in site.iterdir()) == sorted(web.SITE_FILES)
+
+
+def test_train_sample_without_web_is_a_usage_error(checkpoint, tmp_path):
+    """--train-sample shapes the page; with --onnx it was silently ignored."""
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--onnx", str(tmp_path / "m.onnx"),
+                                      "--train-sample", "5"])
+    assert result.exit_code == 2 and "--train-sample" in result.stderr and "--web" in result.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_export_web_on_a_full_disk_leaves_nothing_and_a_retry_needs_no_force(checkpoint, small_disk):
     """The three page files fit, model.js does not: no page file and no folder is left (3 of
     4 files were, and a retry was refused without --force)."""
@@ -360,6 +379,26 @@ def test_serve_answers_only_to_loopback_host_names(checkpoint, tmp_path):
             for path in ("/", "/model.js", "/index.html"):
                 status, body = request(port, path, host)
                 assert status == 421 and b"BP_MODEL" not in body, (host, path)
+        code, err = stop(proc)
+    assert code == 130 and err == "stopped serving\n"
+
+
+def test_serve_refuses_a_request_with_two_host_headers(checkpoint, tmp_path):
+    """Which of two Host headers a proxy or cache in between honours is anyone's guess (HTTP
+    says answer 400): a request that names the server and attacker.example is not answered."""
+    import socket
+
+    with serving(checkpoint, tmp_path) as (proc, port):
+        for hosts in ((f"127.0.0.1:{port}", "attacker.example"), ("attacker.example", f"127.0.0.1:{port}"),
+                      (f"127.0.0.1:{port}", f"127.0.0.1:{port}")):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(("GET /model.js HTTP/1.1\r\n" + "".join(f"Host: {h}\r\n" for h in hosts)
+                           + "Connection: close\r\n\r\n").encode())
+                answer = b""
+                while chunk := s.recv(65536):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.0 4") and b"BP_MODEL" not in answer, (hosts, answer[:40])
+        assert request(port, "/model.js")[0] == 200
         code, err = stop(proc)
     assert code == 130 and err == "stopped serving\n"
 
