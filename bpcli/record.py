@@ -65,7 +65,11 @@ def state(doc):
 
 def number(doc, key):
     """A finite number field of the record, or None (missing, damaged, NaN, a bool)."""
-    value = (doc or {}).get(key)
+    return finite((doc or {}).get(key))
+
+
+def finite(value):
+    """``value`` if it is a finite number (a run's files say anything), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     try:

@@ -50,19 +50,15 @@ def _config(path):
     return doc if isinstance(doc, dict) else None
 
 
-def _number(x):
-    return record.number({"x": x}, "x")
-
-
 def _duration(x):
     """Seconds of a run, or None: a time is never negative (a damaged record's -1e308 would
     print as 309 digits)."""
-    x = _number(x)
+    x = record.finite(x)
     return x if x is not None and x >= 0 else None
 
 
 def _fraction(x):
-    x = _number(x)
+    x = record.finite(x)
     return x if x is not None and 0 <= x <= 1 else None
 
 
