@@ -108,14 +108,11 @@ def check_output(out_dir, force=False):
         refuse_non_file(os.path.join(out_dir, name), ConfigError)
 
 
-def parameter_count(sizes):
-    """Weights and biases of a network of layer ``sizes``."""
-    return sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
-
-
 def check_model_size(sizes):
     """Refuse (ConfigError) a network over MAX_PARAMETERS: see its comment."""
-    n = parameter_count(sizes)
+    from .network import Spec
+
+    n = Spec(list(sizes)).n_params
     if n > MAX_PARAMETERS:
         raise ConfigError(f"the page takes models of up to {MAX_PARAMETERS:,} parameters and this one has "
                           f"{n:,}: the browser loads every weight from model.js ({n * 16 / 3 / 1e6:,.0f} MB here) "
