@@ -28,11 +28,11 @@ EVAL_BATCH = 2000  # evaluation's rows per forward pass (metrics)
 DATA_BYTES = 3 * N_TRAIN * 784 + 10_000 * 784 + 5 * 4 * N_TRAIN * 10
 
 
-def training_bytes(flat, threads=1):
-    """Bytes ``bp train`` needs under the flat config ``flat`` on ``threads`` threads, by
+def training_bytes(recipe, threads=1):
+    """Bytes ``bp train`` needs under ``recipe`` (a ``config.Recipe``) on ``threads`` threads, by
     part: parameters (with optimizer state, and a gradient per extra thread), data, the
     per-batch buffers of the engine, and evaluation's buffers."""
-    hidden = flat["model.hidden"]
+    hidden, dropout = recipe.model.hidden, recipe.model.dropout
     widths = [*hidden, 10]                       # every layer's output: a[l], delta[l]
     widest = max(widths)
     n_params = sum(m * n + n for m, n in zip([784, *hidden], widths))
@@ -42,14 +42,14 @@ def training_bytes(flat, threads=1):
         + widest                                 # f'(a) of one layer, made during backward
         + TALLY_EVERY * 10                       # a[L] of the batches kept for the tally
     )
-    if flat["model.dropout"]:
+    if dropout:
         # a dropped copy fed forward and a kept mask per hidden layer; the mask's random draw
         floats_per_row += 2 * sum(hidden) + 2 * max(hidden, default=0)
-    if flat["train.augment"]:
+    if recipe.train.augment:
         floats_per_row += AUGMENT_FLOATS_PER_IMAGE
     if threads > 1:  # worker processes' staged rows (each process keeps to its own rows of the rest)
-        floats_per_row += 10 + (sum(hidden) if flat["model.dropout"] else 0) + 784 // 4
-    batch = flat["train.batch_size"] * (4 * floats_per_row + 2 * 784)  # + the uint8 pixels of two batches
+        floats_per_row += 10 + (sum(hidden) if dropout else 0) + 784 // 4
+    batch = recipe.train.batch_size * (4 * floats_per_row + 2 * 784)  # + the uint8 pixels of two batches
     evaluation = EVAL_BATCH * 4 * (784 + 2 * sum(widths))          # network.forward keeps every a[l]
     return {"parameters": n_params * (BYTES_PER_PARAM + 4 * (threads - 1)), "data": DATA_BYTES, "batch": batch,
             "evaluation": evaluation, "n_params": n_params}

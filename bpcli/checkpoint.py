@@ -280,7 +280,7 @@ def _read_meta(zf, members, path):
     sizes = meta.get("sizes")
     if sizes is None:
         raise _fail(path, "metadata has no layer sizes; it is incomplete")
-    expected = [784, *config.flat["model.hidden"], 10]
+    expected = [784, *config.recipe.model.hidden, 10]
     if sizes != expected or not all(type(n) is int for n in sizes):
         raise _fail(path, f"metadata has layer sizes {truncate(repr(sizes), 60)}, but its config's "
                           f"model.hidden makes {truncate(expected, 60)}; the file is inconsistent")

@@ -264,13 +264,12 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, engine, run_d
 
     plan = launch.plan(config_file, sets, _flags(epochs, batch_size, lr, hidden, seed, engine), run_dir, resume,
                        init_model, force, data_dir)
-    data = launch.load_data(plan, progress=False if quiet else None, **_fetching(mirrors, offline))
+    data = launch.load_data(plan.cfg, progress=False if quiet else None, **_fetching(mirrors, offline))
     summary = launch.start(plan, data, Progress(quiet=quiet), threads)
-    values = plan.cfg.values
+    lr = plan.cfg.recipe.train.lr
     if summary["test_accuracy"] < train_mod.CHANCE_LEVEL:  # loud even with --quiet: exit 0 hides it
         click.echo(f"Warning: test accuracy {summary['test_accuracy']:.1%} is chance level: the network learned "
-                   f"nothing. Is the learning rate ({values['train']['lr']:g}) too high? Try --lr "
-                   f"{train_mod.gentler_lr(values['train']['lr'])}", err=True)
+                   f"nothing. Is the learning rate ({lr:g}) too high? Try --lr {train_mod.gentler_lr(lr)}", err=True)
     if as_json:
         _emit_json(summary)
     else:
@@ -316,10 +315,10 @@ def config_cmd(config_file, sets, epochs, batch_size, lr, hidden, seed, engine, 
 def gradcheck(config_file, sets, tolerance, as_json):
     """Check backprop against finite differences on a small net built from the config."""
     from . import config as config_mod
-    from .gradcheck import check_config
+    from .gradcheck import check_model
 
     cfg = config_mod.resolve(config_file, sets)
-    result = check_config(cfg.values)
+    result = check_model(cfg.recipe.model)
     worst = result["max_error"]
     result.update(tolerance=tolerance, ok=bool(worst <= tolerance))
     if as_json:

@@ -8,6 +8,7 @@ values are ``ConfigError`` (exit 2) naming the key and the closest valid one.
 """
 
 import copy
+import dataclasses
 import difflib
 import functools
 import json
@@ -44,6 +45,7 @@ def integer(lo=None, hi=None, why=""):
         if hi is not None and v > hi:
             return f"must be <= {hi:,}, got {shown(v)}{why and f' ({why})'}"
         return None
+    check.type = int
     return check
 
 
@@ -62,6 +64,7 @@ def number(lo=None, hi=None, lo_open=False, hi_open=False):
         if hi is not None and (v >= hi if hi_open else v > hi):
             return f"must be {'<' if hi_open else '<='} {hi}, got {shown(v)}"
         return None
+    check.type = float  # YAML's 1 for 1.0 reads as 1.0
     return check
 
 
@@ -70,6 +73,7 @@ def optional(check):
     def check_optional(v):
         problem = None if v is None else check(v)
         return problem and problem.replace(", got", " (or null), got", 1)
+    check_optional.type = lambda v: None if v is None else check.type(v)
     return check_optional
 
 
@@ -81,6 +85,7 @@ def choice(*options):
             return f"must be one of {', '.join(options)}, got {shown(v)}{hint}"
         return None
     check.options = options  # (the CLI's choice flags offer the same)
+    check.type = str
     return check
 
 
@@ -90,6 +95,9 @@ def boolean(v):
 
 def string(v):
     return None if isinstance(v, str) and v else f"must be a non-empty string, got {shown(v)}"
+
+
+boolean.type, string.type = bool, str
 
 
 MAX_UNITS = 100_000  # per hidden layer; larger is a typo, not a model for 784 inputs
@@ -114,6 +122,9 @@ def layer_sizes(v):
         return (f"a layer of {shown(biggest)} units needs over {need:,.1f} GiB for weights, gradients "
                 f"and momentum; use at most {MAX_UNITS:,} units per layer")
     return None
+
+
+layer_sizes.type = tuple
 
 
 # train.augment: false, or a map of transforms -> a check of each one's value.
@@ -151,6 +162,10 @@ def augment(v):
         if problem:
             return f"transform '{key}' {problem}"
     return None
+
+
+# what code reads: None for no augmentation, else each transform's largest amount as a float
+augment.type = lambda v: {name: float(amount) for name, amount in v.items()} if v else None
 
 
 # Bounds beyond "what the type allows", each because something past it breaks:
@@ -227,6 +242,45 @@ KEYS = [
 ]
 BY_PATH = {key.path: key for key in KEYS}
 RULES = {key.path: key.rule for key in KEYS}
+
+
+# ---------------------------------------------------------------------------
+# What code reads: a resolved config as typed, read-only values. Each section's fields
+# are its keys in KEYS, each value converted by its key's rule (``rule.type``): code
+# writes ``recipe.train.lr`` (a float, even where YAML said 1) and
+# ``recipe.model.hidden`` (a tuple of ints), never ``values["train"]["lr"]``.
+
+def _section(name):
+    keys = [key for key in KEYS if key.path.startswith(name + ".")]
+    cls = dataclasses.make_dataclass(
+        name.title(), [(key.path.split(".")[1], key.rule.type if isinstance(key.rule.type, type) else object)
+                       for key in keys], frozen=True)
+    cls.__module__ = __name__
+    cls.__doc__ = f"The {name}.* keys of a resolved config, typed (config.KEYS declares them)."
+    return cls
+
+
+Data, Model, Train = _section("data"), _section("model"), _section("train")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A resolved config as code reads it: ``recipe.seed``, ``recipe.data.limit``,
+    ``recipe.model.hidden``, ``recipe.train.lr``."""
+
+    seed: int
+    data: Data
+    model: Model
+    train: Train
+
+    @classmethod
+    def of(cls, flat):
+        """From a Config's ``flat`` map of valid values ({'train.lr': 0.3, ...})."""
+        typed = {path: BY_PATH[path].rule.type(value) for path, value in flat.items()}
+        sections = {name: section(**{path.split(".")[1]: value for path, value in typed.items()
+                                     if path.startswith(name + ".")})
+                    for name, section in (("data", Data), ("model", Model), ("train", Train))}
+        return cls(seed=typed["seed"], **sections)
 
 
 def key_reference():
@@ -332,7 +386,13 @@ class Config:
 
     @property
     def values(self):
+        """The nested map a config file, a checkpoint and config.yaml hold."""
         return unflatten(self.flat)
+
+    @property
+    def recipe(self):
+        """The typed values code reads (``Recipe``)."""
+        return Recipe.of(self.flat)
 
     def to_yaml(self, with_sources=False):
         """The resolved config as YAML; with_sources adds '# from …' comments."""
@@ -495,14 +555,14 @@ def recipe_table():
     the accuracy and time measured for it (its '# measured:' comment line)."""
     rows = []
     for name, path in recipes().items():
-        values = resolve(path).values
-        m, t = values["model"], values["train"]
-        sizes = [784, *m["hidden"], 10]
+        recipe = resolve(path).recipe
+        m, t = recipe.model, recipe.train
+        sizes = [784, *m.hidden, 10]
         with open(path, encoding="utf-8") as f:
             measured = next((line.split(":", 1)[1].strip() for line in f if line.startswith("# measured:")), None)
-        rows.append({"name": name, "network": describe_network(sizes, m["activation"]),
+        rows.append({"name": name, "network": describe_network(sizes, m.activation),
                      "parameters": sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])),
-                     "epochs": t["epochs"], "augmented": bool(t["augment"]), "measured": measured})
+                     "epochs": t.epochs, "augmented": bool(t.augment), "measured": measured})
     return rows
 
 
@@ -560,7 +620,7 @@ def check_model_size(cfg):
     have = _memory_bytes()
     if not have:
         return
-    part = training_bytes(cfg.flat, usable_cpus())
+    part = training_bytes(cfg.recipe, usable_cpus())
     need = part["parameters"] + part["data"] + part["batch"] + part["evaluation"]
     if need <= 0.8 * have:
         return

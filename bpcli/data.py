@@ -217,10 +217,9 @@ def seeds(seed):
     return np.random.default_rng(init), np.random.default_rng(split), np.random.default_rng(train)
 
 
-def validation_split(data, values):
-    """(train_X, train_y, val_X, val_y) of a run: the first data.limit training images,
-    data.validation of them held out by the seed's own stream."""
-    limit = values["data"]["limit"]
-    _, split_rng, _ = seeds(values["seed"])
-    return split_validation(data.train_images[:limit], data.train_labels[:limit],
-                            values["data"]["validation"], split_rng)
+def validation_split(data, recipe):
+    """(train_X, train_y, val_X, val_y) of a run (its ``config.Recipe``): the first
+    data.limit training images, data.validation of them held out by the seed's own stream."""
+    limit = recipe.data.limit
+    _, split_rng, _ = seeds(recipe.seed)
+    return split_validation(data.train_images[:limit], data.train_labels[:limit], recipe.data.validation, split_rng)

@@ -7,6 +7,7 @@ rendered from that same dict, so the two never disagree.
 import numpy as np
 
 from .checkpoint import check_outputs
+from .config import from_values
 from .data import load_mnist_for, validation_split
 from .datasets import of_config
 from .errors import ConfigError
@@ -14,10 +15,12 @@ from .metrics import most_confused, predict, report
 
 
 def split_arrays(data, values, split):
-    """The images and labels of ``split`` as the run that wrote ``values`` saw them."""
+    """The images and labels of ``split`` as the run that wrote ``values`` (its config) saw them."""
     if split == "test":
         return data.test_images, data.test_labels
-    train_X, train_y, val_X, val_y = validation_split(data, values)
+    if not values:
+        raise ConfigError(f"this model carries no config to find its {split} split by; evaluate it with --split test")
+    train_X, train_y, val_X, val_y = validation_split(data, from_values(values, "the model's config").recipe)
     if split == "val" and not len(val_y):
         raise ConfigError("this model's run held out no validation images (data.validation: 0); "
                           "evaluate it with --split test")

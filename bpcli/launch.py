@@ -8,6 +8,7 @@ fetched; the run dir is created only once the data is there, so a failed
 download leaves no empty run behind.
 """
 
+import copy
 import os
 from typing import NamedTuple
 
@@ -52,19 +53,36 @@ def plan(config_file=None, sets=(), flags=None, run_dir=None, resume=None, init_
     return Plan(cfg, run_dir, init=init, force=force)
 
 
-def load_data(plan, progress=None, mirrors=None, offline=None):
-    """The run's dataset, fetched into its data dir if missing."""
-    data = plan.cfg.values["data"]
-    return load_mnist(data["dir"], mirrors=mirrors, offline=offline, progress=progress, dataset=data["dataset"])
+def variant(base, params, where):
+    """``base`` with ``params`` ({key path: value}, from ``where``) set, checked as ``resolve``
+    checks a config: the config of a bp tune trial."""
+    cfg = copy.deepcopy(base)
+    for path, value in params.items():
+        cfg.set(path, value, where)
+    config_mod.check_combinations(cfg)
+    config_mod.check_model_size(cfg)
+    return cfg
 
 
-def start(plan, data, progress, threads=None):
-    """Create the run dir (a new run), say what is about to train, and train it -> the summary."""
+def load_data(cfg, progress=None, mirrors=None, offline=None):
+    """The dataset of the config ``cfg``, fetched into its data dir if missing."""
+    data = cfg.recipe.data
+    return load_mnist(data.dir, mirrors=mirrors, offline=offline, progress=progress, dataset=data.dataset)
+
+
+def start(plan, data, progress, threads=None, latest=True, stop=None):
+    """Create the run dir (a new run), say what is about to train, and train it -> the summary.
+
+    The run dir is let go when training ends (a bp tune worker trains many runs in one
+    process); ``latest`` and ``stop`` are ``train.train``'s."""
     run_dir = plan.run_dir if plan.resume_from else rundir.create(plan.run_dir, plan.force)
-    threads, _ = train_mod.choose_threads(threads, plan.resume_from)  # train() warns if it differs from the run's
-    progress.note(describe(plan.cfg, run_dir, threads))
-    return train_mod.train(plan.cfg, data, run_dir, resume_from=plan.resume_from, progress=progress,
-                           threads=threads, init=plan.init)
+    try:
+        threads, _ = train_mod.choose_threads(threads, plan.resume_from)  # train() warns if it differs
+        progress.note(describe(plan.cfg, run_dir, threads))
+        return train_mod.train(plan.cfg, data, run_dir, resume_from=plan.resume_from, progress=progress,
+                               threads=threads, init=plan.init, latest=latest, stop=stop)
+    finally:
+        rundir.release(run_dir)
 
 
 def describe(cfg, run_dir, threads):
@@ -73,11 +91,11 @@ def describe(cfg, run_dir, threads):
     from .fast.parallel.placement import worker_modes
     from .fast.parallel.sharding import shards_for
 
-    values = cfg.values
-    spec = train_mod.spec_from_config(values)
-    batch, epochs = values["train"]["batch_size"], values["train"]["epochs"]
+    recipe = cfg.recipe
+    spec = train_mod.spec_of(recipe.model)
+    batch, epochs = recipe.train.batch_size, recipe.train.epochs
     on = f"{threads} thread{'s' * (threads != 1)}"
-    if values["train"]["engine"] == "reference":
+    if recipe.train.engine == "reference":
         on = "1 thread (the reference engine trains on bp itself)"
     else:
         used = shards_for(threads, batch, spec.sizes)

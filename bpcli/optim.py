@@ -158,12 +158,12 @@ def join_state(state, n, **arrays):
         arr[:n], arr[n:] = state[f"{name}0"], state[f"{name}1"]
 
 
-def make_optimizer(train_cfg, theta, n_decay):
-    if train_cfg["optimizer"] == "adam":
-        return Adam(theta, beta1=train_cfg["beta1"], beta2=train_cfg["beta2"],
-                    weight_decay=train_cfg["weight_decay"], n_decay=n_decay)
-    return SGD(theta, momentum=train_cfg["momentum"], nesterov=train_cfg["nesterov"],
-               weight_decay=train_cfg["weight_decay"], n_decay=n_decay)
+def make_optimizer(train, theta, n_decay):
+    """The optimizer a config's train section (``config.Train``) names, over ``theta``."""
+    if train.optimizer == "adam":
+        return Adam(theta, beta1=train.beta1, beta2=train.beta2, weight_decay=train.weight_decay, n_decay=n_decay)
+    return SGD(theta, momentum=train.momentum, nesterov=train.nesterov, weight_decay=train.weight_decay,
+               n_decay=n_decay)
 
 
 # ---------------------------------------------------------------------------
@@ -194,13 +194,11 @@ def warmup(epoch, warmup_epochs):
     return (epoch + 1e-3) / warmup_epochs
 
 
-def learning_rate(train_cfg, epoch):
-    """The learning rate at fractional epoch ``epoch`` under the config's schedule and warmup."""
-    lr = SCHEDULES[train_cfg["schedule"]](
-        train_cfg["lr"], epoch, train_cfg["epochs"],
-        step_size=train_cfg["step_size"], gamma=train_cfg["gamma"],
-    )
-    return lr * warmup(epoch, train_cfg["warmup_epochs"])
+def learning_rate(train, epoch):
+    """The learning rate at fractional epoch ``epoch`` under the schedule and warm-up of a
+    config's train section (``config.Train``)."""
+    lr = SCHEDULES[train.schedule](train.lr, epoch, train.epochs, step_size=train.step_size, gamma=train.gamma)
+    return lr * warmup(epoch, train.warmup_epochs)
 
 
 def clip_max_norm(Ws, max_norm):

@@ -52,9 +52,9 @@ class Interrupted(BpError):
                    f"Resume with: bp train --resume {shell_word(run_dir)}")
 
 
-def spec_from_config(values):
-    m = values["model"]
-    return Spec([PIXELS, *m["hidden"], N_CLASSES], m["activation"], m["output"], m["loss"])
+def spec_of(model):
+    """The network a config's model section (``config.Model``) describes."""
+    return Spec([PIXELS, *model.hidden, N_CLASSES], model.activation, model.output, model.loss)
 
 
 #: the signals that stop a run cleanly: Ctrl-C, kill's default, a closed terminal
@@ -100,27 +100,27 @@ class Run:
     """The state of one training run: what a checkpoint saves and a resume restores."""
 
     def __init__(self, cfg, data, run_dir, threads=1):
-        self.values = cfg.values
+        self.values, self.recipe = cfg.values, cfg.recipe
         self.run_dir = run_dir
-        self.spec = spec_from_config(self.values)
-        init_rng, _, self.rng = seeds(self.values["seed"])
-        self.train_X, self.train_y, self.val_X, self.val_y = validation_split(data, self.values)
+        self.spec = spec_of(self.recipe.model)
+        init_rng, _, self.rng = seeds(self.recipe.seed)
+        self.train_X, self.train_y, self.val_X, self.val_y = validation_split(data, self.recipe)
         self.test_X, self.test_y = data.test_images, data.test_labels
-        t = self.values["train"]
-        self.augment = t["augment"] or None
+        t = self.recipe.train
+        self.augment = t.augment
         # the engine leaves out of its products the pixels that are 0 in every training
         # image; augmentation moves ink anywhere, and then every pixel takes part
         inked = self.train_X.any(axis=0) | bool(self.augment)
-        Ws, bs = init_params(self.spec, init_rng, self.values["model"]["init"])
+        Ws, bs = init_params(self.spec, init_rng, self.recipe.model.init)
         self.threads = threads
-        self.engine = ENGINES[t["engine"]](self.spec, Ws, bs, lambda theta, n: make_optimizer(t, theta, n),
-                                           t["batch_size"], inked, threads=threads,
-                                           dropout=self.values["model"]["dropout"], max_norm=t["max_norm"],
+        self.engine = ENGINES[t.engine](self.spec, Ws, bs, lambda theta, n: make_optimizer(t, theta, n),
+                                        t.batch_size, inked, threads=threads,
+                                        dropout=self.recipe.model.dropout, max_norm=t.max_norm,
                                            rng=self.rng)
         self.train_X = self.engine.inputs_of(self.train_X)
         # two of each batch buffer: the next batch is prepared in one while the engine trains on
         # the other; with augmentation, the engine's workers warp parts of it (``warp``)
-        B = t["batch_size"]
+        B = t.batch_size
         self.pixels = [self.engine.buffer((B, self.train_X.shape[1]), np.uint8) for _ in range(2)]
         self.augmenter = self.augmented = self.warp_handle = None
         if self.augment:
@@ -184,7 +184,7 @@ class Run:
                                   f"says {self.spec.sizes}; resume without changing model keys")
         n = len(self.train_y)
         check_training_state(meta, arrays, path, n_train=n,
-                             steps_per_epoch=-(-n // self.values["train"]["batch_size"]))
+                             steps_per_epoch=-(-n // self.recipe.train.batch_size))
         try:
             L = len(self.spec.sizes) - 1
             state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
@@ -209,10 +209,10 @@ class Run:
         """One epoch of mini-batch SGD, from ``self.step`` on (a resumed run starts mid-epoch);
         a stop request saves last.npz after the current step and raises Interrupted."""
         setup = time.perf_counter()  # drawing the order and preparing count as training time
-        t, engine = self.values["train"], self.engine
+        t, engine = self.recipe.train, self.engine
         epoch = Epoch(self, self.epoch_order())
         self.partial["seconds"] += time.perf_counter() - setup
-        progress.start_epoch(self.epoch + 1, t["epochs"], epoch.steps, self.step)
+        progress.start_epoch(self.epoch + 1, t.epochs, epoch.steps, self.step)
         epoch.prepare_first()
         while self.step < epoch.steps:
             t0 = time.perf_counter()
@@ -250,7 +250,7 @@ class Run:
 
     def patience_ran_out(self):
         """Early stopping: the best validation accuracy is train.patience epochs old."""
-        patience = self.values["train"]["patience"]
+        patience = self.recipe.train.patience
         if not patience or self.best is None or self.best["val_accuracy"] is None:
             return False
         return self.epoch - self.best["epoch"] >= patience
@@ -264,19 +264,18 @@ class Run:
     def diverged(self, what, lr):
         """The error for a run that diverged, saying what is left of it. Nothing of the
         diverged state is saved: last.npz and best.npz stay those of the last good epoch."""
-        t = self.values["train"]
         last = os.path.join(self.run_dir, "last.npz")
         if self.history and os.path.exists(last):
             kept = (f"the last good checkpoint is {last} (epoch {self.epoch}), "
                     f"and {os.path.join(self.run_dir, 'best.npz')} is still usable")
         else:
             kept = "no epoch had finished, so nothing was saved"
-        again = f"bp train -c {shell_word(os.path.join(self.run_dir, 'config.yaml'))} --lr {gentler_lr(t['lr'])}"
+        again = f"bp train -c {shell_word(os.path.join(self.run_dir, 'config.yaml'))} --lr {gentler_lr(self.recipe.train.lr)}"
         return TrainingDiverged(f"training diverged: {what} in epoch {self.epoch + 1} at lr {lr:.4g}; "
                                 f"train again with a lower learning rate, e.g. {again}; {kept}")
 
     def finish_epoch(self, seconds):
-        t, p = self.values["train"], self.partial
+        t, p = self.recipe.train, self.partial
         self.check_finite(learning_rate(t, self.epoch + 1 - 1e-9))
         val_loss, val_acc = loss_and_accuracy(*self.model_params(), self.spec, self.val_X, self.val_y)
         if len(self.val_y) and not math.isfinite(val_loss):  # finite weights whose outputs overflow
@@ -285,7 +284,7 @@ class Run:
         self.train_seconds += p["seconds"]
         m = {
             "epoch": self.epoch,
-            "epochs": t["epochs"],
+            "epochs": t.epochs,
             "train_loss": p["loss_sum"] / p["seen"],
             "train_accuracy": p["correct"] / p["seen"],
             "val_loss": None if val_loss != val_loss else val_loss,
@@ -307,17 +306,17 @@ class Epoch:
     loss and accuracy."""
 
     def __init__(self, run, perm):
-        t = run.values["train"]
+        t = run.recipe.train
         self.run, self.perm, self.t = run, perm, t
-        self.B = t["batch_size"]
+        self.B = t.batch_size
         self.steps = -(-len(perm) // self.B)
         # every example's label and target Y in this epoch's order: a batch's are then a slice
         self.labels = run.train_y[perm]
         self.targets = one_hot(self.labels, N_CLASSES)
-        if t["label_smoothing"]:
-            self.targets *= 1.0 - t["label_smoothing"]
-            self.targets += t["label_smoothing"] / N_CLASSES
-        self.fixed_lr = learning_rate(t, 0) if t["schedule"] == "constant" and not t["warmup_epochs"] else None
+        if t.label_smoothing:
+            self.targets *= 1.0 - t.label_smoothing
+            self.targets += t.label_smoothing / N_CLASSES
+        self.fixed_lr = learning_rate(t, 0) if t.schedule == "constant" and not t.warmup_epochs else None
         # Training loss and accuracy come from each batch's a[L], kept and tallied every
         # TALLY_EVERY batches in one vectorised pass rather than a few small calls per batch
         self.outputs = np.empty((TALLY_EVERY * self.B, N_CLASSES), dtype=np.float32)
@@ -418,7 +417,7 @@ def initial_model(path, cfg):
 
     ckpt, _ = locate_model(path)
     model = load_model(ckpt)
-    spec = spec_from_config(cfg.values)
+    spec = spec_of(cfg.recipe.model)
     if model.spec.sizes != spec.sizes or model.spec.activation != spec.activation:
         raise ConfigError(f"--init {shown_path(path)} is a {describe_network(model.spec.sizes, model.spec.activation)} "
                           f"network, the config asks for {describe_network(spec.sizes, spec.activation)}; "
@@ -489,7 +488,7 @@ class RunLog:
         run = self.run
         record.write(run.run_dir, state, started=self.started,
                      total_seconds=self.earlier_seconds + time.perf_counter() - self.t0,
-                     epochs_done=run.epoch, epochs_planned=run.values["train"]["epochs"], init=run.init, **fields)
+                     epochs_done=run.epoch, epochs_planned=run.recipe.train.epochs, init=run.init, **fields)
 
 
 def _finished(run_dir):
@@ -535,7 +534,7 @@ def kernel_warning(resume_from):
 
 
 def _train_epochs(run, progress, log, latest, requested=None):
-    run_dir, epochs = run.run_dir, run.values["train"]["epochs"]
+    run_dir, epochs = run.run_dir, run.recipe.train.epochs
     wall0 = time.perf_counter()
     # overflow to inf/nan is detected as divergence (Run.check_finite), not warned about per step
     with stop_requests(requested) as stop, np.errstate(over="ignore", invalid="ignore", under="ignore"):
@@ -561,7 +560,7 @@ def _train_epochs(run, progress, log, latest, requested=None):
             log.write(record.RUNNING)  # the time so far, should this process be killed
             if run.patience_ran_out():
                 progress.note(f"early stop: no better validation accuracy for "
-                              f"{run.values['train']['patience']} epochs")
+                              f"{run.recipe.train.patience} epochs")
                 break
             if stop and run.epoch < epochs:
                 raise Interrupted.of(run_dir, f"after epoch {run.epoch}")
@@ -587,8 +586,9 @@ def resume_config(ckpt, flags):
     """The config to continue a run with: its own, where flags may only extend train.epochs."""
     _, meta = read_checkpoint(ckpt, arrays=False)  # config checked; Run.restore reads the arrays
     cfg = from_values(meta["config"], f"{ckpt}")
+    epochs = cfg.recipe.train.epochs
     # a checkpoint never decides where bp downloads (data.choose_data_dir; --data-dir is applied after)
-    folder, source = choose_data_dir(cfg.flat["data.dir"], dataset=cfg.flat["data.dataset"])
+    folder, source = choose_data_dir(cfg.recipe.data.dir, dataset=cfg.recipe.data.dataset)
     if source != "recorded":
         cfg.set("data.dir", folder, source)
     for path, value in flags.items():
@@ -597,14 +597,13 @@ def resume_config(ckpt, flags):
         if path != "train.epochs":
             raise ConfigError(f"--resume continues a run with its own config; only --epochs may be "
                               f"given with it (got a value for '{path}')")
-        if value < meta["config"]["train"]["epochs"]:
-            raise ConfigError(f"--epochs {value} is fewer than the run's {meta['config']['train']['epochs']}; "
+        if value < epochs:
+            raise ConfigError(f"--epochs {value} is fewer than the run's {epochs}; "
                               "--resume may only extend train.epochs")
         cfg.set(path, value, "flag --epochs")
     run_dir = os.path.dirname(os.path.abspath(ckpt))
     epoch = meta.get("epoch")  # (a tampered one is left to Run.restore's full check)
     if flags.get("train.epochs") is None and _finished(run_dir) and type(epoch) is int and epoch > 0:
-        epochs = meta["config"]["train"]["epochs"]
         raise ConfigError(f"run {shown_path(run_dir)} has finished ({epochs} epochs): nothing to resume; extend "
                           f"it with bp train --resume {shell_word(run_dir)} --epochs {2 * epochs} (any number above "
                           f"{epochs}), or start a new run from its weights with bp train --init {shell_word(run_dir)}")

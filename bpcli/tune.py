@@ -46,6 +46,7 @@ three intervals is failed and queued again.
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
@@ -72,7 +73,8 @@ POLL_SECONDS = 0.5         # a worker with nothing to start looks again this oft
 DEFAULT_HEARTBEAT = 10
 MAX_SPACE_BYTES = config_mod.MAX_CONFIG_BYTES
 SPEC_FIELDS = {"low", "high", "log", "step", "choices"}
-NOT_SEARCHABLE = {"data.dir": "it says where MNIST is, not how to train"}
+NOT_SEARCHABLE = {"data.dir": "it says where MNIST is, not how to train",
+                  "data.dataset": "trials are compared on one dataset's validation split; set it in the base config"}
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -684,64 +686,76 @@ def work(job, worker=0):
 
 
 def _work(job, worker, stop):
-    optuna = require_optuna()
-    from . import rundir
-    from .data import load_mnist
-    from .train import Interrupted as RunInterrupted
-    from .train import train
-    from .errors import TrainingDiverged
+    from . import launch
 
-    space = read_space(job.space_file)
+    study = _load_study(job, worker)
     base = config_mod.resolve(job.config_file, job.sets)
-    storage = open_storage(job.url, job.heartbeat)
+    trials = TrialRunner(job, study, read_space(job.space_file), base, launch.load_data(base, progress=False), stop)
+    return _loop(job, study, trials.objective, stop)
+
+
+def _load_study(job, worker):
+    """The study as this worker sees it: TPE (seeded per worker) and the median pruner."""
+    optuna = require_optuna()
     seed = None if job.seed is None else job.seed + worker
-    study = optuna.load_study(
-        study_name=job.study, storage=storage,
+    return optuna.load_study(
+        study_name=job.study, storage=open_storage(job.url, job.heartbeat),
         sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
         # the first 5 trials run whole (a median needs a population), and a trial is judged from
         # epoch 2 on (after one epoch the ranking says little); the last epoch is never pruned
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2))
-    data = load_mnist(base.values["data"]["dir"], progress=False)
-    host = socket.gethostname()
-    TrialProgress = _progress_class()
 
-    def objective(trial):
+
+class TrialRunner:
+    """One worker's trials: each is the base config with the sampler's values, trained as
+    ``bp train`` trains (``launch``) into a run dir of the study folder; its objective is
+    the run's best validation accuracy."""
+
+    def __init__(self, job, study, space, base, data, stop):
+        self.job, self.study, self.space, self.base, self.data, self.stop = job, study, space, base, data, stop
+        self.host = socket.gethostname()
+        self.TrialProgress = _progress_class()
+
+    def objective(self, trial):
         try:
-            return attempt(trial)
+            return self.attempt(trial)
         except KeyboardInterrupt:  # asked to stop before train began, or a second Ctrl-C in it
             trial.set_user_attr("interrupted", True)
             raise
 
-    def attempt(trial):
-        if not admitted(study.get_trials(deepcopy=False), trial.number, job.n_trials):
+    def attempt(self, trial):
+        """Admit the trial, make its config and run dir, train it -> its validation accuracy."""
+        from . import launch
+
+        if not admitted(self.study.get_trials(deepcopy=False), trial.number, self.job.n_trials):
             trial.set_user_attr("surplus", True)
             raise Surplus()
-        _stop_if_asked(stop)  # before a run dir is made for a trial that would not train
-        cfg = copy.deepcopy(base)
-        params = {key: p.suggest(trial) for key, p in space.items()}
-        for key, value in params.items():
-            cfg.set(key, value, f"trial {trial.number}")
-        config_mod.check_combinations(cfg)
-        config_mod.check_model_size(cfg)
-        run_dir = rundir.create(_trial_dir(job.folder, trial.number))
+        _stop_if_asked(self.stop)  # before a run dir is made for a trial that would not train
+        params = {key: p.suggest(trial) for key, p in self.space.items()}
+        cfg = launch.variant(self.base, params, f"trial {trial.number}")
+        run_dir = _trial_dir(self.job.folder, trial.number)
         trial.set_user_attr("run_dir", run_dir)
-        trial.set_user_attr("host", host)
-        progress = TrialProgress(trial)
+        trial.set_user_attr("host", self.host)
+        progress = self.TrialProgress(trial)
         t0 = time.perf_counter()
+        say = functools.partial(self.say, trial, params, progress, t0)
+        # train takes the signals meanwhile, stops at the next step and says so; a signal
+        # that came as the run ended or diverged stays in stop for the loop to see
+        with self.outcomes(trial, cfg, run_dir, progress, say):
+            summary = launch.start(launch.Plan(cfg, run_dir), self.data, progress, threads=self.job.threads,
+                                   latest=False, stop=self.stop)
+        say(f"val {percent(summary['val_accuracy'])}")
+        return summary["val_accuracy"]
 
-        def say(state):
-            seconds = time.perf_counter() - t0
-            epochs = progress.last["epoch"] if progress.last else 0
-            trial.set_user_attr("epochs", epochs)
-            trial.set_user_attr("seconds", seconds)
-            shown = " ".join(f"{k}={_short(v)}" for k, v in params.items())
-            _note(job, f"trial {trial.number}: {state} after {epochs} epoch{'s' * (epochs != 1)}, "
-                       f"{seconds:.1f}s: {shown}")
+    @contextlib.contextmanager
+    def outcomes(self, trial, cfg, run_dir, progress, say):
+        """A trial that did not finish: pruned, interrupted or diverged, recorded and said so."""
+        optuna = require_optuna()
+        from .errors import TrainingDiverged
+        from .train import Interrupted as RunInterrupted
 
         try:
-            # train takes the signals meanwhile, stops at the next step and says so (RunInterrupted);
-            # a signal that came as the run ended or diverged stays in stop for the loop to see
-            summary = train(cfg, data, run_dir, progress=progress, threads=job.threads, latest=False, stop=stop)
+            yield
         except optuna.TrialPruned:
             _write_pruned(run_dir, progress, cfg)
             say(f"pruned (val {percent(_best_val(progress))})")
@@ -755,18 +769,22 @@ def _work(job, worker, stop):
             record.write(run_dir, "interrupted", error="interrupted" + (
                 "; last.npz holds the last finished epoch" if last else " before the first epoch finished"),
                 epochs_done=progress.last["epoch"] if progress.last else 0,
-                epochs_planned=cfg.flat["train.epochs"])
+                epochs_planned=cfg.recipe.train.epochs)
             raise
         except TrainingDiverged as err:
             trial.set_user_attr("error", truncate(str(err), 300))
             say("diverged")
             raise
-        finally:
-            rundir.release(run_dir)
-        say(f"val {percent(summary['val_accuracy'])}")
-        return summary["val_accuracy"]
 
-    return _loop(job, study, objective, stop)
+    def say(self, trial, params, progress, t0, state):
+        """Record the trial's epochs and time, and print a line: 'trial 3: pruned after 2 epochs, ...'."""
+        seconds = time.perf_counter() - t0
+        epochs = progress.last["epoch"] if progress.last else 0
+        trial.set_user_attr("epochs", epochs)
+        trial.set_user_attr("seconds", seconds)
+        shown = " ".join(f"{k}={_short(v)}" for k, v in params.items())
+        _note(self.job, f"trial {trial.number}: {state} after {epochs} epoch{'s' * (epochs != 1)}, "
+                        f"{seconds:.1f}s: {shown}")
 
 
 def _loop(job, study, objective, stop):
@@ -876,7 +894,7 @@ def _write_pruned(run_dir, progress, cfg):
     record.write(run_dir, "pruned", error=f"stopped by the pruner after epoch {epochs}: its validation accuracy "
                  "was below the median of earlier trials at that epoch",
                  started=record.text(before, "started"), total_seconds=record.number(before, "total_seconds"),
-                 val_accuracy=_best_val(progress), epochs_done=epochs, epochs_planned=cfg.flat["train.epochs"])
+                 val_accuracy=_best_val(progress), epochs_done=epochs, epochs_planned=cfg.recipe.train.epochs)
 
 
 def _best_val(progress):
@@ -1009,7 +1027,7 @@ def tune(config_file, sets, space_file, n_trials=20, timeout=None, workers=1, st
     summary document (``--json`` prints it)."""
     space = read_space(space_file)
     base = config_mod.resolve(config_file, sets)
-    if base.flat["data.validation"] == 0 and "data.validation" not in space:
+    if base.recipe.data.validation == 0 and "data.validation" not in space:
         raise ConfigError("bp tune scores trials on the validation split, but the base config holds "
                           "none out (data.validation: 0); set data.validation above 0")
     val = space.get("data.validation")
@@ -1034,7 +1052,8 @@ def tune(config_file, sets, space_file, n_trials=20, timeout=None, workers=1, st
     except OSError as err:
         raise BpError(f"cannot create the study folder {folder}: {err.strerror or err}; set BP_RUNS_DIR") from None
     the_study = open_study(open_storage(url, heartbeat), name, space, base, url)
-    ensure_mnist(base.values["data"]["dir"], progress=False if quiet else None)  # once, not per worker
+    ensure_mnist(base.recipe.data.dir, progress=False if quiet else None,  # once, not per worker
+                 dataset=base.recipe.data.dataset)
     job = Job(config_file, sets, space_file, url, name, folder, n_trials,
               None if timeout is None else time.time() + timeout, seed, heartbeat,
               threads=max(1, cpus // workers) if workers > 1 else None, quiet=quiet)
@@ -1117,7 +1136,7 @@ def _test_accuracy(best, base):
     from .checkpoint import load_model
     from .evaluate import evaluate_checkpoint
 
-    return evaluate_checkpoint(ckpt, load_model(ckpt), "test", data_dir=base.values["data"]["dir"])["accuracy"]
+    return evaluate_checkpoint(ckpt, load_model(ckpt), "test", data_dir=base.recipe.data.dir)["accuracy"]
 
 
 def write_best_config(path, config_file, sets, best, study_name):

@@ -50,18 +50,18 @@ def draw_sample(data, n, seed=SAMPLE_SEED):
 
 
 def scratch_start(seed=SAMPLE_SEED):
-    """``(values, spec, Ws, bs)``: the seed recipe's resolved config for ``seed`` and the
+    """``(recipe, spec, Ws, bs)``: the seed recipe's resolved config for ``seed`` and the
     weights ``bp train -c seed --seed SEED`` draws before its first step (train.Run's way)."""
     from .config import recipes, resolve
     from .data import seeds
     from .network import init_params
-    from .train import spec_from_config
+    from .train import spec_of
 
-    values = resolve(recipes()[SCRATCH_RECIPE], [f"seed={seed}"]).values
-    spec = spec_from_config(values)
+    recipe = resolve(recipes()[SCRATCH_RECIPE], [f"seed={seed}"]).recipe
+    spec = spec_of(recipe.model)
     init_rng, _, _ = seeds(seed)
-    Ws, bs = init_params(spec, init_rng, values["model"]["init"])
-    return values, spec, Ws, bs
+    Ws, bs = init_params(spec, init_rng, recipe.model.init)
+    return recipe, spec, Ws, bs
 
 
 def _b64(array, dtype):
@@ -75,15 +75,14 @@ def sample_document(data, n, seed=SAMPLE_SEED):
     import numpy as np
 
     drawn = draw_sample(data, n, seed)
-    values, spec, Ws, bs = scratch_start(seed)
+    recipe, spec, Ws, bs = scratch_start(seed)
     doc = {"format": "bp-web-sample", "version": 1, "seed": seed}
     for part, (indices, X, y) in drawn.items():
         doc[part] = {"n": len(indices), "indices": [int(i) for i in indices],
                      "pixels": _b64(X, np.uint8), "labels": _b64(y, np.uint8)}
-    t = values["train"]
     doc["scratch"] = {"config": SCRATCH_RECIPE, "sizes": [int(s) for s in spec.sizes],
                       "activation": spec.activation, "output": spec.output, "loss": spec.loss,
-                      "lr": float(t["lr"]), "batch_size": int(t["batch_size"]),
+                      "lr": recipe.train.lr, "batch_size": recipe.train.batch_size,
                       "W": [_b64(W, "<f4") for W in Ws], "b": [_b64(b, "<f4") for b in bs]}
     return doc
 

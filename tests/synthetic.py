@@ -46,11 +46,11 @@ def write_model(path, activation="relu", output="softmax", loss="cross_entropy",
     from bpcli.checkpoint import save_checkpoint
     from bpcli.config import resolve
     from bpcli.network import init_params
-    from bpcli.train import spec_from_config
+    from bpcli.train import spec_of
 
-    values = resolve(None, [f"model.hidden={list(hidden)}", f"model.activation={activation}",
-                            f"model.output={output}", f"model.loss={loss}"]).values
-    spec = spec_from_config(values)
+    cfg = resolve(None, [f"model.hidden={list(hidden)}", f"model.activation={activation}",
+                            f"model.output={output}", f"model.loss={loss}"])
+    values, spec = cfg.values, spec_of(cfg.recipe.model)
     rng = np.random.default_rng(seed)
     Ws, bs = init_params(spec, rng)
     bs = [(rng.standard_normal(b.shape) * 0.5).astype(np.float32) for b in bs]

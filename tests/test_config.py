@@ -438,7 +438,7 @@ def test_the_memory_count_covers_a_measured_training_run(tmp_path, sets, monkeyp
 
     data = tiny_mnist(n_train=300, n_test=50)
     cfg = resolve(None, ["data.validation=50", "train.epochs=1", *sets])
-    part = config_mod.training_bytes(cfg.flat, threads=2)
+    part = config_mod.training_bytes(cfg.recipe, threads=2)
     counted = part["parameters"] + part["batch"]
     tracemalloc.start()
     try:

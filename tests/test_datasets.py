@@ -313,3 +313,27 @@ def test_data_dataset_is_a_config_rule(clean_bp_env):
     assert "data.dataset" in result.output and "did you mean 'fashion-mnist'" in result.output
     result = CliRunner().invoke(cli, ["config"])
     assert "dataset: mnist" in result.stdout
+
+
+def test_tune_trains_its_trials_on_the_base_configs_dataset(fashion, tmp_path):
+    """Only Fashion-MNIST is served (MNIST is not in the data dir and cannot be fetched): a
+    trial that loaded MNIST would fail; each trial's run records and evaluates on Fashion-MNIST."""
+    pytest.importorskip("optuna", reason="the tune extra: pip install -e '.[tune]'")
+    base = tmp_path / "fashion.yaml"
+    base.write_text("data: {dataset: fashion-mnist, validation: 2}\nmodel: {hidden: [8]}\n"
+                    "train: {epochs: 1, batch_size: 4}\n")
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {low: 0.01, high: 0.1}\n")
+    result = CliRunner().invoke(cli, ["tune", "-c", str(base), "--space", str(space), "--trials", "1",
+                                      "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["counts"]["finished"] == 1
+    assert not (tmp_path / "data" / "train-images-idx3-ubyte").exists()
+    evaluated = CliRunner().invoke(cli, ["evaluate", doc["best_model"], "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["dataset"] == "fashion-mnist"
+
+    space.write_text("data.dataset: {choices: [mnist, fashion-mnist]}\n")
+    refused = CliRunner().invoke(cli, ["tune", "-c", str(base), "--space", str(space), "--trials", "1"])
+    assert refused.exit_code == 2 and "'data.dataset' cannot be searched" in refused.output

@@ -1,12 +1,15 @@
 """Optimizers and learning-rate schedules."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from bpcli.config import DEFAULTS
+from bpcli.config import Config
 from bpcli.optim import SGD, Adam, cosine, learning_rate, step
+
+TRAIN = Config().recipe.train  # the default recipe's train section
 
 
 def quadratic_grad(w):
@@ -90,9 +93,9 @@ def test_schedules():
     assert step(1.0, 4.9, 20, step_size=5, gamma=0.5) == 1.0
     assert step(1.0, 5.0, 20, step_size=5, gamma=0.5) == 0.5
     assert step(1.0, 10.0, 20, step_size=5, gamma=0.5) == 0.25
-    cfg = dict(DEFAULTS["train"], schedule="constant", lr=0.3)
+    cfg = replace(TRAIN, schedule="constant", lr=0.3)
     assert learning_rate(cfg, 7.5) == 0.3
-    lrs = [learning_rate(dict(DEFAULTS["train"], warmup_epochs=0), e / 2) for e in range(30)]
+    lrs = [learning_rate(replace(TRAIN, warmup_epochs=0), e / 2) for e in range(30)]
     assert all(x >= y for x, y in zip(lrs, lrs[1:]))  # cosine never goes up
 
 
@@ -106,7 +109,7 @@ def test_nesterov_with_weight_decay_by_hand():
 def test_warmup_grows_linearly_then_hands_over_to_the_schedule():
     from bpcli.optim import warmup
 
-    cfg = dict(DEFAULTS["train"], schedule="constant", lr=1.0, warmup_epochs=2.0)
+    cfg = replace(TRAIN, schedule="constant", lr=1.0, warmup_epochs=2.0)
     assert learning_rate(cfg, 0.0) < 0.01
     assert learning_rate(cfg, 1.0) == pytest.approx(0.5, abs=1e-3)
     assert learning_rate(cfg, 2.0) == 1.0 and learning_rate(cfg, 5.0) == 1.0

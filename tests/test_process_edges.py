@@ -110,10 +110,10 @@ def overflowing_model(tmp_path):
     from bpcli.checkpoint import save_checkpoint
     from bpcli.config import resolve
     from bpcli.network import init_params
-    from bpcli.train import spec_from_config
+    from bpcli.train import spec_of
 
-    values = resolve(None, ["model.hidden=[8]"]).values
-    spec = spec_from_config(values)
+    cfg = resolve(None, ["model.hidden=[8]"])
+    values, spec = cfg.values, spec_of(cfg.recipe.model)
     Ws, bs = init_params(spec, np.random.default_rng(0))
     Ws = [np.full_like(W, 1e30) for W in Ws]
     Ws[1][:, 0] = -1e30
