@@ -621,7 +621,7 @@ def serve(checkpoint, port, data_dir, train_sample):
 @click.option("--timeout", type=Finite(0, min_open=True), default=None, metavar="S",
               help="Start no new trial after S seconds (running ones finish).")
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True, metavar="K",
-              help="Worker processes on this machine, each with cpus/K BLAS threads.")
+              help="Worker processes on this machine, each training on cpus/K threads.")
 @click.option("--storage", default=None, metavar="URL",
               help="Study database shared by many machines, e.g. postgresql://user@host/db "
                    "(default: SQLite in the study folder).")

@@ -226,7 +226,7 @@ KEYS = [
     Key("train.weight_decay", 1e-4, number(lo=0.0), "number >= 0", "L2 on the weights (not the biases)"),
     Key("train.schedule", "cosine", choice("constant", "step", "cosine"), "`constant`, `step`, `cosine`",
         "learning-rate schedule over `train.epochs`"),
-    Key("train.step_size", 5, integer(lo=1, hi=MAX_EPOCHS), "integer >= 1", "step schedule: epochs between decays"),
+    Key("train.step_size", 5, integer(lo=1, hi=MAX_EPOCHS), "integer 1 .. 1,000,000", "step schedule: epochs between decays"),
     Key("train.gamma", 0.1, number(lo=0.0, hi=1.0, lo_open=True), "number in (0, 1]",
         "step schedule: factor per decay"),
     Key("train.warmup_epochs", 1.0, number(lo=0.0), "number >= 0",
@@ -388,6 +388,12 @@ class Config:
     def values(self):
         """The nested map a config file, a checkpoint and config.yaml hold."""
         return unflatten(self.flat)
+
+    def data_dir(self, flag=None):
+        """``(folder, source)``: where this config's data is, by ``datadir.choose`` (``flag`` is
+        --data-dir; a data.dir from --set is the command line's, a config file's is not)."""
+        folder, source = self.flat["data.dir"], self.source["data.dir"]
+        return datadir.choose(flag, given=folder if source == "--set" else None, beside=(folder, source))
 
     @property
     def recipe(self):
@@ -660,8 +666,7 @@ def resolve(config_file=None, sets=(), flags=None):
         if value is not None:
             cfg.set(path, value, "flag --" + path.rsplit(".", 1)[-1].replace("_", "-"))
     # the data dir by its own rule (datadir; --data-dir is the command's to apply: data.settle_data_dir)
-    given = cfg.flat["data.dir"] if cfg.source["data.dir"] == "--set" else None
-    cfg.set("data.dir", *datadir.choose(given=given, beside=(cfg.flat["data.dir"], cfg.source["data.dir"])))
+    cfg.set("data.dir", *cfg.data_dir())
     check_combinations(cfg)
     check_model_size(cfg)
     return cfg

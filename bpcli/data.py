@@ -142,10 +142,10 @@ def verified_dir(folder, names=tuple(download.MNIST_FILES), dataset="mnist"):
 
 
 def settle_data_dir(cfg, flag=None):
-    """Fix the data dir of a run about to train into ``cfg`` (``datadir.choose``, of which
-    ``config.resolve`` applied all but ``flag``, --data-dir), made absolute so the run's
-    recorded config.yaml names the same folder from anywhere."""
-    folder, source = datadir.choose(flag, beside=(cfg.flat["data.dir"], cfg.source["data.dir"]))
+    """Fix the data dir of a run about to train into ``cfg`` (``Config.data_dir``, with
+    ``flag``, --data-dir), made absolute so the run's recorded config.yaml names the same
+    folder from anywhere."""
+    folder, source = cfg.data_dir(flag)
     cfg.set("data.dir", os.path.abspath(folder), source)
 
 

@@ -51,7 +51,7 @@ TEST_FILES = (TEST_IMAGES, TEST_LABELS)
 DATASETS = {
     "mnist": Dataset(
         "mnist", "MNIST", "",
-        # PRODUCT.md "Data integrity": the SHA-256 of the decompressed IDX content,
+        # docs/manual.md, data integrity: the SHA-256 of the decompressed IDX content,
         # because the gzip wrappers differ between mirrors.
         {
             TRAIN_IMAGES: FileSpec("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", "images", 60000),

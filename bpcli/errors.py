@@ -1,6 +1,6 @@
 """bp's own errors: the library raises these, the CLI turns them into one `Error:` line.
 
-Exit codes follow PRODUCT.md: 1 runtime error, 2 usage or config error,
+Exit codes follow docs/manual.md: 1 runtime error, 2 usage or config error,
 3 an accuracy gate not met, 130 interrupted.
 """
 

@@ -1,6 +1,6 @@
 """``bp evaluate``: score a checkpoint on a split and render the report.
 
-The report is the dict PRODUCT.md specifies for ``--json``; the text view is
+The report is the dict docs/manual.md specifies for ``--json``; the text view is
 rendered from that same dict, so the two never disagree.
 """
 
@@ -28,7 +28,7 @@ def split_arrays(data, values, split):
 
 
 def evaluate_checkpoint(path, model, split="test", data_dir=None, mirrors=None, offline=None):
-    """The report of PRODUCT.md, plus "dataset" and "classes" (the name of each label,
+    """The report of docs/manual.md, plus "dataset" and "classes" (the name of each label,
     in the order of the "per_digit" keys and the confusion matrix's rows)."""
     values = model.meta.get("config", {})
     dataset = of_config(values)

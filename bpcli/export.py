@@ -206,7 +206,7 @@ def recorded_accuracy(ckpt):
     if os.path.basename(ckpt) != "best.npz":
         return None
     doc = record.read(os.path.dirname(ckpt))
-    value = record.number(doc, "test_accuracy") if record.state(doc) == "finished" else None
+    value = record.number(doc, "test_accuracy") if record.state(doc) == record.FINISHED else None
     return value if value is not None and 0 <= value <= 1 else None
 
 

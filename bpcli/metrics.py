@@ -45,7 +45,7 @@ def confusion_matrix(y_true, y_pred, k=10):
 
 
 def report(P, y, spec):
-    """The PRODUCT.md evaluation document (without checkpoint/split), from probabilities."""
+    """The evaluation document of docs/manual.md (without checkpoint/split), from probabilities."""
     k = P.shape[1]
     y_pred = P.argmax(axis=1)
     C = confusion_matrix(y, y_pred, k)

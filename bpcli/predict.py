@@ -39,7 +39,7 @@ def expand(paths):
 
 
 def predict_images(model, paths):
-    """(results, inputs): one PRODUCT.md result per image, in order, and the 784-pixel
+    """(results, inputs): one result per image as docs/manual.md says, in order, and the 784-pixel
     input the model saw (None for an image that could not be read, whose result
     carries ``digit: None`` and an error). Folders and ``-`` as in ``expand``."""
     dataset = of_config(model.meta.get("config", {}))

@@ -20,15 +20,16 @@ import math
 import os
 
 NAME = "result.json"
-RUNNING = "running"
+RUNNING, FINISHED, INTERRUPTED, DIVERGED, FAILED, PRUNED = (
+    "running", "finished", "interrupted", "diverged", "failed", "pruned")
 #: every state bp writes, and what each means
 STATES = {
     RUNNING: "under way (or killed: bp runs tells them apart by the run dir's lock)",
-    "finished": "trained all its epochs, or stopped early by train.patience",
-    "interrupted": "stopped by Ctrl-C or a signal; --resume continues it",
-    "diverged": "stopped when its loss or weights stopped being finite",
-    "failed": "stopped by an error (a full disk, a bug)",
-    "pruned": "a bp tune trial stopped by the pruner",
+    FINISHED: "trained all its epochs, or stopped early by train.patience",
+    INTERRUPTED: "stopped by Ctrl-C or a signal; --resume continues it",
+    DIVERGED: "stopped when its loss or weights stopped being finite",
+    FAILED: "stopped by an error (a full disk, a bug)",
+    PRUNED: "a bp tune trial stopped by the pruner",
 }
 MAX_BYTES = 1 << 20
 

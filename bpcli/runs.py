@@ -83,7 +83,7 @@ def describe(run_dir, latest=None):
     if rundir.in_use(run_dir):
         state = record.RUNNING
     elif state in (None, record.RUNNING):  # killed (kill -9, a machine that went down): nothing said how it ended
-        state = "interrupted"
+        state = record.INTERRUPTED
     try:
         planned = config["train"]["epochs"]
     except (KeyError, TypeError):
@@ -92,7 +92,7 @@ def describe(run_dir, latest=None):
     # every part of a run that was resumed; a record from before bp kept the total: its last part, or the epochs
     seconds = _duration((result or {}).get("total_seconds"))
     if seconds is None:
-        seconds = _duration((result or {}).get("seconds")) if state == "finished" else None
+        seconds = _duration((result or {}).get("seconds")) if state == record.FINISHED else None
     times = [t for t in (_duration(m.get("seconds")) for m in metrics) if t is not None]
     if seconds is None and times:
         seconds = sum(times)

@@ -402,8 +402,8 @@ class Epoch:
 
 
 def gentler_lr(lr):
-    """A learning rate to suggest after ``lr`` failed: a tenth of it, but never above the
-    default's 0.1 (a tenth of 1e30 would fail the same way), written as --lr reads it."""
+    """A learning rate to suggest after ``lr`` failed: a tenth of it, but never above 0.1
+    (a tenth of 1e30 would fail the same way), written as --lr reads it."""
     return f"{min(lr / 10, 0.1):g}".replace("e+", "e")
 
 
@@ -461,13 +461,13 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, ini
             try:
                 summary = _train_epochs(run, progress, log, latest, stop)
             except (Interrupted, TrainingDiverged) as err:
-                log.write("interrupted" if isinstance(err, Interrupted) else "diverged", error=str(err))
+                log.write(record.INTERRUPTED if isinstance(err, Interrupted) else record.DIVERGED, error=str(err))
                 raise
             except BaseException as err:  # a full disk, a bug: the run says it did not end well
                 with contextlib.suppress(BpError, OSError):
-                    log.write("failed", error=str(err) or type(err).__name__)
+                    log.write(record.FAILED, error=str(err) or type(err).__name__)
                 raise
-            log.write("finished", **summary)
+            log.write(record.FINISHED, **summary)
         finally:
             run.engine.close()
     return summary
@@ -493,7 +493,7 @@ class RunLog:
 
 def _finished(run_dir):
     """Whether the run's record says it finished (all its epochs, or stopped early)."""
-    return record.state(record.read(run_dir)) == "finished"
+    return record.state(record.read(run_dir)) == record.FINISHED
 
 
 def choose_threads(asked, resume_from=None):

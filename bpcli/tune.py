@@ -11,8 +11,9 @@ run dirs ``trial-0007``, the default storage ``study.db`` and, at the end,
 -c``).
 
 Workers. ``--workers K`` starts K worker processes (processes, not threads:
-training holds the GIL between BLAS calls), each with BLAS threads =
-max(1, cpus // K), set before the worker imports numpy (a spawned process).
+training holds the GIL between BLAS calls), each training on max(1, cpus // K)
+threads (``--threads``), with BLAS itself on one thread, set before the worker
+imports numpy (a spawned process).
 Every worker, in this process or another, on this machine or another, joins
 the study through its storage and loops: trials finished (complete or
 pruned) >= N: stop; otherwise run one. "N finished trials, none lost or
@@ -766,7 +767,7 @@ class TrialRunner:
             raise
         except KeyboardInterrupt:  # a second Ctrl-C inside train: it stopped at once
             last = os.path.exists(os.path.join(run_dir, "last.npz"))
-            record.write(run_dir, "interrupted", error="interrupted" + (
+            record.write(run_dir, record.INTERRUPTED, error="interrupted" + (
                 "; last.npz holds the last finished epoch" if last else " before the first epoch finished"),
                 epochs_done=progress.last["epoch"] if progress.last else 0,
                 epochs_planned=cfg.recipe.train.epochs)
@@ -891,7 +892,7 @@ def _write_pruned(run_dir, progress, cfg):
     """The record of a pruned trial: like train's for a run that ended early, with its own state."""
     epochs = progress.last["epoch"] if progress.last else 0
     before = record.read(run_dir)
-    record.write(run_dir, "pruned", error=f"stopped by the pruner after epoch {epochs}: its validation accuracy "
+    record.write(run_dir, record.PRUNED, error=f"stopped by the pruner after epoch {epochs}: its validation accuracy "
                  "was below the median of earlier trials at that epoch",
                  started=record.text(before, "started"), total_seconds=record.number(before, "total_seconds"),
                  val_accuracy=_best_val(progress), epochs_done=epochs, epochs_planned=cfg.recipe.train.epochs)

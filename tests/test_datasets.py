@@ -73,7 +73,7 @@ def test_fashion_mnist_has_its_own_folder_and_reports_name_its_classes(fashion, 
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["dataset"] == "fashion-mnist" and doc["classes"] == list(FASHION)
-    assert list(doc["per_digit"]) == [str(d) for d in range(10)]  # PRODUCT.md's keys stay
+    assert list(doc["per_digit"]) == [str(d) for d in range(10)]  # the manual's keys stay
     text = CliRunner().invoke(cli, ["evaluate", run_dir]).stdout
     assert "Sneaker" in text and "Ankle boot" in text and "class  support" in text.replace("  class", "class")
 
@@ -305,6 +305,19 @@ def test_bp_data_dir_beats_a_config_files_data_dir(tmp_path, monkeypatch, clean_
     assert f"dir: {tmp_path / 'mine'}  # from $BP_DATA_DIR" in result.stdout
     result = CliRunner().invoke(cli, ["config", "-c", str(config), "--set", "data.dir=x"])
     assert "dir: x" in result.stdout  # the command line still beats the environment
+
+
+def test_a_set_data_dir_beats_bp_data_dir_in_bp_train_as_in_bp_config(tmp_path, monkeypatch, clean_bp_env):
+    from bpcli import launch
+
+    monkeypatch.setenv("BP_DATA_DIR", str(tmp_path / "env"))
+    given = ["data.dir=" + str(tmp_path / "typed")]
+    plan = launch.plan(sets=given, run_dir=str(tmp_path / "run"))
+    assert (plan.cfg.recipe.data.dir, plan.cfg.source["data.dir"]) == (str(tmp_path / "typed"), "--set")
+    plan = launch.plan(sets=given, run_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "flag"))
+    assert (plan.cfg.recipe.data.dir, plan.cfg.source["data.dir"]) == (str(tmp_path / "flag"), "flag --data-dir")
+    plan = launch.plan(run_dir=str(tmp_path / "run"))
+    assert (plan.cfg.recipe.data.dir, plan.cfg.source["data.dir"]) == (str(tmp_path / "env"), "$BP_DATA_DIR")
 
 
 def test_data_dataset_is_a_config_rule(clean_bp_env):
