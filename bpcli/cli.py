@@ -13,6 +13,7 @@ import sys
 import click
 
 from . import __version__
+from .cpus import set_blas_threads
 from .errors import BpError
 
 
@@ -140,9 +141,6 @@ def download(data_dir, dataset, mirrors, offline, force):
         click.echo(f"{name}: {path}")
 
 
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
-
-
 def _threads_option(f):
     return click.option("--threads", type=click.IntRange(1, 256), default=None, metavar="N",
                         help="Training threads, each on its share of every mini-batch (default: the CPUs "
@@ -153,8 +151,7 @@ def _blas_threads_env_to_one():
     """BLAS in the caller's thread: bp's engine runs its own threads, and a BLAS thread
     pool that spins while it waits would fight them (and any other process) for the cores.
     Set before numpy is first imported, which in bp happens inside the commands, after this."""
-    for name in THREAD_VARIABLES:
-        os.environ[name] = "1"
+    set_blas_threads(1)
 
 
 def _complete_keys(ctx, param, incomplete):

@@ -20,6 +20,7 @@ from .datasets import NAMES as DATASET_NAMES
 from .errors import ConfigError
 from . import datadir
 from .budget import N_TRAIN, training_bytes
+from .cpus import usable_cpus
 from .fsutil import open_untrusted, shown, shown_path, truncate
 
 # ---------------------------------------------------------------------------
@@ -209,7 +210,7 @@ KEYS = [
     Key("train.engine", "fast", choice("fast", "reference"), "`fast`, `reference`",
         "which code trains: the fast engine, or network.py + optim.py, the code to read (same weights within "
         "float32 rounding)"),
-    Key("train.epochs", 14, integer(lo=1, hi=MAX_EPOCHS, why="that many epochs would never finish"),
+    Key("train.epochs", 16, integer(lo=1, hi=MAX_EPOCHS, why="that many epochs would never finish"),
         "integer 1 .. 1,000,000", "passes over the training set"),
     # the step allocates (batch, width) arrays per layer up front: past the whole
     # training set they are never filled, only paid for
@@ -601,15 +602,6 @@ def read_file(path):
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"config file {shown_name} is not valid YAML{where}: {_yaml_reason(err)}") from None
     return {} if tree is None else tree
-
-
-def usable_cpus():
-    """The CPUs this process may run on (its affinity mask, e.g. under taskset), else all:
-    bp train's default thread count (here, where 'bp --help' does not import numpy)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _memory_bytes():

@@ -100,18 +100,9 @@ def create(run_dir=None, force=False):
     if run_dir is None:
         root = runs_root()
         _makedirs(root)
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        for n in range(1, 10_000):
-            candidate = os.path.join(root, stamp if n == 1 else f"{stamp}-{n}")
-            try:
-                os.mkdir(candidate)
-            except FileExistsError:
-                continue
-            except OSError as err:
-                raise _cannot_create(candidate, err) from None
-            lock(candidate)
-            return candidate
-        raise BpError(f"cannot find a free run dir name under {root}; pass --run-dir")
+        candidate = claim(os.path.join(root, datetime.now().strftime("%Y%m%d-%H%M%S")))
+        lock(candidate)
+        return candidate
     _makedirs(run_dir)
     lock(run_dir)
     check(run_dir, force)  # again, now that nobody else can be writing it
@@ -120,6 +111,21 @@ def create(run_dir=None, force=False):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(run_dir, name))  # a link inside is removed, not followed
     return run_dir
+
+
+def claim(path, tries=10_000):
+    """Create a new, empty folder at ``path``, or ``path-2``, ``path-3``… when that is taken;
+    the name is claimed by ``mkdir`` itself, so parallel runs cannot pick the same one."""
+    for n in range(1, tries):
+        candidate = path if n == 1 else f"{path}-{n}"
+        try:
+            os.mkdir(candidate)
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise _cannot_create(candidate, err) from None
+    raise BpError(f"cannot find a free run dir name beside {path}; pass --run-dir")
 
 
 def _makedirs(folder):

@@ -26,7 +26,8 @@ from . import jsonio, record, rundir
 from .augment import Augmenter
 from .budget import TALLY_EVERY  # (and the divergence check, every TALLY_EVERY batches)
 from .checkpoint import check_training_state, load_model, read_checkpoint, save_checkpoint
-from .config import describe_network, from_values, usable_cpus
+from .config import describe_network, from_values
+from .cpus import usable_cpus
 from .data import N_CLASSES, PIXELS, choose_data_dir, seeds, validation_split
 from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import read_text, shell_word, shown_path, write_text_atomic
@@ -77,13 +78,21 @@ def stop_requests(requested=None):
         requested.append(signum)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    try:
-        old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    except ValueError:  # not the main thread (e.g. a test runner's worker): no handlers
+    with handling(STOP_SIGNALS, handler):
         yield requested
+
+
+@contextlib.contextmanager
+def handling(signals, handler):
+    """``handler`` for ``signals`` during the block, the old handlers back after it. Outside
+    the main thread (a test runner's worker, say) Python refuses handlers: the caller's stay."""
+    try:
+        old = {s: signal.signal(s, handler) for s in signals}
+    except ValueError:
+        yield
         return
     try:
-        yield requested
+        yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)

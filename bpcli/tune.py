@@ -60,6 +60,7 @@ import warnings
 
 from . import config as config_mod
 from . import record
+from .cpus import set_blas_threads, usable_cpus
 from .errors import BpError, ConfigError
 from .fsutil import one_line, open_untrusted, shell_word, shown, shown_path, truncate
 from .progress import percent
@@ -658,17 +659,11 @@ def _note(job, text):
 
 
 def _trial_dir(folder, number):
-    """A new run dir for trial ``number``, claimed by mkdir (a name left by an earlier study
-    of the same name gets a suffix)."""
-    base = os.path.join(folder, f"trial-{number:04d}")
-    for n in range(1, 1000):
-        candidate = base if n == 1 else f"{base}-{n}"
-        try:
-            os.makedirs(candidate)
-            return candidate
-        except FileExistsError:
-            continue
-    raise BpError(f"cannot find a free run dir name for trial {number} in {folder}")
+    """A new run dir for trial ``number`` (a name left by an earlier study of the same name
+    gets a suffix)."""
+    from . import rundir
+
+    return rundir.claim(os.path.join(folder, f"trial-{number:04d}"))
 
 
 def work(job, worker=0):
@@ -851,21 +846,10 @@ def _stop_requests(stop):
     its heartbeat's first beat would never be stale and stay "running" for ever. (Masking
     the signals in this thread did not hold them back: BLAS's threads take them too, and
     Python runs the handler in this thread all the same.)"""
-    from .train import STOP_SIGNALS
+    from .train import STOP_SIGNALS, handling
 
-    def note(signum, frame):
-        stop.append(signum)
-
-    try:
-        old = {s: signal.signal(s, note) for s in STOP_SIGNALS}
-    except ValueError:  # not the main thread (a test runner's worker): the caller's handlers stay
+    with handling(STOP_SIGNALS, lambda signum, frame: stop.append(signum)):
         yield
-        return
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 @contextlib.contextmanager
@@ -919,8 +903,7 @@ def _worker_process(job, worker, results, parent):
     """A spawned worker: BLAS threads pinned before numpy is imported, tied to its parent's
     life, signals turned into a clean stop, the outcome sent back as (kind, exit code, message)."""
     if job.threads:
-        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
-            os.environ[name] = str(job.threads)
+        set_blas_threads(job.threads)
     from .train import STOP_SIGNALS
 
     def stop(signum, frame):  # until work() notes them for its safe points: no trial to save yet
@@ -1035,7 +1018,7 @@ def tune(config_file, sets, space_file, n_trials=20, timeout=None, workers=1, st
     if val is not None and (val.choices and 0 in val.choices or val.low == 0):
         raise ConfigError("space key 'data.validation' may reach 0, which leaves no validation split "
                           "to score trials on; search values above 0")
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cpus()
     if workers > cpus:
         raise ConfigError(f"--workers {workers} is more than the {cpus} CPU{'s' * (cpus > 1)} bp may use here; "
                           f"use at most --workers {cpus} (more machines can join the study with --storage)")
