@@ -210,7 +210,7 @@ class Finite(click.FloatRange):
 
 #: train's named flags: each a shorthand for one config key, its help that key's (config.KEYS)
 NAMED_FLAGS = {"--seed": ("seed", int, None), "--hidden": ("model.hidden", str, "256,128"),
-               "--lr": ("train.lr", "lr", None), "--batch-size": ("train.batch_size", int, None),
+               "--lr": ("train.lr", "number", None), "--batch-size": ("train.batch_size", int, None),
                "--epochs": ("train.epochs", int, None), "--engine": ("train.engine", "choice", None)}
 
 
@@ -222,17 +222,17 @@ def _named_flags(f):
         key = BY_PATH[path]
         if kind == "choice":
             kind = click.Choice(key.rule.options)
-        elif kind == "lr":
-            kind = Finite(0, min_open=True)
+        elif kind == "number":
+            kind = Finite()  # parsed here; its range is the key's rule (config.KEYS), checked by resolve
         f = click.option(flag, type=kind, default=None, metavar=metavar,
                          help=f"{path}: {key.help.split(' ([')[0]}")(f)
     return f
 
 
-def _flags(epochs, batch_size, lr, hidden, seed, engine=None):
-    """The named flags as config keys (None: not given)."""
-    return {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr,
-            "model.hidden": _hidden(hidden), "seed": seed, "train.engine": engine}
+def _flags(**given):
+    """The named flags, by their parameter names (``batch_size=``), as config keys (None: not given)."""
+    path = {flag[2:].replace("-", "_"): key for flag, (key, _, _) in NAMED_FLAGS.items()}
+    return {path[name]: _hidden(value) if name == "hidden" else value for name, value in given.items()}
 
 
 @cli.command()
@@ -259,8 +259,8 @@ def train(config_file, sets, epochs, batch_size, lr, hidden, seed, engine, run_d
     from . import train as train_mod
     from .progress import Progress
 
-    plan = launch.plan(config_file, sets, _flags(epochs, batch_size, lr, hidden, seed, engine), run_dir, resume,
-                       init_model, force, data_dir)
+    flags = _flags(epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, seed=seed, engine=engine)
+    plan = launch.plan(config_file, sets, flags, run_dir, resume, init_model, force, data_dir)
     data = launch.load_data(plan.cfg, progress=False if quiet else None, **_fetching(mirrors, offline))
     summary = launch.start(plan, data, Progress(quiet=quiet), threads)
     lr = plan.cfg.recipe.train.lr
@@ -300,7 +300,8 @@ def config_cmd(config_file, sets, epochs, batch_size, lr, hidden, seed, engine, 
                        f"{r['measured'] or '-'}{'  (augmented)' if r['augmented'] else ''}")
         click.echo("\nbp train -c NAME trains one; bp train with no -c trains 'default'.")
         return
-    cfg = config_mod.resolve(config_file, sets, _flags(epochs, batch_size, lr, hidden, seed, engine))
+    cfg = config_mod.resolve(config_file, sets, _flags(epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden,
+                                                       seed=seed, engine=engine))
     click.echo(cfg.to_yaml(with_sources=sources), nl=False)
 
 

@@ -732,3 +732,11 @@ def test_a_diverged_runs_suggested_command_runs_as_written(mnist_env, tmp_path):
     assert "e+" not in suggested and suggested.endswith("--lr 0.1")
     again = CliRunner().invoke(cli, shlex.split(suggested)[1:] + ["--quiet"], env=mnist_env)
     assert again.exit_code == 0, again.output
+
+
+def test_a_named_flag_is_checked_by_its_keys_one_rule():
+    """--lr is parsed by click but judged by train.lr's rule in config.KEYS, as --set is."""
+    for args in (["--lr", "0"], ["--set", "train.lr=0"]):
+        result = CliRunner().invoke(cli, ["config", *args])
+        assert result.exit_code == 2, result.output
+        assert "config key 'train.lr'" in result.output and "must be > 0" in result.output
