@@ -42,6 +42,12 @@ from .metrics import to_float
 from .network import backward, cost, forward, one_hot, output_delta
 
 DEFAULT_LR = 0.1   # when neither --lr nor the checkpoint's train.lr says
+
+
+def step_size(config):
+    """The learning rate of a model's one illustrated SGD step: its run's train.lr (from its
+    checkpoint's ``config``), else DEFAULT_LR. bp explain and the web page both show it."""
+    return config.get("train", {}).get("lr", DEFAULT_LR)
 BAR_WIDTH = 24
 
 # ---------------------------------------------------------------------------
@@ -280,7 +286,7 @@ def explain_model(model, checkpoint=None, *, image=None, index=None, split="test
                               f"images, 0 to {len(X) - 1}")
         x, label = X[index], int(y[index])
     if lr is None:
-        lr = values.get("train", {}).get("lr", DEFAULT_LR)
+        lr = step_size(values)
     batch_X = batch_y = None
     if batch > 0:
         idx = balanced_batch(y, min(batch, len(y)), np.random.default_rng(seed))

@@ -35,6 +35,7 @@ from importlib import resources
 import numpy as np
 
 from .errors import BpError, ConfigError
+from .explain import step_size
 from .fsutil import atomic_paths, refuse_non_file, shown_path
 from .websample import SAMPLE_FILE, sample_script
 
@@ -42,8 +43,6 @@ from .websample import SAMPLE_FILE, sample_script
 PAGE_FILES = ("index.html", "app.js", "style.css")
 MODEL_FILE = "model.js"
 SITE_FILES = PAGE_FILES + (MODEL_FILE, SAMPLE_FILE)
-#: The step size of the page's "one SGD step" when the checkpoint does not say (bp explain's).
-DEFAULT_LR = 0.1
 #: The largest network the page takes. model.js carries 16/3 bytes a parameter
 #: (float32 in base64), all parsed before the page shows, and every stroke reruns
 #: the forward pass and backprop in JavaScript; the largest config shipped
@@ -61,7 +60,7 @@ def model_document(model, checkpoint_path):
     from .datasets import of_config
 
     config = model.meta.get("config", {})
-    lr = config.get("train", {}).get("lr", DEFAULT_LR)
+    lr = step_size(config)
     dataset = of_config(config)
     return {
         "dataset": dataset.name,
