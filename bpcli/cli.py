@@ -634,7 +634,8 @@ def tune(config_file, sets, space_file, trials, timeout, workers, storage, study
 
     Needs the tune extra: pip install -e '.[tune]'.
     """
-    from .tune import render, tune as run_tune
+    from .tune import tune as run_tune
+    from .tune.report import render
 
     doc = run_tune(config_file, sets, space_file, n_trials=trials, timeout=timeout, workers=workers,
                    storage=storage, study=study, seed=seed, quiet=quiet)

@@ -100,7 +100,7 @@ model:
 train.augment: {choices: [false, {shift: 2, rotate: 10}]}
 train.label_smoothing: {low: 0, high: 0.2}
 """)
-    space = tune.read_space(path)
+    space = tune.space.read_space(path)
     assert list(space) == ["train.lr", "train.epochs", "model.hidden", "train.augment", "train.label_smoothing"]
     assert space["train.epochs"].integer and not space["train.lr"].integer
     assert not space["train.label_smoothing"].integer  # 0 written as an int: the key is still a float
@@ -145,7 +145,7 @@ def test_bad_space_exits_2_naming_the_key(tmp_path, text, expected):
 
     path = write(tmp_path, "bad.yaml", text)
     with pytest.raises(ConfigError) as err:
-        tune.read_space(path)
+        tune.space.read_space(path)
     assert re.search(expected, str(err.value)), str(err.value)
     result = CliRunner().invoke(cli, ["tune", "--space", path])
     assert result.exit_code == 2, result.output
@@ -180,9 +180,9 @@ def test_admitted_counts_only_trials_that_are_not_failed_before_it():
                                             intermediate_values={1: 0.4} if state == TrialState.PRUNED else None))
     trials = study.get_trials(deepcopy=False)
     assert [t.number for t in trials] == [0, 1, 2, 3]
-    assert tune.admitted(trials, 3, 3)        # 0, 2 alive before it; 1 failed does not count
-    assert not tune.admitted(trials, 4, 3)    # 0, 2, 3 alive: a fourth would make 4 > 3
-    c = tune.counts(trials)
+    assert tune.trials.admitted(trials, 3, 3)        # 0, 2 alive before it; 1 failed does not count
+    assert not tune.trials.admitted(trials, 4, 3)    # 0, 2, 3 alive: a fourth would make 4 > 3
+    c = tune.trials.counts(trials)
     assert (c["finished"], c["failed"], c["running"]) == (2, 1, 1)
 
 
@@ -207,7 +207,7 @@ def test_pruned_trial_stops_after_the_epoch_it_was_judged_on(tmp_path):
     from bpcli.train import train
 
     cfg = config.resolve(None, ["data.validation=100", "model.hidden=[8]", "train.epochs=4", "train.batch_size=50"])
-    progress = tune._progress_class()(FakeTrial(prune_after=2))
+    progress = tune.trials._progress_class()(FakeTrial(prune_after=2))
     run_dir = str(tmp_path / "trial")
     with pytest.raises(optuna.TrialPruned):
         train(cfg, tiny_mnist(), run_dir, progress=progress)
@@ -216,7 +216,7 @@ def test_pruned_trial_stops_after_the_epoch_it_was_judged_on(tmp_path):
     metrics = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     assert [m["epoch"] for m in metrics] == [1, 2]  # epoch 2 was saved before the stop
     assert os.path.exists(os.path.join(run_dir, "best.npz")) and os.path.exists(os.path.join(run_dir, "last.npz"))
-    tune._write_pruned(run_dir, progress, cfg)
+    tune.trials._write_pruned(run_dir, progress, cfg)
     result = json.load(open(os.path.join(run_dir, "result.json")))
     assert result["state"] == "pruned" and result["epochs_done"] == 2 and result["epochs_planned"] == 4
     assert result["val_accuracy"] == max(v for _, v in progress.trial.reports)
@@ -229,7 +229,7 @@ def test_a_verdict_at_the_last_epoch_does_not_prune_a_finished_run(tmp_path):
     from bpcli.train import train
 
     cfg = config.resolve(None, ["data.validation=100", "model.hidden=[8]", "train.epochs=2", "train.batch_size=50"])
-    progress = tune._progress_class()(FakeTrial(prune_after=2))  # "prune" from the 2nd report on
+    progress = tune.trials._progress_class()(FakeTrial(prune_after=2))  # "prune" from the 2nd report on
     summary = train(cfg, tiny_mnist(), str(tmp_path / "t"), progress=progress)
     rundir.release(str(tmp_path / "t"))
     assert summary["epochs"] == 2 and progress.pruned_after is None  # the run was whole: it completes
@@ -263,7 +263,7 @@ def test_search_in_process_writes_best_yaml_that_retrains(env, files, runs_root)
     again = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--trials", "5",
                                      "--json", "--quiet"])
     assert again.exit_code == 0, again.output
-    trials = study_trials(tune.default_storage(doc["study_dir"]), "space")
+    trials = study_trials(tune.study.default_storage(doc["study_dir"]), "space")
     assert [t.number for t in trials] == [0, 1, 2, 3, 4] and states(trials) == ["FINISHED"] * 5
 
 
@@ -286,7 +286,7 @@ def test_two_worker_processes_share_the_default_storage(env, files, runs_root):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     doc = json.loads(out)
-    trials = without_surplus(study_trials(tune.default_storage(doc["study_dir"]), "space"))
+    trials = without_surplus(study_trials(tune.study.default_storage(doc["study_dir"]), "space"))
     assert states(trials) == ["FINISHED"] * 4, [(t.number, t.state.name, t.user_attrs) for t in trials]
     run_dirs = {t.user_attrs["run_dir"] for t in trials}
     assert len(run_dirs) == 4
@@ -316,7 +316,7 @@ def test_ctrl_c_saves_running_trials_as_interrupted_and_a_rerun_finishes(env, tm
     assert proc.returncode == 130, err
     assert out == ""
     assert "run the same command again" in one_error_line(err)
-    trials = study_trials(tune.default_storage(str(folder)), "space")
+    trials = study_trials(tune.study.default_storage(str(folder)), "space")
     interrupted = [t for t in trials if t.user_attrs.get("interrupted")]
     assert interrupted and all(t.state.name == "FAIL" for t in interrupted)
     for t in interrupted:
@@ -377,12 +377,12 @@ def test_tables_created_by_another_worker_meanwhile_are_told_from_real_errors():
     def error(kind, orig):
         return kind("CREATE TABLE studies (...)", {}, orig)
 
-    assert tune.created_meanwhile(error(sqlalchemy.exc.ProgrammingError,
+    assert tune.study.created_meanwhile(error(sqlalchemy.exc.ProgrammingError,
                                         psycopg_errors.DuplicateTable('relation "studies" already exists')))
-    assert tune.created_meanwhile(error(sqlalchemy.exc.IntegrityError, Exception("UNIQUE constraint failed")))
-    assert not tune.created_meanwhile(error(sqlalchemy.exc.ProgrammingError,
+    assert tune.study.created_meanwhile(error(sqlalchemy.exc.IntegrityError, Exception("UNIQUE constraint failed")))
+    assert not tune.study.created_meanwhile(error(sqlalchemy.exc.ProgrammingError,
                                             psycopg_errors.InsufficientPrivilege("permission denied")))
-    assert not tune.created_meanwhile(error(sqlalchemy.exc.OperationalError, Exception("connection refused")))
+    assert not tune.study.created_meanwhile(error(sqlalchemy.exc.OperationalError, Exception("connection refused")))
 
 
 def test_storage_password_never_printed(files):
@@ -597,7 +597,7 @@ def test_the_default_storage_url_names_the_study_folders_file_whatever_its_path(
     from sqlalchemy.engine import make_url
 
     folder = tmp_path / name / "studies" / "s"
-    assert make_url(tune.default_storage(str(folder))).database == str(folder / "study.db")
+    assert make_url(tune.study.default_storage(str(folder))).database == str(folder / "study.db")
 
 
 def test_a_runs_root_with_a_question_mark_keeps_the_study_in_its_folder(env, files, tmp_path, monkeypatch):
@@ -652,7 +652,7 @@ def closed_port():
 @pytest.mark.parametrize("form", URL_FORMS)
 def test_a_storage_password_is_masked_in_every_form(form):
     url = form.format(s=SECRET, port=5432)
-    shown_ = tune.shown_url(url)
+    shown_ = tune.study.shown_url(url)
     assert SECRET not in shown_ and "x@127" not in shown_ and "***" in shown_, shown_
 
 
@@ -701,9 +701,9 @@ def test_a_space_whose_every_trial_diverges_ends_with_an_error(env, files, tmp_p
         fail_on_timeout(proc)
     assert proc.returncode == 1, err
     line = one_error_line(err)
-    assert f"{tune.FAILURES_IN_A_ROW} trials failed" in line and "diverged" in line and "--study" in line
+    assert f"{tune.trials.FAILURES_IN_A_ROW} trials failed" in line and "diverged" in line and "--study" in line
     trials = glob.glob(str(runs_root / "studies" / "diverges" / "trial-*"))
-    assert len(trials) == tune.FAILURES_IN_A_ROW
+    assert len(trials) == tune.trials.FAILURES_IN_A_ROW
     again = own("tune", "-c", config_file, "--space", space_file, "--trials", "3")  # a rerun adds none
     try:
         finish(again)
@@ -721,12 +721,12 @@ def test_failures_in_all_end_a_study_even_between_successes():
         study.add_trial(optuna.create_trial(state=TrialState.COMPLETE if ok else TrialState.FAIL,
                                             value=0.5 if ok else None))
     trials = study.get_trials(deepcopy=False)
-    assert tune.too_many_failures(trials, 20) is None           # 6 failed: under 10 and under 2 * 20
-    assert tune.too_many_failures(trials, 3) is None            # 6 failed: under the floor of 10
+    assert tune.trials.too_many_failures(trials, 20) is None           # 6 failed: under 10 and under 2 * 20
+    assert tune.trials.too_many_failures(trials, 3) is None            # 6 failed: under the floor of 10
     for _ in range(4):
         study.add_trial(optuna.create_trial(state=TrialState.FAIL))
-    assert "10 trials failed" in tune.too_many_failures(study.get_trials(deepcopy=False), 3)
-    assert tune.too_many_failures(study.get_trials(deepcopy=False), 20) is None
+    assert "10 trials failed" in tune.trials.too_many_failures(study.get_trials(deepcopy=False), 3)
+    assert tune.trials.too_many_failures(study.get_trials(deepcopy=False), 20) is None
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
@@ -745,7 +745,7 @@ def test_every_signal_stops_a_search_of_diverging_trials(env, files, tmp_path, r
         fail_on_timeout(proc)
     assert proc.returncode == 130, err
     assert "interrupted" in one_error_line(err)
-    assert len(glob.glob(str(folder / "trial-*"))) < tune.FAILURES_IN_A_ROW
+    assert len(glob.glob(str(folder / "trial-*"))) < tune.trials.FAILURES_IN_A_ROW
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
@@ -785,13 +785,13 @@ def test_workers_die_with_a_parent_killed_by_kill_9_and_a_rerun_runs_n(env, tmp_
         wait_until(lambda: not group_alive(proc.pid), timeout=60)  # the workers followed it
     finally:
         fail_on_timeout(proc)
-    trials = study_trials(tune.default_storage(str(folder)), "space")
+    trials = study_trials(tune.study.default_storage(str(folder)), "space")
     assert all(t.state.name == "FAIL" and t.user_attrs.get("interrupted") for t in trials), \
         [(t.number, t.state.name, t.user_attrs) for t in trials]
     rerun = own(*args, env={**os.environ, "BP_TUNE_HEARTBEAT": "1"})
     try:
         wait_until(lambda: len(glob.glob(str(folder / "trial-*" / "metrics.jsonl"))) == 4, rerun)
-        running = [t for t in study_trials(tune.default_storage(str(folder)), "space") if t.state.name == "RUNNING"]
+        running = [t for t in study_trials(tune.study.default_storage(str(folder)), "space") if t.state.name == "RUNNING"]
         assert len(running) == 2  # two workers, not four
         os.killpg(rerun.pid, signal.SIGINT)
         finish(rerun, timeout=60)
