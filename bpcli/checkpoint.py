@@ -374,67 +374,106 @@ def check_training_state(meta, arrays, path, *, steps_per_epoch, n_train):
     ``meta`` and ``arrays`` are what read_checkpoint returned (config, sizes,
     and the optimizer arrays' names, shapes and dtypes already checked);
     ``steps_per_epoch`` and ``n_train`` are the resumed run's. Checks what
-    Run.restore takes over: epoch and step, the metrics history, best, the
-    partial tallies of the current epoch, the RNG states, the training time,
-    the thread count, and the values of Adam's state.
+    Run.restore takes over, one part at a time (each check below returns the
+    key at fault and what is wrong, or None).
     """
-    def bad(key, problem):
-        return _fail(path, f"has a bad training state: '{key}' {problem}; it cannot be resumed "
-                           "(best.npz cannot be resumed: use the run's last.npz)")
+    run = {"steps_per_epoch": steps_per_epoch, "n_train": n_train}
+    for check in (_state_present, _position, _history, _best, _partial, _times, _rng_states, _adam_state):
+        found = check(meta, arrays, **run)
+        if found:
+            key, problem = found
+            raise _fail(path, f"has a bad training state: '{key}' {problem}; it cannot be resumed "
+                              "(best.npz cannot be resumed: use the run's last.npz)")
 
+
+def _state_present(meta, arrays, **run):
     missing = [k for k in ("epoch", "step", "metrics", "best", "partial", "train_seconds", "rng", "epoch_rng")
                if k not in meta]
-    if missing:
-        raise bad(missing[0], "is missing")
+    return missing and (missing[0], "is missing")
+
+
+def _position(meta, arrays, *, steps_per_epoch, **run):
+    """Where in training it stopped: epochs done, and the step within the next."""
     epochs = meta["config"]["train"]["epochs"]
     epoch, step = meta["epoch"], meta["step"]
     if not (_is_int(epoch) and 0 <= epoch <= epochs):
-        raise bad("epoch", f"must be a whole number from 0 to train.epochs ({epochs}), got {shown(epoch)}")
+        return "epoch", f"must be a whole number from 0 to train.epochs ({epochs}), got {shown(epoch)}"
     if not (_is_int(step) and 0 <= step < steps_per_epoch):
-        raise bad("step", f"must be a whole number from 0 to {steps_per_epoch - 1} (batches per epoch), "
-                          f"got {shown(step)}")
-    metrics = meta["metrics"]
+        return "step", f"must be a whole number from 0 to {steps_per_epoch - 1} (batches per epoch), got {shown(step)}"
+    return None
+
+
+def _history(meta, arrays, **run):
+    """One metrics entry per epoch done, in order."""
+    metrics, epoch = meta["metrics"], meta["epoch"]
     if not isinstance(metrics, list) or len(metrics) != epoch:
-        raise bad("metrics", f"must list one entry per completed epoch ({epoch})")
+        return "metrics", f"must list one entry per completed epoch ({epoch})"
     for i, m in enumerate(metrics):
         if not isinstance(m, dict) or m.get("epoch") != i + 1:
-            raise bad("metrics", f"entry {i + 1} is not the metrics of epoch {i + 1}")
-    best = meta["best"]
+            return "metrics", f"entry {i + 1} is not the metrics of epoch {i + 1}"
+    return None
+
+
+def _best(meta, arrays, **run):
+    """The best epoch so far and its validation accuracy (null when nothing is held out)."""
+    best, epoch = meta["best"], meta["epoch"]
     validating = meta["config"]["data"]["validation"] > 0
     if epoch == 0:
         if best is not None:
-            raise bad("best", f"must be null before the first epoch ends, got {shown(best)}")
+            return "best", f"must be null before the first epoch ends, got {shown(best)}"
     elif not (isinstance(best, dict) and set(best) == {"epoch", "val_accuracy"}
               and _is_int(best["epoch"]) and 1 <= best["epoch"] <= epoch):
-        raise bad("best", f"must be {{epoch: 1 to {epoch}, val_accuracy}}, got {shown(best)}")
+        return "best", f"must be {{epoch: 1 to {epoch}, val_accuracy}}, got {shown(best)}"
     elif validating and not (_is_number(best["val_accuracy"]) and 0 <= best["val_accuracy"] <= 1):
-        raise bad("best", f"val_accuracy must be a fraction from 0 to 1, got {shown(best['val_accuracy'])}")
+        return "best", f"val_accuracy must be a fraction from 0 to 1, got {shown(best['val_accuracy'])}"
     elif not validating and best["val_accuracy"] is not None:
-        raise bad("best", f"val_accuracy must be null (the run holds out no validation images), "
-                          f"got {shown(best['val_accuracy'])}")
+        return "best", (f"val_accuracy must be null (the run holds out no validation images), "
+                        f"got {shown(best['val_accuracy'])}")
+    return None
+
+
+def _partial(meta, arrays, *, n_train, **run):
+    """The tallies of the epoch under way."""
     partial = meta["partial"]
     if not isinstance(partial, dict) or set(partial) != {"loss_sum", "correct", "seen", "seconds"}:
-        raise bad("partial", f"must be {{loss_sum, correct, seen, seconds}}, got {shown(partial)}")
+        return "partial", f"must be {{loss_sum, correct, seen, seconds}}, got {shown(partial)}"
     if not all(_is_number(partial[k]) and partial[k] >= 0 for k in ("loss_sum", "seconds")):
-        raise bad("partial", f"loss_sum and seconds must be finite numbers >= 0, got {shown(partial)}")
+        return "partial", f"loss_sum and seconds must be finite numbers >= 0, got {shown(partial)}"
     if not (_is_int(partial["seen"]) and _is_int(partial["correct"])
             and 0 <= partial["correct"] <= partial["seen"] <= n_train):
-        raise bad("partial", f"must have 0 <= correct <= seen <= {n_train} (training images), "
-                             f"got {shown(partial)}")
+        return "partial", f"must have 0 <= correct <= seen <= {n_train} (training images), got {shown(partial)}"
+    return None
+
+
+def _times(meta, arrays, **run):
+    """The training time so far, and the thread count it ran on."""
     if not (_is_number(meta["train_seconds"]) and meta["train_seconds"] >= 0):
-        raise bad("train_seconds", f"must be a finite number >= 0, got {shown(meta['train_seconds'])}")
+        return "train_seconds", f"must be a finite number >= 0, got {shown(meta['train_seconds'])}"
     threads = meta.get("threads")
     if threads is not None and not (_is_int(threads) and threads >= 1):
-        raise bad("threads", f"must be null or a whole number >= 1, got {shown(threads)}")
+        return "threads", f"must be null or a whole number >= 1, got {shown(threads)}"
+    return None
+
+
+def _rng_states(meta, arrays, **run):
+    """The training stream, and mid-epoch the state this epoch's order is redrawn from."""
     problem = check_rng_state(meta["rng"])
     if problem:
-        raise bad("rng", problem)
-    if meta["epoch_rng"] is not None or step > 0:  # mid-epoch, the epoch's order is redrawn from it
+        return "rng", problem
+    if meta["epoch_rng"] is not None or meta["step"] > 0:
         problem = check_rng_state(meta["epoch_rng"])
         if problem:
-            raise bad("epoch_rng", problem)
-    if "opt.t" in arrays and not 0 <= int(arrays["opt.t"]) <= 2**53:
-        raise bad("opt.t", f"(Adam's step count) must be >= 0, got {int(arrays['opt.t'])}")
-    for name in ("opt.v0", "opt.v1"):  # Adam's running mean of g**2; SGD's velocity may be negative
-        if "opt.t" in arrays and name in arrays and (arrays[name] < 0).any():
-            raise bad(name, "(Adam's mean squared gradient) holds negative values")
+            return "epoch_rng", problem
+    return None
+
+
+def _adam_state(meta, arrays, **run):
+    """Adam's step count and running mean of g**2 (SGD's velocity may be negative)."""
+    if "opt.t" not in arrays:
+        return None
+    if not 0 <= int(arrays["opt.t"]) <= 2**53:
+        return "opt.t", f"(Adam's step count) must be >= 0, got {int(arrays['opt.t'])}"
+    for name in ("opt.v0", "opt.v1"):
+        if name in arrays and (arrays[name] < 0).any():
+            return name, "(Adam's mean squared gradient) holds negative values"
+    return None
