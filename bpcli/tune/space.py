@@ -125,6 +125,7 @@ def parse_space(tree, where, prefix=""):
 
 
 def _param(key, spec, where):
+    """One entry of the space file, checked against the key's own rule -> Param."""
     rule = config_mod.RULES[key]
 
     def bad(problem):
@@ -140,20 +141,30 @@ def _param(key, spec, where):
         hint = f"; did you mean '{near[0]}'?" if near else f"; use {', '.join(sorted(SPEC_FIELDS))}"
         raise bad(f"has an unknown field {shown(unknown[0])}{hint}")
     if "choices" in spec:
-        if set(spec) != {"choices"}:
-            raise bad("gives choices and a range; give one or the other")
-        choices = spec["choices"]
-        if not isinstance(choices, list) or not choices:
-            raise bad(f"choices must be a non-empty list, got {shown(choices)}")
-        seen = set()
-        for choice in choices:
-            problem = rule(choice)
-            if problem:
-                raise bad(f"choice {problem}")
-            if _encode(choice) in seen:
-                raise bad(f"lists the choice {shown(choice)} twice")
-            seen.add(_encode(choice))
-        return Param(key, choices=choices)
+        return Param(key, choices=_choices(spec, rule, bad))
+    return _range(key, spec, rule, bad)
+
+
+def _choices(spec, rule, bad):
+    """``{choices: [...]}``: a non-empty list, each value one the key accepts, none twice."""
+    if set(spec) != {"choices"}:
+        raise bad("gives choices and a range; give one or the other")
+    choices = spec["choices"]
+    if not isinstance(choices, list) or not choices:
+        raise bad(f"choices must be a non-empty list, got {shown(choices)}")
+    seen = set()
+    for choice in choices:
+        problem = rule(choice)
+        if problem:
+            raise bad(f"choice {problem}")
+        if _encode(choice) in seen:
+            raise bad(f"lists the choice {shown(choice)} twice")
+        seen.add(_encode(choice))
+    return choices
+
+
+def _range(key, spec, rule, bad):
+    """``{low, high, log?, step?}``: both ends accepted by the key, low < high, then log or step."""
     if "low" not in spec or "high" not in spec:
         raise bad("needs both low and high (or a list of choices)")
     low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
@@ -175,19 +186,24 @@ def _param(key, spec, where):
     if step is not None:
         if log:
             raise bad("cannot have both log and step")
-        ok = config_mod._is_int(step) if integer else config_mod._is_number(step)
-        if not ok or step <= 0 or (isinstance(step, float) and not math.isfinite(step)):
-            raise bad(f"step must be a positive {'integer' if integer else 'number'}, got {shown(step)}")
-        steps = (high - low) / step
-        if not math.isfinite(steps):  # a step so small the count of steps overflows a float
-            raise bad(f"step {shown(step)} is too small for the range {shown(low)} to {shown(high)}; "
-                      "use a larger step")
-        if steps < 1 - 1e-9:  # Optuna would shrink the range to low alone, with a warning
-            raise bad(f"step {shown(step)} is larger than the range {shown(low)} to {shown(high)}; use a step "
-                      f"of at most {float(high - low):.6g}")
-        if abs(steps - round(steps)) > 1e-9 * max(1.0, abs(steps)):
-            raise bad(f"high - low ({high - low:g}) must be a whole number of steps of {step:g}")
+        _check_step(low, high, step, integer, bad)
     return Param(key, low, high, log, step, integer=integer)
+
+
+def _check_step(low, high, step, integer, bad):
+    """A step Optuna can search: positive, of the range's kind, and a whole number of steps."""
+    ok = config_mod._is_int(step) if integer else config_mod._is_number(step)
+    if not ok or step <= 0 or (isinstance(step, float) and not math.isfinite(step)):
+        raise bad(f"step must be a positive {'integer' if integer else 'number'}, got {shown(step)}")
+    steps = (high - low) / step
+    if not math.isfinite(steps):  # a step so small the count of steps overflows a float
+        raise bad(f"step {shown(step)} is too small for the range {shown(low)} to {shown(high)}; "
+                  "use a larger step")
+    if steps < 1 - 1e-9:  # Optuna would shrink the range to low alone, with a warning
+        raise bad(f"step {shown(step)} is larger than the range {shown(low)} to {shown(high)}; use a step "
+                  f"of at most {float(high - low):.6g}")
+    if abs(steps - round(steps)) > 1e-9 * max(1.0, abs(steps)):
+        raise bad(f"high - low ({high - low:g}) must be a whole number of steps of {step:g}")
 
 
 def check_searchable(space, where):
