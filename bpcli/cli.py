@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from . import __version__
+from . import __version__, datadir
 from .cpus import set_blas_threads
 from .errors import BpError
 
@@ -87,14 +87,15 @@ def _output_failed(err):
     return 1
 
 
-def _data_dir_option(default="./data"):
+def _data_dir_option(default=os.path.join(".", datadir.DEFAULT)):
     # $BP_DATA_DIR is read in one place, where the rule lives (bpcli/datadir.py)
     return click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                         help=f"Where the data is cached (default: $BP_DATA_DIR, else {default}).")
 
 
 # a checkpoint's recorded data dir is untrusted: only read, never written to
-RUN_DATA_DIR = "./data; the run's own data dir is read if it already holds the verified files"
+RUN_DATA_DIR = (f"{os.path.join('.', datadir.DEFAULT)}; the run's own data dir is read if it already holds "
+                "the verified files")
 
 
 def _fetch_options(f):
@@ -133,7 +134,6 @@ def cli():
 @click.option("--force", is_flag=True, help="Fetch again even if the cache is valid.")
 def download(data_dir, dataset, mirrors, offline, force):
     """Download and verify MNIST (or --dataset) into the data dir."""
-    from . import datadir
     from . import download as dl
 
     paths = dl.ensure_mnist(datadir.choose(data_dir)[0], dataset=dataset, force=force, **_fetching(mirrors, offline))

@@ -189,7 +189,7 @@ class Key(NamedTuple):
 KEYS = [
     Key("seed", 0, integer(lo=0, hi=MAX_SEED, why="a seed is at most 128 bits"), "integer 0 .. 2^128 - 1",
         "fixes init, validation split, shuffling, dropout and augmentation"),
-    Key("data.dir", "data", string, "non-empty string",
+    Key("data.dir", datadir.DEFAULT, string, "non-empty string",
         "the data cache; --data-dir and $BP_DATA_DIR decide first ([data.md](data.md))"),
     Key("data.dataset", "mnist", choice(*DATASET_NAMES), ", ".join(f"`{n}`" for n in DATASET_NAMES),
         "which dataset: IDX drop-ins, each verified ([data.md](data.md#other-datasets))"),
