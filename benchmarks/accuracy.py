@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # config -> (what it answers, the figure reported there)
 LADDER = {
+    "smoke": ("a check that everything runs: 5,000 images, 2 epochs", "-"),
     "seed": ("the backprop explanation's 784-16-16-10 sigmoid network", ">= 94% (target)"),
     "nielsen": ("Nielsen, NNDL ch. 1: 784-30-10 sigmoid, quadratic cost", "~95%"),
     "nielsen-ce-l2": ("Nielsen, NNDL ch. 3: 784-100-10, cross-entropy + L2", "98.04%"),
