@@ -74,7 +74,7 @@ def optional(check):
     def check_optional(v):
         problem = None if v is None else check(v)
         return problem and problem.replace(", got", " (or null), got", 1)
-    check_optional.type = lambda v: None if v is None else check.type(v)
+    check_optional.type = check.type  # (None stays None: Recipe.of)
     return check_optional
 
 
@@ -277,7 +277,7 @@ class Recipe:
     @classmethod
     def of(cls, flat):
         """From a Config's ``flat`` map of valid values ({'train.lr': 0.3, ...})."""
-        typed = {path: BY_PATH[path].rule.type(value) for path, value in flat.items()}
+        typed = {path: None if value is None else BY_PATH[path].rule.type(value) for path, value in flat.items()}
         sections = {name: section(**{path.split(".")[1]: value for path, value in typed.items()
                                      if path.startswith(name + ".")})
                     for name, section in (("data", Data), ("model", Model), ("train", Train))}
@@ -659,6 +659,21 @@ def resolve(config_file=None, sets=(), flags=None):
             cfg.set(path, value, "flag --" + path.rsplit(".", 1)[-1].replace("_", "-"))
     # the data dir by its own rule (datadir; --data-dir is the command's to apply: data.settle_data_dir)
     cfg.set("data.dir", *cfg.data_dir())
+    return check(cfg)
+
+
+def variant(base, params, where):
+    """``base`` with ``params`` ({key path: value}, from ``where``) set and checked as
+    ``resolve`` checks a config: a bp tune trial's config, or a corner of its space."""
+    cfg = copy.deepcopy(base)
+    for path, value in params.items():
+        cfg.set(path, value, where)
+    return check(cfg)
+
+
+def check(cfg):
+    """``cfg``, once every source is applied: the rules between keys, and that its
+    training fits in this machine's memory (resolve's last step; bp tune's trials too)."""
     check_combinations(cfg)
     check_model_size(cfg)
     return cfg

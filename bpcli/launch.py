@@ -8,7 +8,6 @@ fetched; the run dir is created only once the data is there, so a failed
 download leaves no empty run behind.
 """
 
-import copy
 import os
 from typing import NamedTuple
 
@@ -53,17 +52,6 @@ def plan(config_file=None, sets=(), flags=None, run_dir=None, resume=None, init_
     return Plan(cfg, run_dir, init=init, force=force)
 
 
-def variant(base, params, where):
-    """``base`` with ``params`` ({key path: value}, from ``where``) set, checked as ``resolve``
-    checks a config: the config of a bp tune trial."""
-    cfg = copy.deepcopy(base)
-    for path, value in params.items():
-        cfg.set(path, value, where)
-    config_mod.check_combinations(cfg)
-    config_mod.check_model_size(cfg)
-    return cfg
-
-
 def load_data(cfg, progress=None, mirrors=None, offline=None):
     """The dataset of the config ``cfg``, fetched into its data dir if missing."""
     data = cfg.recipe.data
@@ -71,40 +59,14 @@ def load_data(cfg, progress=None, mirrors=None, offline=None):
 
 
 def start(plan, data, progress, threads=None, latest=True, stop=None):
-    """Create the run dir (a new run), say what is about to train, and train it -> the summary.
+    """Create the run dir (a new run) and train it -> the summary.
 
     The run dir is let go when training ends (a bp tune worker trains many runs in one
     process); ``latest`` and ``stop`` are ``train.train``'s."""
     run_dir = plan.run_dir if plan.resume_from else rundir.create(plan.run_dir, plan.force)
     try:
-        threads, _ = train_mod.choose_threads(threads, plan.resume_from)  # train() warns if it differs
-        progress.note(describe(plan.cfg, run_dir, threads))
         return train_mod.train(plan.cfg, data, run_dir, resume_from=plan.resume_from, progress=progress,
                                threads=threads, init=plan.init, latest=latest, stop=stop)
     finally:
         rundir.release(run_dir)
 
-
-def describe(cfg, run_dir, threads):
-    """The first note of a run: its dir, network, epochs, where its shards run, the BLAS path."""
-    from .fast import blas
-    from .fast.parallel.placement import worker_modes
-    from .fast.parallel.sharding import shards_for
-
-    recipe = cfg.recipe
-    spec = train_mod.spec_of(recipe.model)
-    batch, epochs = recipe.train.batch_size, recipe.train.epochs
-    on = f"{threads} thread{'s' * (threads != 1)}"
-    if recipe.train.engine == "reference":
-        on = "1 thread (the reference engine trains on bp itself)"
-    else:
-        used = shards_for(threads, batch, spec.sizes)
-        if used < threads:
-            on += f" ({used} used: a batch of {batch} is too small to split further)"
-        workers = worker_modes()[0]  # processes or threads (the engine may fall back), or serial
-        if used > 1 and workers == "serial":
-            on += " (their shards one after another on bp itself: BP_WORKERS=serial)"
-        elif used > 1:
-            on += f" on worker {workers}"
-    network = config_mod.describe_network(spec.sizes, spec.activation, spec.output, spec.loss)
-    return f"run dir {run_dir}: {network}, {epochs} epoch{'s' * (epochs != 1)}, {on}, {blas.describe()}"

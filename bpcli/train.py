@@ -279,7 +279,8 @@ class Run:
                     f"and {os.path.join(self.run_dir, 'best.npz')} is still usable")
         else:
             kept = "no epoch had finished, so nothing was saved"
-        again = f"bp train -c {shell_word(os.path.join(self.run_dir, 'config.yaml'))} --lr {gentler_lr(self.recipe.train.lr)}"
+        config_yaml = shell_word(os.path.join(self.run_dir, "config.yaml"))
+        again = f"bp train -c {config_yaml} --lr {gentler_lr(self.recipe.train.lr)}"
         return TrainingDiverged(f"training diverged: {what} in epoch {self.epoch + 1} at lr {lr:.4g}; "
                                 f"train again with a lower learning rate, e.g. {again}; {kept}")
 
@@ -434,6 +435,30 @@ def initial_model(path, cfg):
     return ckpt, model
 
 
+def describe(cfg, run_dir, threads):
+    """The first note of a run: its dir, network, epochs, where its shards run, the BLAS path."""
+    from .fast.parallel.placement import worker_modes
+    from .fast.parallel.sharding import shards_for
+
+    recipe = cfg.recipe
+    spec = spec_of(recipe.model)
+    batch, epochs = recipe.train.batch_size, recipe.train.epochs
+    on = f"{threads} thread{'s' * (threads != 1)}"
+    if recipe.train.engine == "reference":
+        on = "1 thread (the reference engine trains on bp itself)"
+    else:
+        used = shards_for(threads, batch, spec.sizes)
+        if used < threads:
+            on += f" ({used} used: a batch of {batch} is too small to split further)"
+        workers = worker_modes()[0]  # processes or threads (the engine may fall back), or serial
+        if used > 1 and workers == "serial":
+            on += " (their shards one after another on bp itself: BP_WORKERS=serial)"
+        elif used > 1:
+            on += f" on worker {workers}"
+    network = describe_network(spec.sizes, spec.activation, spec.output, spec.loss)
+    return f"run dir {run_dir}: {network}, {epochs} epoch{'s' * (epochs != 1)}, {on}, {blas.describe()}"
+
+
 def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, init=None, latest=True, stop=None):
     """Train under ``cfg`` into ``run_dir``; returns the summary ``bp train --json`` prints.
 
@@ -449,6 +474,7 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, ini
     """
     progress = progress or Progress(quiet=True)
     threads, warning = choose_threads(threads, resume_from)
+    progress.note(describe(cfg, run_dir, threads))
     for warning in (warning, kernel_warning(resume_from)):
         if warning:
             progress.warn(warning)

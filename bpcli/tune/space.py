@@ -1,7 +1,6 @@
 """The space file: config key -> a range ``{low, high, log?, step?}`` or ``{choices: [...]}``,
 checked like a config before any trial."""
 
-import copy
 import json
 import math
 
@@ -175,8 +174,7 @@ def _range(key, spec, rule, bad):
         problem = rule(value)
         if problem:
             raise bad(f"{name} {problem}")
-    # the key's own rule says whether it is an integer: it refuses 0.5 as "must be an integer"
-    integer = "integer" in (rule(0.5) or "")
+    integer = rule.type is int  # the type the key's rule declares (config.KEYS)
     if not low < high:
         raise bad(f"low must be below high, got low {shown(low)} and high {shown(high)}")
     if not isinstance(log, bool):
@@ -232,12 +230,8 @@ def check_corners(space, base, where):
 
     keys = [k for k in CROSS_KEYS if k in space]
     for values in itertools.islice(itertools.product(*(space[k].extremes() for k in keys)), MAX_CORNERS):
-        cfg = copy.deepcopy(base)
-        for key, value in zip(keys, values):
-            cfg.set(key, value, f"space file {where}")
         try:
-            config_mod.check_combinations(cfg)
-            config_mod.check_model_size(cfg)
+            config_mod.variant(base, dict(zip(keys, values)), f"space file {where}")
         except ConfigError as err:
             trial = ", ".join(f"{k} {shown(v, 40)}" for k, v in zip(keys, values))
             raise ConfigError(f"space file {where}: a trial with {trial} would fail: {err}") from None

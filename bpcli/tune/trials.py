@@ -174,7 +174,7 @@ class TrialRunner:
             raise Surplus()
         _stop_if_asked(self.stop)  # before a run dir is made for a trial that would not train
         params = {key: p.suggest(trial) for key, p in self.space.items()}
-        cfg = launch.variant(self.base, params, f"trial {trial.number}")
+        cfg = config_mod.variant(self.base, params, f"trial {trial.number}")
         run_dir = _trial_dir(self.job.folder, trial.number)
         trial.set_user_attr("run_dir", run_dir)
         trial.set_user_attr("host", self.host)
