@@ -31,7 +31,7 @@ DATA_BYTES = 3 * N_TRAIN * 784 + 10_000 * 784 + 5 * 4 * N_TRAIN * 10
 def training_bytes(recipe, threads=1):
     """Bytes ``bp train`` needs under ``recipe`` (a ``config.Recipe``) on ``threads`` threads, by
     part: parameters (with optimizer state, and a gradient per extra thread), data, the
-    per-batch buffers of the engine, and evaluation's buffers."""
+    per-batch buffers of the engine, and evaluation's buffers (a batch on each thread)."""
     hidden, dropout = recipe.model.hidden, recipe.model.dropout
     widths = [*hidden, 10]                       # every layer's output: a[l], delta[l]
     widest = max(widths)
@@ -50,7 +50,8 @@ def training_bytes(recipe, threads=1):
     if threads > 1:  # worker processes' staged rows (each process keeps to its own rows of the rest)
         floats_per_row += 10 + (sum(hidden) if dropout else 0) + 784 // 4
     batch = recipe.train.batch_size * (4 * floats_per_row + 2 * 784)  # + the uint8 pixels of two batches
-    evaluation = EVAL_BATCH * 4 * (784 + 2 * sum(widths))          # network.forward keeps every a[l]
+    # network.forward keeps every a[l], for a batch on each thread (metrics.predict)
+    evaluation = threads * EVAL_BATCH * 4 * (784 + 2 * sum(widths))
     return {"parameters": n_params * (BYTES_PER_PARAM + 4 * (threads - 1)), "data": DATA_BYTES, "batch": batch,
             "evaluation": evaluation, "n_params": n_params}
 

@@ -4,6 +4,8 @@ Images arrive as uint8 (n, 784) and are converted to float32 in [0, 1] one
 batch at a time, so evaluating never holds a float copy of a whole split.
 """
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from .budget import EVAL_BATCH  # (counted in the memory budget)
@@ -15,26 +17,42 @@ def to_float(X_uint8, out=None):
     return np.multiply(X_uint8, np.float32(1 / 255), out=out, dtype=np.float32)
 
 
-def predict(Ws, bs, spec, X):
+def predict(Ws, bs, spec, X, threads=1):
     """Output activations (n, k) float32 for images X (n, 784): uint8 pixels (converted
-    one batch at a time) or floats already in [0, 1]."""
-    k = spec.sizes[-1]
-    P = np.empty((len(X), k), dtype=np.float32)
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # saturated (or NaN: callers check) outputs
-        for i in range(0, len(X), EVAL_BATCH):
-            batch = X[i:i + EVAL_BATCH]
+    one batch at a time) or floats already in [0, 1].
+
+    threads > 1: that many batches of ``EVAL_BATCH`` rows at once (NumPy's products
+    release the interpreter lock). Every batch is the same product wherever it runs,
+    so the result is the same, bit for bit, on any number of threads.
+    """
+    P = np.empty((len(X), spec.sizes[-1]), dtype=np.float32)
+    starts = range(0, len(X), EVAL_BATCH)
+
+    def batch_at(i):
+        batch = X[i:i + EVAL_BATCH]
+        # (NumPy's error state is each thread's own)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # saturated (or NaN: callers check) outputs
             if batch.dtype == np.uint8:
                 batch = to_float(batch)
             acts, _ = forward(Ws, bs, batch, spec)
             P[i:i + EVAL_BATCH] = acts[-1]
+
+    if threads > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+            for _ in pool.map(batch_at, starts):
+                pass
+    else:
+        for i in starts:
+            batch_at(i)
     return P
 
 
-def loss_and_accuracy(Ws, bs, spec, X_uint8, y):
-    """Mean cost C and fraction correct on (X, y); (nan, nan) for an empty split."""
+def loss_and_accuracy(Ws, bs, spec, X_uint8, y, threads=1):
+    """Mean cost C and fraction correct on (X, y); (nan, nan) for an empty split.
+    ``threads``: see ``predict``."""
     if len(y) == 0:
         return float("nan"), float("nan")
-    P = predict(Ws, bs, spec, X_uint8)
+    P = predict(Ws, bs, spec, X_uint8, threads)
     C = cost(P, one_hot(y, P.shape[1]), spec.output, spec.loss)
     return C, float(np.mean(P.argmax(axis=1) == y))
 

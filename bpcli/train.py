@@ -287,7 +287,8 @@ class Run:
     def finish_epoch(self, seconds):
         t, p = self.recipe.train, self.partial
         self.check_finite(learning_rate(t, self.epoch + 1 - 1e-9))
-        val_loss, val_acc = loss_and_accuracy(*self.model_params(), self.spec, self.val_X, self.val_y)
+        val_loss, val_acc = loss_and_accuracy(*self.model_params(), self.spec, self.val_X, self.val_y,
+                                             threads=self.threads)
         if len(self.val_y) and not math.isfinite(val_loss):  # finite weights whose outputs overflow
             raise self.diverged(f"the validation loss became {val_loss}", learning_rate(t, self.epoch))
         self.epoch += 1
@@ -600,7 +601,7 @@ def _train_epochs(run, progress, log, latest, requested=None):
             if stop and run.epoch < epochs:
                 raise Interrupted.of(run_dir, f"after epoch {run.epoch}")
     best = load_model(os.path.join(run_dir, "best.npz"))
-    _, test_acc = loss_and_accuracy(best.Ws, best.bs, run.spec, run.test_X, run.test_y)
+    _, test_acc = loss_and_accuracy(best.Ws, best.bs, run.spec, run.test_X, run.test_y, threads=run.threads)
     progress.note(f"best epoch {run.best['epoch']}: val {percent(run.best['val_accuracy'])}, "
                   f"test {percent(test_acc)}  ->  {os.path.join(run_dir, 'best.npz')}")
     return {

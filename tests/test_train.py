@@ -340,7 +340,7 @@ def test_early_stopping_stops_when_validation_stops_improving(data, tmp_path, mo
     # validation accuracy that peaks at epoch 2, then only falls
     scores = iter([0.5, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
     monkeypatch.setattr(train_mod, "loss_and_accuracy",
-                        lambda *args: (0.1, next(scores)) if len(args[-1]) == 100 else (0.1, 0.5))
+                        lambda *args, threads: (0.1, next(scores)) if len(args[-1]) == 100 else (0.1, 0.5))
     summary, run_dir = run(data, tmp_path, "r", ["train.epochs=8", "train.patience=2"])
     assert summary["epochs"] == 4 and summary["best_epoch"] == 2
     assert len(open(os.path.join(run_dir, "metrics.jsonl")).readlines()) == 4
