@@ -479,6 +479,27 @@ def test_every_recipe_says_what_it_measured():
         assert r["measured"] and "% test in" in r["measured"], r
 
 
+def test_readme_reports_each_recipe_as_its_measured_line():
+    """One figure in two places: README's results table says what `bp config --list`
+    does (the recipe's '# measured:' line): mean, sd, minimum and wall time."""
+    import re
+    from pathlib import Path
+
+    from bpcli.config import recipe_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for r in recipe_table():
+        line = re.search(rf"^\| \**`{re.escape(r['name'])}`\**( \|[^\n]*)$", readme, re.M)
+        assert line, f"README's results table has no row for {r['name']}"
+        cells = [c.strip().strip("*¹²") for c in line.group(1).split("|")[1:-1]]
+        wall, accuracy = cells[-3], cells[-2]
+        mean, sd, low = re.fullmatch(r"(\d+\.\d+)% ± (\d+\.\d+)% \((\d+\.\d+)%\)", accuracy).groups()
+        measured = re.match(r"(\d+\.\d+)% \+- (\d+\.\d+)% test in (\d+(?:\.\d+)? (?:s|min)) \(.*\bmin (\d+\.\d+)%",
+                            r["measured"])
+        assert measured, r["measured"]
+        assert measured.groups() == (mean, sd, wall, low), (r["name"], measured.groups(), cells)
+
+
 def test_an_installed_bp_carries_its_recipes(tmp_path):
     """pip install (not -e) of a clean copy ships the recipes: -c seed works outside the repo."""
     import shutil
