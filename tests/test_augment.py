@@ -115,3 +115,25 @@ def test_a_partial_batch_uses_only_its_rows():
     aug(X, np.random.default_rng(1))
     out = aug(X[:3], np.random.default_rng(1)).copy()
     np.testing.assert_array_equal(out, augment(X[:3], np.random.default_rng(1), {"shift": 2}))
+
+
+def test_images_far_into_a_long_batch_are_read_exactly():
+    """Flat indices are computed in float32, exact only to 2**24 (~17,458 padded images):
+    the last rows of a batch of 20,000 read their own pixels, not a neighbour's."""
+    from bpcli.augment import GRID
+
+    aug = Augmenter({}, 20_000)
+    X = np.random.default_rng(7).integers(0, 256, (4, 784), dtype=np.uint8)
+    qx, qy = np.tile(GRID[0] + 13.5, (4, 1)), np.tile(GRID[1] + 13.5, (4, 1))  # every pixel at itself
+    out = aug.bilinear(X, qx, qy, first=20_000 - 4)
+    np.testing.assert_array_equal(out, X.astype(np.float32) * np.float32(1 / 255))
+
+
+def test_a_batch_longer_than_a_chunk_is_read_in_chunks_with_the_same_bits(monkeypatch):
+    import bpcli.augment as augment_module
+
+    X = np.random.default_rng(8).integers(0, 256, (10, 784), dtype=np.uint8)
+    whole = augment(X, np.random.default_rng(2), {"shift": 2, "rotate": 10, "elastic": 10})
+    monkeypatch.setattr(augment_module, "CHUNK", 3)
+    chunked = augment(X, np.random.default_rng(2), {"shift": 2, "rotate": 10, "elastic": 10})
+    assert chunked.tobytes() == whole.tobytes()
