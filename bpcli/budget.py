@@ -10,6 +10,7 @@ training run.
 """
 
 N_TRAIN = 60_000  # the training images of MNIST (and of each drop-in): no batch or split is larger
+N_TEST = 10_000  # its test images
 
 # float32 per parameter: theta, the gradient (kept by the engine for the whole run),
 # up to two optimizer moments (Adam's m and v), Adam's scratch, and the copies a
@@ -25,7 +26,7 @@ EVAL_BATCH = 2000  # evaluation's rows per forward pass (metrics)
 # the images, uint8: as loaded (train + test), the training split's copy and the
 # training copy with the inked pixels first; float32 (N_TRAIN, 10): the epoch's
 # targets and the tally's temporaries (at most 4, over at most every example)
-DATA_BYTES = 3 * N_TRAIN * 784 + 10_000 * 784 + 5 * 4 * N_TRAIN * 10
+DATA_BYTES = 3 * N_TRAIN * 784 + N_TEST * 784 + 5 * 4 * N_TRAIN * 10
 
 
 def training_bytes(recipe, threads=1):
@@ -50,8 +51,10 @@ def training_bytes(recipe, threads=1):
     if threads > 1:  # worker processes' staged rows (each process keeps to its own rows of the rest)
         floats_per_row += 10 + (sum(hidden) if dropout else 0) + 784 // 4
     batch = recipe.train.batch_size * (4 * floats_per_row + 2 * 784)  # + the uint8 pixels of two batches
-    # network.forward keeps every a[l], for a batch on each thread (metrics.predict)
-    evaluation = threads * EVAL_BATCH * 4 * (784 + 2 * sum(widths))
+    # network.forward keeps every a[l], for a batch on each thread (metrics.predict), and no
+    # more batches at once than the largest split scored (validation, test) has
+    at_once = min(threads, -(-max(recipe.data.validation, N_TEST) // EVAL_BATCH))
+    evaluation = at_once * EVAL_BATCH * 4 * (784 + 2 * sum(widths))
     return {"parameters": n_params * (BYTES_PER_PARAM + 4 * (threads - 1)), "data": DATA_BYTES, "batch": batch,
             "evaluation": evaluation, "n_params": n_params}
 

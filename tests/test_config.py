@@ -412,9 +412,21 @@ def test_the_memory_count_and_the_trainer_share_one_definition_of_each_size():
     assert train.TALLY_EVERY is budget.TALLY_EVERY and metrics.EVAL_BATCH is budget.EVAL_BATCH
     assert config_mod.training_bytes is budget.training_bytes
     package = Path(budget.__file__).parent
-    for name in ("TALLY_EVERY", "EVAL_BATCH", "N_TRAIN", "BYTES_PER_PARAM"):
+    for name in ("TALLY_EVERY", "EVAL_BATCH", "N_TRAIN", "N_TEST", "BYTES_PER_PARAM"):
         owners = [p.name for p in package.rglob("*.py") if re.search(rf"^{name} =", p.read_text(), re.M)]
         assert owners == ["budget.py"], (name, owners)
+
+
+def test_evaluation_is_counted_for_the_batches_scored_at_once():
+    """A batch of EVAL_BATCH rows per thread, but no more than the largest split has."""
+    from bpcli.budget import EVAL_BATCH, N_TEST
+
+    recipe = resolve("default").recipe
+    one = config_mod.training_bytes(recipe, threads=1)["evaluation"]
+    assert config_mod.training_bytes(recipe, threads=2)["evaluation"] == 2 * one
+    assert config_mod.training_bytes(recipe, threads=64)["evaluation"] == (N_TEST // EVAL_BATCH) * one
+    larger = resolve("default", ["data.validation=30000"]).recipe
+    assert config_mod.training_bytes(larger, threads=64)["evaluation"] == (30_000 // EVAL_BATCH) * one
 
 
 @pytest.mark.parametrize("sets", [
@@ -493,7 +505,9 @@ def test_readme_reports_each_recipe_as_its_measured_line():
         assert line, f"README's results table has no row for {r['name']}"
         cells = [c.strip().strip("*¹²") for c in line.group(1).split("|")[1:-1]]
         wall, accuracy = cells[-3], cells[-2]
-        mean, sd, low = re.fullmatch(r"(\d+\.\d+)% ± (\d+\.\d+)% \((\d+\.\d+)%\)", accuracy).groups()
+        shown = re.fullmatch(r"(\d+\.\d+)% ± (\d+\.\d+)% \((\d+\.\d+)%\)", accuracy)
+        assert shown, (r["name"], cells)
+        mean, sd, low = shown.groups()
         measured = re.match(r"(\d+\.\d+)% \+- (\d+\.\d+)% test in (\d+(?:\.\d+)? (?:s|min)) \(.*\bmin (\d+\.\d+)%",
                             r["measured"])
         assert measured, r["measured"]
