@@ -3,9 +3,10 @@ table: config, network, parameters, epochs, training FLOPs, wall time and test a
 as mean +- sd over seeds and kernels with the minimum, and the literature figure each
 recipe answers.
 
-    python benchmarks/accuracy.py --seeds 0-4                  # the README table (~1 h 45 min on 2 cores)
+    python benchmarks/accuracy.py --seeds 0-2 --kernels Haswell,SkylakeX,Sandybridge --jobs 2  # README's accuracies
+    python benchmarks/accuracy.py smoke seed nielsen nielsen-ce-l2 fast simard-affine --seeds 0  # their times
     python benchmarks/accuracy.py default --seeds 0-9 --kernels Haswell,SkylakeX,Sandybridge
-    python benchmarks/accuracy.py default --seeds 0-2 --baseline /path/to/bp-4e0bdb0/bin/bp
+    python benchmarks/accuracy.py default --seeds 0-4 --baseline /path/to/bp-4e0bdb0/bin/bp
     python benchmarks/accuracy.py seed nielsen fast --markdown results.md
 
 Each run is a fresh ``bp train -c configs/NAME.yaml --seed S --json`` on all cores,
