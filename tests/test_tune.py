@@ -267,6 +267,27 @@ def test_search_in_process_writes_best_yaml_that_retrains(env, files, runs_root)
     assert [t.number for t in trials] == [0, 1, 2, 3, 4] and states(trials) == ["FINISHED"] * 5
 
 
+def test_trials_search_the_space_and_config_the_driver_checked(env, files, monkeypatch):
+    """The files are read once: rewritten after their checks, the trials still run what was checked."""
+    config_file, space_file = files
+    check_corners = tune.check_corners
+
+    def check_then_rewrite(space, base, where):
+        check_corners(space, base, where)
+        Path(space_file).write_text("train.lr: {low: 0, high: 1}\n")  # 0 is no learning rate
+        Path(config_file).write_text("model: {hidden: [7]}\n")
+
+    monkeypatch.setattr(tune, "check_corners", check_then_rewrite)
+    result = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--trials", "1",
+                                      "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert set(doc["best"]["params"]) == {"train.lr", "train.momentum"}
+    from bpcli.checkpoint import load_model
+
+    assert load_model(os.path.join(doc["best"]["run_dir"], "best.npz")).spec.sizes == [784, 16, 10]
+
+
 def test_text_output_is_a_table_of_the_best_trials(env, files):
     config_file, space_file = files
     result = CliRunner().invoke(cli, ["tune", "-c", config_file, "--space", space_file, "--trials", "2", "-q"])

@@ -99,9 +99,8 @@ def tune(config_file, sets, space_file, n_trials=20, timeout=None, workers=1, st
     the_study = open_study(open_storage(url, heartbeat), name, space, base, url)
     ensure_mnist(base.recipe.data.dir, progress=False if quiet else None,  # once, not per worker
                  dataset=base.recipe.data.dataset)
-    job = Job(config_file, sets, space_file, url, name, folder, n_trials,
-              None if timeout is None else time.time() + timeout, seed, heartbeat,
-              threads=max(1, cpus // workers) if workers > 1 else None, quiet=quiet)
+    job = Job(space, base, url, name, folder, n_trials, None if timeout is None else time.time() + timeout,
+              seed, heartbeat, threads=max(1, cpus // workers) if workers > 1 else None, quiet=quiet)
     try:
         before = counts(the_study.get_trials(deepcopy=False))
         note(job, f"study {name}: {before['finished']} of {n_trials} trials finished; storage "

@@ -14,7 +14,6 @@ from .. import record
 from ..errors import BpError
 from ..fsutil import one_line, shown, truncate
 from ..progress import percent
-from .space import read_space
 from .study import POLL_SECONDS, lost_storage, open_storage, require_optuna, storage_cause, storage_errors
 
 
@@ -91,9 +90,11 @@ def _progress_class():
 class Job:
     """What every worker needs to know (picklable: it crosses to spawned processes)."""
 
-    def __init__(self, config_file, sets, space_file, url, study, folder, n_trials, deadline,
-                 seed, heartbeat, threads=None, quiet=False):
-        self.config_file, self.sets, self.space_file = config_file, tuple(sets), space_file
+    def __init__(self, space, base, url, study, folder, n_trials, deadline, seed, heartbeat, threads=None,
+                 quiet=False):
+        # the space and base config as the driver read and checked them: a worker never reads
+        # the files again (they may have changed since)
+        self.space, self.base = space, base
         self.url, self.study, self.folder, self.n_trials = url, study, folder, n_trials
         self.deadline, self.seed, self.heartbeat = deadline, seed, heartbeat
         self.threads, self.quiet = threads, quiet
@@ -131,8 +132,8 @@ def _work(job, worker, stop):
     from .. import launch
 
     study = _load_study(job, worker)
-    base = config_mod.resolve(job.config_file, job.sets)
-    trials = TrialRunner(job, study, read_space(job.space_file), base, launch.load_data(base, progress=False), stop)
+    data = launch.load_data(job.base, progress=False)
+    trials = TrialRunner(job, study, data, stop)
     return _loop(job, study, trials.objective, stop)
 
 
@@ -153,8 +154,9 @@ class TrialRunner:
     ``bp train`` trains (``launch``) into a run dir of the study folder; its objective is
     the run's best validation accuracy."""
 
-    def __init__(self, job, study, space, base, data, stop):
-        self.job, self.study, self.space, self.base, self.data, self.stop = job, study, space, base, data, stop
+    def __init__(self, job, study, data, stop):
+        self.job, self.study, self.data, self.stop = job, study, data, stop
+        self.space, self.base = job.space, job.base
         self.host = socket.gethostname()
         self.TrialProgress = _progress_class()
 
