@@ -574,34 +574,36 @@ def recipe_table():
 
 
 def read_file(path):
-    """Parse a YAML config file into a map (empty file = no overrides).
+    """Parse a YAML config file into a map (empty file = no overrides)."""
+    tree = read_yaml(path, "config file",
+                     f"; pass a YAML file or a built-in recipe ({', '.join(recipes())}; bp config --list)")
+    return {} if tree is None else tree
 
-    The file is untrusted: opened by ``fsutil.open_untrusted`` (a FIFO or a
-    device is refused, not waited on) and at most MAX_CONFIG_BYTES are read.
-    """
+
+def read_yaml(path, kind, hint=""):
+    """The YAML document of an untrusted file (a config, bp tune's space file; None if empty),
+    every problem a ConfigError naming the ``kind`` of file. Opened by ``fsutil.open_untrusted``
+    (a FIFO or a device is refused, not waited on); at most MAX_CONFIG_BYTES are read."""
     import yaml
 
-    f, _ = open_untrusted(path, "config file", ConfigError, max_bytes=MAX_CONFIG_BYTES,
-                          hint=f"; pass a YAML file or a built-in recipe ({', '.join(recipes())}; "
-                               "bp config --list)")
+    f, _ = open_untrusted(path, kind, ConfigError, max_bytes=MAX_CONFIG_BYTES, hint=hint)
     shown_name = shown_path(path)
     with f:
         try:
             data = f.read(MAX_CONFIG_BYTES + 1)  # a file that grew after the size check
         except OSError as err:
-            raise ConfigError(f"cannot read config file {shown_name}: {err.strerror or err}") from None
+            raise ConfigError(f"cannot read {kind} {shown_name}: {err.strerror or err}") from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {shown_name} is over bp's limit of {MAX_CONFIG_BYTES:,} bytes")
+        raise ConfigError(f"{kind} {shown_name} is over bp's limit of {MAX_CONFIG_BYTES:,} bytes")
     try:
-        tree = _yaml_load(data.decode("utf-8"))
+        return _yaml_load(data.decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise ConfigError(f"cannot read config file {shown_name}: it is not UTF-8 text "
+        raise ConfigError(f"cannot read {kind} {shown_name}: it is not UTF-8 text "
                           f"(byte {err.object[err.start]:#04x} at offset {err.start})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {shown_name} is not valid YAML{where}: {_yaml_reason(err)}") from None
-    return {} if tree is None else tree
+        raise ConfigError(f"{kind} {shown_name} is not valid YAML{where}: {_yaml_reason(err)}") from None
 
 
 def _memory_bytes():

@@ -6,10 +6,9 @@ import math
 
 from .. import config as config_mod
 from ..errors import ConfigError
-from ..fsutil import open_untrusted, shown, shown_path, truncate
+from ..fsutil import shown, shown_path, truncate
 
 
-MAX_SPACE_BYTES = config_mod.MAX_CONFIG_BYTES
 SPEC_FIELDS = {"low", "high", "log", "step", "choices"}
 NOT_SEARCHABLE = {"data.dir": "it says where MNIST is, not how to train",
                   "data.dataset": "trials are compared on one dataset's validation split; set it in the base config"}
@@ -76,26 +75,8 @@ def read_space(path):
     each key must be a config key, each low, high and choice a valid value of
     it; an unknown key names the closest valid one. Errors are ConfigError (exit 2).
     """
-    import yaml
-
     name = shown_path(path)
-    f, _ = open_untrusted(path, "space file", ConfigError, max_bytes=MAX_SPACE_BYTES,
-                          hint="; pass a YAML file like configs/spaces/fast.yaml")
-    with f:
-        try:
-            data = f.read(MAX_SPACE_BYTES + 1)
-        except OSError as err:
-            raise ConfigError(f"cannot read space file {name}: {err.strerror or err}") from None
-    if len(data) > MAX_SPACE_BYTES:
-        raise ConfigError(f"space file {name} is over bp's limit of {MAX_SPACE_BYTES:,} bytes")
-    try:
-        tree = config_mod._yaml_load(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"cannot read space file {name}: it is not UTF-8 text") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"space file {name} is not valid YAML{where}: {config_mod._yaml_reason(err)}") from None
+    tree = config_mod.read_yaml(path, "space file", "; pass a YAML file like configs/spaces/fast.yaml")
     if tree is None or tree == {}:
         raise ConfigError(f"space file {name} names no keys to search; add one like "
                           "'train.lr: {low: 0.01, high: 0.5, log: true}'")
