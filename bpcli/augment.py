@@ -154,12 +154,13 @@ class Augmenter:
         [0, 1]. ``first``: the row of this augmenter's buffers where these images go (so
         that disjoint rows can be read at once)."""
         n = len(X8)
-        if n > CHUNK:
-            for lo in range(0, n, CHUNK):
-                hi = min(n, lo + CHUNK)
-                self.bilinear(X8[lo:hi], qx[lo:hi], qy[lo:hi], None if out is None else out[lo:hi], first + lo)
-            return self.out[first:first + n] if out is None else out
         r = slice(first, first + n)
+        out = self.out[r] if out is None else out
+        if n > CHUNK:  # (see CHUNK)
+            for lo in range(0, n, CHUNK):
+                part = slice(lo, lo + CHUNK)
+                self.bilinear(X8[part], qx[part], qy[part], out[part], first + lo)
+            return out
         to_float(X8.reshape(n, SIDE, SIDE), out=self.padded[r, 1:SIDE + 1, 1:SIDE + 1])
         x0 = np.floor(np.clip(qx, -1.0, SIDE, out=qx), out=self.tmp[r])
         fx = np.subtract(qx, x0, out=self.fx[r])
@@ -167,7 +168,7 @@ class Augmenter:
         y0 = np.floor(np.clip(qy, -1.0, SIDE, out=qy), out=qx)  # qx is no longer needed
         fy = np.subtract(qy, y0, out=self.fy[r])
         y0 *= W
-        y0 += x0                                  # flat index of the top-left neighbour, from image first
+        y0 += x0                                  # flat index of the top-left neighbour, from image `first`
         idx = self.idx[r]
         idx[...] = y0
         top_left, top_right, bottom_left, bottom_right = self.corners[:, r]
@@ -184,4 +185,4 @@ class Augmenter:
         bottom_left += bottom_right               # bottom = bl + (br - bl) fx
         bottom_left -= top_left
         bottom_left *= fy
-        return np.add(top_left, bottom_left, out=self.out[r] if out is None else out)  # top + (bottom - top) fy
+        return np.add(top_left, bottom_left, out=out)  # top + (bottom - top) fy

@@ -32,7 +32,7 @@ DATA_BYTES = 3 * N_TRAIN * 784 + N_TEST * 784 + 5 * 4 * N_TRAIN * 10
 def training_bytes(recipe, threads=1):
     """Bytes ``bp train`` needs under ``recipe`` (a ``config.Recipe``) on ``threads`` threads, by
     part: parameters (with optimizer state, and a gradient per extra thread), data, the
-    per-batch buffers of the engine, and evaluation's buffers (a batch on each thread)."""
+    per-batch buffers of the engine, and evaluation's buffers (up to a batch on each thread)."""
     hidden, dropout = recipe.model.hidden, recipe.model.dropout
     widths = [*hidden, 10]                       # every layer's output: a[l], delta[l]
     widest = max(widths)

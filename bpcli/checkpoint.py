@@ -389,7 +389,7 @@ def check_training_state(meta, arrays, path, *, steps_per_epoch, n_train):
 def _state_present(meta, arrays, **run):
     missing = [k for k in ("epoch", "step", "metrics", "best", "partial", "train_seconds", "rng", "epoch_rng")
                if k not in meta]
-    return missing and (missing[0], "is missing")
+    return (missing[0], "is missing") if missing else None
 
 
 def _position(meta, arrays, *, steps_per_epoch, **run):

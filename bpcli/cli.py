@@ -87,15 +87,17 @@ def _output_failed(err):
     return 1
 
 
-def _data_dir_option(default=os.path.join(".", datadir.DEFAULT)):
+SHOWN_DATA_DIR = os.path.join(".", datadir.DEFAULT)  # as --data-dir's help shows the default
+
+
+def _data_dir_option(default=SHOWN_DATA_DIR):
     # $BP_DATA_DIR is read in one place, where the rule lives (bpcli/datadir.py)
     return click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                         help=f"Where the data is cached (default: $BP_DATA_DIR, else {default}).")
 
 
 # a checkpoint's recorded data dir is untrusted: only read, never written to
-RUN_DATA_DIR = (f"{os.path.join('.', datadir.DEFAULT)}; the run's own data dir is read if it already holds "
-                "the verified files")
+RUN_DATA_DIR = f"{SHOWN_DATA_DIR}; the run's own data dir is read if it already holds the verified files"
 
 
 def _fetch_options(f):

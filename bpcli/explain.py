@@ -42,13 +42,13 @@ from .metrics import to_float
 from .network import backward, cost, forward, one_hot, output_delta
 
 DEFAULT_LR = 0.1   # when neither --lr nor the checkpoint's train.lr says
+BAR_WIDTH = 24
 
 
 def step_size(config):
     """The learning rate of a model's one illustrated SGD step: its run's train.lr (from its
     checkpoint's ``config``), else DEFAULT_LR. bp explain and the web page both show it."""
     return config.get("train", {}).get("lr", DEFAULT_LR)
-BAR_WIDTH = 24
 
 # ---------------------------------------------------------------------------
 # The math: pure functions on arrays

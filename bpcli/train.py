@@ -33,6 +33,8 @@ from .errors import BpError, CheckpointError, ConfigError, TrainingDiverged
 from .fsutil import read_text, shell_word, shown_path, write_text_atomic
 from .metrics import loss_and_accuracy
 from .fast import Engine, blas
+from .fast.parallel.placement import worker_modes
+from .fast.parallel.sharding import shards_for
 from .fast.parallel.threads import single_threaded_blas
 from .reference import ReferenceEngine
 from .network import Spec, example_costs, init_params, one_hot
@@ -438,9 +440,6 @@ def initial_model(path, cfg):
 
 def describe(cfg, run_dir, threads):
     """The first note of a run: its dir, network, epochs, where its shards run, the BLAS path."""
-    from .fast.parallel.placement import worker_modes
-    from .fast.parallel.sharding import shards_for
-
     recipe = cfg.recipe
     spec = spec_of(recipe.model)
     batch, epochs = recipe.train.batch_size, recipe.train.epochs
@@ -474,9 +473,9 @@ def train(cfg, data, run_dir, resume_from=None, progress=None, threads=None, ini
     stop the run are added to (see ``stop_requests``).
     """
     progress = progress or Progress(quiet=True)
-    threads, warning = choose_threads(threads, resume_from)
+    threads, threads_warning = choose_threads(threads, resume_from)
     progress.note(describe(cfg, run_dir, threads))
-    for warning in (warning, kernel_warning(resume_from)):
+    for warning in (threads_warning, kernel_warning(resume_from)):
         if warning:
             progress.warn(warning)
     with rundir.held(run_dir), single_threaded_blas():
